@@ -1,0 +1,1 @@
+//! gRPC services for operators (Admin) and protobuf conversions.

@@ -1,0 +1,1 @@
+//! Client side of the operator CLI: talks to any node over gRPC.

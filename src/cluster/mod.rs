@@ -1,0 +1,3 @@
+//! Replicated cluster state, assignment and Raft wiring.
+
+pub mod types;

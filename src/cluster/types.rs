@@ -1,0 +1,230 @@
+//! Replicated data model: nodes, devices, ports, and the commands that change them.
+//!
+//! Everything here travels through the Raft log, so it is plain serde data with
+//! no I/O and no clocks: timestamps are supplied by whoever proposes a command.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub type NodeId = u64;
+pub type PortId = u64;
+/// Poller group number, as in LibreNMS (`0` is the default group).
+pub type GroupId = u32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthProtocol {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivProtocol {
+    Des,
+    Aes128,
+    Aes256,
+}
+
+/// SNMPv3 USM user. `auth` without `privacy` is authNoPriv; both is authPriv.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsmCredentials {
+    pub user: String,
+    pub auth: Option<(AuthProtocol, Secret)>,
+    pub privacy: Option<(PrivProtocol, Secret)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnmpCredentials {
+    V1 { community: Secret },
+    V2c { community: Secret },
+    V3(UsmCredentials),
+}
+
+impl SnmpCredentials {
+    /// `v1`, `v2c` or `v3`, as shown to operators.
+    pub fn version_name(&self) -> &'static str {
+        match self {
+            SnmpCredentials::V1 { .. } => "v1",
+            SnmpCredentials::V2c { .. } => "v2c",
+            SnmpCredentials::V3(_) => "v3",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum DeviceStatus {
+    /// Added, never polled yet.
+    #[default]
+    Pending,
+    Up,
+    Down,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Up => "up",
+            DeviceStatus::Down => "down",
+        }
+    }
+}
+
+/// A device as an operator adds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDevice {
+    pub hostname: String,
+    /// IP address or resolvable name the agent listens on.
+    pub address: String,
+    pub port: u16,
+    pub credentials: SnmpCredentials,
+    pub group: GroupId,
+}
+
+/// sysName / sysDescr / sysObjectID as last discovered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SystemInfo {
+    pub sys_name: String,
+    pub sys_descr: String,
+    pub sys_object_id: String,
+}
+
+/// A discovered interface with its stable, state-machine allocated id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub port_id: PortId,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub ifdescr: String,
+}
+
+/// An interface as seen by one discovery run, before it has a port id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredPort {
+    pub ifindex: u32,
+    pub ifname: String,
+    pub ifdescr: String,
+}
+
+/// hrProcessorTable row (`hrDeviceIndex`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processor {
+    pub index: u32,
+    pub descr: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageKind {
+    /// hrStorageFixedDisk, network disk, … → `storage-hrstorage-<descr>.rrd`
+    Disk,
+    /// hrStorageRam / virtual memory / other memory → `mempool-hrstorage-<index>.rrd`
+    Memory,
+}
+
+/// hrStorageTable row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    pub index: u32,
+    pub descr: String,
+    pub kind: StorageKind,
+    /// hrStorageAllocationUnits, bytes.
+    pub units: u32,
+}
+
+/// What one discovery run found on a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Discovery {
+    pub system: SystemInfo,
+    pub ports: Vec<DiscoveredPort>,
+    pub processors: Vec<Processor>,
+    pub storages: Vec<Storage>,
+}
+
+/// Everything the poller needs to know about a device's inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Inventory {
+    pub system: SystemInfo,
+    pub ports: Vec<Port>,
+    pub processors: Vec<Processor>,
+    pub storages: Vec<Storage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    pub credentials: SnmpCredentials,
+    pub group: GroupId,
+    /// Node that polls it; `None` while no live node serves its group.
+    pub owner: Option<NodeId>,
+    pub status: DeviceStatus,
+    /// Why the device is down (timeout, authentication failure, …).
+    pub reason: Option<String>,
+    /// Unix seconds of the start of the last completed poll.
+    pub last_polled: Option<u64>,
+    pub last_poll_ms: Option<u64>,
+    /// Unix seconds of the last discovery.
+    pub last_discovered: Option<u64>,
+    pub inventory: Inventory,
+}
+
+/// A node as it registered itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub name: String,
+    /// Advertised gRPC address, reachable by peers and operators.
+    pub addr: String,
+    pub groups: Vec<GroupId>,
+}
+
+/// Outcome of one poll, sent to the log in batches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollReport {
+    pub hostname: String,
+    pub polled_at: u64,
+    pub duration_ms: u64,
+    pub status: DeviceStatus,
+    pub reason: Option<String>,
+}
+
+/// A change to the replicated state. Applying one is deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Reserve the next node id for a node that has none yet.
+    AllocateNodeId,
+    /// Insert or update a node's name, address and groups.
+    UpsertNode(NodeInfo),
+    RemoveNode { id: NodeId },
+    AddDevice(NewDevice),
+    RemoveDevice { hostname: String },
+    SetDeviceGroup { hostname: String, group: GroupId },
+    /// Ownership changes decided by the leader, applied together.
+    Assign { moves: Vec<(String, Option<NodeId>)> },
+    PollReports { node: NodeId, reports: Vec<PollReport> },
+    Discovered { hostname: String, at: u64, discovery: Discovery },
+}
+
+/// Deterministic result of applying a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Ok,
+    NodeIdAllocated(NodeId),
+    /// Port ids after a discovery, by ifindex.
+    PortIds(BTreeMap<u32, PortId>),
+    Rejected(Rejection),
+}
+
+/// Why the state machine refused a command; shown to the operator as is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("device '{0}' already exists")]
+    DuplicateDevice(String),
+    #[error("unknown device '{0}'")]
+    UnknownDevice(String),
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+}

@@ -1,0 +1,31 @@
+//! raftpoll: a clustered SNMP poller. Poller nodes form a Raft group; the leader
+//! assigns devices to nodes by poller group; every node polls its devices over
+//! SNMP and streams LibreNMS-compatible RRD updates to rrdcached.
+//!
+//! Module map:
+//! - [`config`]: the node's TOML config, defaults and validation.
+//! - [`cluster`]: replicated data model, state machine, assignment, Raft wiring.
+//! - [`storage`]: sled-backed Raft log and state machine storage.
+//! - [`snmp`]: the `SnmpClient` trait and its async-snmp implementation.
+//! - [`poller`]: scheduler and the SNMP modules (system, ports, processors, storage).
+//! - [`rrd`]: RRD layout, rrdcached client and writer.
+//! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
+//! - [`client`]: the operator CLI's client side.
+//! - [`node`]: starts and stops a node: every task, in order.
+
+pub mod api;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod node;
+pub mod poller;
+pub mod rrd;
+pub mod secret;
+pub mod snmp;
+pub mod storage;
+
+/// Protobuf types generated from `proto/`.
+pub mod proto {
+    tonic::include_proto!("raftpoll.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("raftpoll_descriptor");
+}

@@ -1,0 +1,1 @@
+//! Starts and stops a node: every task, one shutdown signal, ordered teardown.

@@ -1,0 +1,3 @@
+//! Polling: scheduler and the SNMP modules.
+
+pub mod modules;

@@ -1,0 +1,3 @@
+//! RRD output: layout, rrdcached client and the writer that batches updates.
+
+pub mod layout;

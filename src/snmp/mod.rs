@@ -1,0 +1,1 @@
+//! SNMP: our `SnmpClient` trait, value types and the async-snmp implementation.

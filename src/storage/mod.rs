@@ -1,0 +1,1 @@
+//! Persistent storage for Raft: log, vote and state machine in sled.
