@@ -1,1 +1,364 @@
 //! Node configuration: one TOML file, documented defaults, validation.
+//!
+//! Every key is documented in the README's reference; unknown keys are an
+//! error so a typo never silently falls back to a default.
+
+use crate::cluster::types::GroupId;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: key `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+/// The node's configuration (`raftpoll node --config <file.toml>`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Human-readable name shown in status. Default: the machine's host name.
+    #[serde(default = "default_node_name")]
+    pub node_name: String,
+    /// Where the node keeps its Raft log, state, node id and RRD spool. Required.
+    pub data_dir: PathBuf,
+    /// gRPC listen address for peers and operators.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this node. Default: `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Addresses of existing nodes to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Create a new cluster with this node as its first member.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Cluster secret: every gRPC call must carry it. Required.
+    pub secret: Secret,
+    /// Poller groups this node serves.
+    #[serde(default = "default_groups")]
+    pub groups: Vec<GroupId>,
+    #[serde(default)]
+    pub poller: PollerConfig,
+    #[serde(default)]
+    pub rrd: RrdConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Log format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollerConfig {
+    /// Seconds between two polls of a device; also the RRD step.
+    pub frequency: u32,
+    /// Seconds between retries of a device that is down.
+    pub down_retry: u32,
+    /// Seconds between two discoveries of a device (ports, processors, storage).
+    pub discovery_frequency: u32,
+    /// Timeout of one SNMP request, in milliseconds.
+    pub timeout_ms: u64,
+    /// Retries after a timeout, per request.
+    pub retries: u32,
+    /// SNMP requests in flight at once, for the whole node.
+    pub max_in_flight: usize,
+    /// SNMP requests in flight at once, per device.
+    pub per_device_in_flight: usize,
+    /// Devices polled at the same time.
+    pub max_concurrent_polls: usize,
+    /// Local address SNMP requests leave from. Default: chosen by the OS.
+    pub source_ip: Option<IpAddr>,
+    /// How often poll reports are batched into the Raft log, in milliseconds.
+    pub report_interval_ms: u64,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            frequency: 300,
+            down_retry: 60,
+            discovery_frequency: 21600,
+            timeout_ms: 2000,
+            retries: 2,
+            max_in_flight: 2000,
+            per_device_in_flight: 4,
+            max_concurrent_polls: 500,
+            source_ip: None,
+            report_interval_ms: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrdConfig {
+    /// rrdcached address: `host:port` or `unix:/path/to/socket`.
+    pub rrdcached: String,
+    /// Updates held in memory while rrdcached is slow or away.
+    pub queue_capacity: usize,
+}
+
+impl Default for RrdConfig {
+    fn default() -> Self {
+        RrdConfig {
+            rrdcached: "127.0.0.1:42217".into(),
+            queue_capacity: 200_000,
+        }
+    }
+}
+
+/// Raft timings. Defaults suit a LAN or loopback.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Leader heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Election timeout range, milliseconds.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 750,
+            election_timeout_max_ms: 1500,
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "raftpoll".into())
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7071))
+}
+
+fn default_groups() -> Vec<GroupId> {
+    vec![0]
+}
+
+fn default_log_format() -> String {
+    "text".into()
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text, path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's own Display quotes the offending source line, which may be
+            // the secret's: keep only its message ("unknown field `fequency`…")
+            // and the line number.
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let message = match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_string(),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
+        })
+    }
+
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.secret.expose().len() < 8 {
+            return invalid("secret", "must be at least 8 characters");
+        }
+        if self.node_name.trim().is_empty() {
+            return invalid("node_name", "must not be empty");
+        }
+        if self.groups.is_empty() {
+            return invalid("groups", "must list at least one poller group");
+        }
+        if let Some(adv) = &self.advertise {
+            if adv.parse::<SocketAddr>().is_err() && !adv.contains(':') {
+                return invalid("advertise", "must be host:port");
+            }
+        }
+        for seed in &self.seeds {
+            if !seed.contains(':') {
+                return invalid("seeds", &format!("entry '{seed}' must be host:port"));
+            }
+        }
+        let p = &self.poller;
+        if p.frequency < 5 {
+            return invalid("poller.frequency", "must be at least 5 seconds");
+        }
+        if p.down_retry == 0 {
+            return invalid("poller.down_retry", "must be at least 1 second");
+        }
+        if p.discovery_frequency < p.frequency {
+            return invalid(
+                "poller.discovery_frequency",
+                "must not be shorter than poller.frequency",
+            );
+        }
+        if p.timeout_ms == 0 {
+            return invalid("poller.timeout_ms", "must be positive");
+        }
+        if p.retries > 10 {
+            return invalid("poller.retries", "must be at most 10");
+        }
+        // A poll that cannot finish within its interval would overlap the next one.
+        let worst_request_ms = p.timeout_ms * (u64::from(p.retries) + 1);
+        if worst_request_ms >= u64::from(p.frequency) * 1000 {
+            return invalid(
+                "poller.timeout_ms",
+                "times (retries + 1) must be shorter than poller.frequency",
+            );
+        }
+        if p.max_in_flight == 0 || p.per_device_in_flight == 0 || p.max_concurrent_polls == 0 {
+            return invalid(
+                "poller.max_in_flight",
+                "and per_device_in_flight / max_concurrent_polls must be positive",
+            );
+        }
+        if p.report_interval_ms == 0 {
+            return invalid("poller.report_interval_ms", "must be positive");
+        }
+        let r = &self.rrd;
+        let valid_rrdcached = match r.rrdcached.strip_prefix("unix:") {
+            Some(path) => !path.is_empty(),
+            None => r.rrdcached.rsplit_once(':').is_some_and(|(h, port)| {
+                !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            }),
+        };
+        if !valid_rrdcached {
+            return invalid("rrd.rrdcached", "must be host:port or unix:/path");
+        }
+        if r.queue_capacity == 0 {
+            return invalid("rrd.queue_capacity", "must be positive");
+        }
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 {
+            return invalid("cluster.heartbeat_ms", "must be positive");
+        }
+        if c.election_timeout_min_ms <= c.heartbeat_ms * 2 {
+            return invalid(
+                "cluster.election_timeout_min_ms",
+                "must be more than twice cluster.heartbeat_ms",
+            );
+        }
+        if c.election_timeout_max_ms <= c.election_timeout_min_ms {
+            return invalid(
+                "cluster.election_timeout_max_ms",
+                "must be greater than cluster.election_timeout_min_ms",
+            );
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return invalid("log_format", "must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "data_dir = \"/tmp/x\"\nsecret = \"s3cret-value\"\n";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new("node.toml");
+        let config = Config::parse(text, path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(MINIMAL).expect("minimal config");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7071");
+        assert_eq!(c.advertise_addr(), "127.0.0.1:7071");
+        assert_eq!(c.groups, vec![0]);
+        assert_eq!(c.poller.frequency, 300);
+        assert_eq!(c.poller.down_retry, 60);
+        assert_eq!(c.poller.discovery_frequency, 21600);
+        assert!(!c.bootstrap);
+    }
+
+    #[test]
+    fn typo_names_key_and_file() {
+        let err = load(&format!("{MINIMAL}[poller]\nfequency = 10\n")).unwrap_err().to_string();
+        assert!(err.contains("fequency"), "{err}");
+        assert!(err.contains("node.toml"), "{err}");
+        let err = load(&format!("{MINIMAL}bootstrapp = true\n")).unwrap_err().to_string();
+        assert!(err.contains("bootstrapp"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_keys() {
+        let err = load("secret = \"s3cret-value\"\n").unwrap_err().to_string();
+        assert!(err.contains("data_dir"), "{err}");
+        let err = load("data_dir = \"/tmp\"\n").unwrap_err().to_string();
+        assert!(err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named_and_secret_not_echoed() {
+        let err = load(&format!("{MINIMAL}[poller]\nfrequency = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("poller.frequency"), "{err}");
+        let err = load(&format!("{MINIMAL}[rrd]\nrrdcached = \"nonsense\"\n")).unwrap_err().to_string();
+        assert!(err.contains("rrd.rrdcached"), "{err}");
+        let err = load("data_dir = \"/tmp\"\nsecret = \"short\"\n").unwrap_err().to_string();
+        assert!(err.contains("secret") && !err.contains("short"), "{err}");
+        let err = load("data_dir = \"/tmp\"\nsecret = \"unterminated-secret\n").unwrap_err().to_string();
+        assert!(!err.contains("unterminated-secret"), "{err}");
+        let err = load(&format!("{MINIMAL}[poller]\nfrequency = 10\ntimeout_ms = 5000\nretries = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poller.timeout_ms"), "{err}");
+    }
+}

@@ -27,5 +27,6 @@ pub mod storage;
 /// Protobuf types generated from `proto/`.
 pub mod proto {
     tonic::include_proto!("raftpoll.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("raftpoll_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("raftpoll_descriptor");
 }

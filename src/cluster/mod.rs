@@ -1,3 +1,8 @@
 //! Replicated cluster state, assignment and Raft wiring.
 
+pub mod assignment;
+pub mod handle;
+pub mod network;
+pub mod raft;
+pub mod state;
 pub mod types;

@@ -198,14 +198,30 @@ pub enum Command {
     AllocateNodeId,
     /// Insert or update a node's name, address and groups.
     UpsertNode(NodeInfo),
-    RemoveNode { id: NodeId },
+    RemoveNode {
+        id: NodeId,
+    },
     AddDevice(NewDevice),
-    RemoveDevice { hostname: String },
-    SetDeviceGroup { hostname: String, group: GroupId },
+    RemoveDevice {
+        hostname: String,
+    },
+    SetDeviceGroup {
+        hostname: String,
+        group: GroupId,
+    },
     /// Ownership changes decided by the leader, applied together.
-    Assign { moves: Vec<(String, Option<NodeId>)> },
-    PollReports { node: NodeId, reports: Vec<PollReport> },
-    Discovered { hostname: String, at: u64, discovery: Discovery },
+    Assign {
+        moves: Vec<(String, Option<NodeId>)>,
+    },
+    PollReports {
+        node: NodeId,
+        reports: Vec<PollReport>,
+    },
+    Discovered {
+        hostname: String,
+        at: u64,
+        discovery: Discovery,
+    },
 }
 
 /// Deterministic result of applying a [`Command`].

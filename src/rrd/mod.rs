@@ -1,3 +1,13 @@
 //! RRD output: layout, rrdcached client and the writer that batches updates.
+//!
+//! - [`layout`]: LibreNMS-compatible file names, data sources, archives, the
+//!   `CREATE` arguments and `UPDATE` value strings.
+//! - [`client`]: async rrdcached protocol client (TCP or unix socket):
+//!   single commands, `BATCH`, `CREATE`, `UPDATE`, `FLUSH`, `STATS`.
+//! - [`writer`]: the task that owns the rrdcached connection, fed through a
+//!   bounded queue; creates files once, batches updates, never sends two
+//!   updates for one file in one second, reconnects with backoff.
 
+pub mod client;
 pub mod layout;
+pub mod writer;

@@ -1,0 +1,316 @@
+//! Device assignment: a pure function from (live nodes, devices, owners, costs)
+//! to the ownership changes the leader should write.
+//!
+//! Rules: a device stays where it is while its owner is alive and serves its
+//! group; orphans go to the least-loaded eligible node; rebalancing moves as
+//! few devices as possible and only when the spread exceeds a threshold, so
+//! small cost fluctuations never make devices flap between nodes.
+
+use super::types::{GroupId, NodeId};
+use std::collections::BTreeMap;
+
+/// A node as the assignment sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: NodeId,
+    pub groups: Vec<GroupId>,
+}
+
+/// A device as the assignment sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement<'a> {
+    pub hostname: &'a str,
+    pub group: GroupId,
+    pub owner: Option<NodeId>,
+    /// Relative cost of polling it (last poll duration in ms, or a default).
+    pub cost: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Balance {
+    /// Rebalance only when the most loaded node carries more than this
+    /// fraction above the least loaded (relative to the mean load).
+    pub threshold: f64,
+    /// Upper bound on devices moved by one rebalance, to keep churn low.
+    pub max_moves: usize,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Balance {
+            threshold: 0.25,
+            max_moves: 1000,
+        }
+    }
+}
+
+/// Computes ownership changes. `live` holds only nodes that may poll now.
+/// `rebalance` is false while a joining node is still in its debounce window.
+/// Returns `(hostname, new owner)` for devices whose owner changes, sorted by hostname.
+pub fn assign(
+    live: &[Candidate],
+    devices: &[Placement<'_>],
+    rebalance: Option<Balance>,
+) -> Vec<(String, Option<NodeId>)> {
+    let serves = |node: NodeId, group: GroupId| {
+        live.iter()
+            .any(|c| c.id == node && c.groups.contains(&group))
+    };
+    let mut load: BTreeMap<NodeId, f64> = live.iter().map(|c| (c.id, 0.0)).collect();
+    let mut owner: Vec<Option<NodeId>> = Vec::with_capacity(devices.len());
+    let mut orphans = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        match d.owner.filter(|&n| serves(n, d.group)) {
+            Some(n) => {
+                *load.entry(n).or_default() += d.cost;
+                owner.push(Some(n));
+            }
+            None => {
+                owner.push(None);
+                orphans.push(i);
+            }
+        }
+    }
+    // Heaviest first gives a tighter greedy packing; hostname breaks ties so
+    // every leader computes the same answer.
+    orphans.sort_by(|&a, &b| {
+        devices[b]
+            .cost
+            .total_cmp(&devices[a].cost)
+            .then_with(|| devices[a].hostname.cmp(devices[b].hostname))
+    });
+    for i in orphans {
+        let d = &devices[i];
+        let target = live
+            .iter()
+            .filter(|c| c.groups.contains(&d.group))
+            .map(|c| (c.id, load[&c.id]))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        if let Some((n, _)) = target {
+            *load.entry(n).or_default() += d.cost;
+            owner[i] = Some(n);
+        }
+    }
+    if let Some(balance) = rebalance {
+        rebalance_loads(live, devices, &mut owner, &mut load, balance);
+    }
+    let mut moves: Vec<(String, Option<NodeId>)> = devices
+        .iter()
+        .zip(&owner)
+        .filter(|(d, new)| d.owner != **new)
+        .map(|(d, new)| (d.hostname.to_string(), *new))
+        .collect();
+    moves.sort();
+    moves
+}
+
+/// Greedy: repeatedly move one device from the most to the least loaded node
+/// that can take it, choosing the device that best halves their gap.
+fn rebalance_loads(
+    live: &[Candidate],
+    devices: &[Placement<'_>],
+    owner: &mut [Option<NodeId>],
+    load: &mut BTreeMap<NodeId, f64>,
+    balance: Balance,
+) {
+    if live.len() < 2 {
+        return;
+    }
+    let groups_of: BTreeMap<NodeId, &[GroupId]> =
+        live.iter().map(|c| (c.id, c.groups.as_slice())).collect();
+    for _ in 0..balance.max_moves {
+        let mean = load.values().sum::<f64>() / load.len() as f64;
+        let mut best: Option<(f64, usize, NodeId)> = None;
+        // Consider every (heavy → light) pair; the device that brings the
+        // pair closest to equal wins.
+        for (&from, &from_load) in load.iter() {
+            for (&to, &to_load) in load.iter() {
+                let gap = from_load - to_load;
+                if from == to || gap <= balance.threshold * mean {
+                    continue;
+                }
+                for (i, d) in devices.iter().enumerate() {
+                    if owner[i] != Some(from)
+                        || d.cost <= 0.0
+                        || d.cost >= gap
+                        || !groups_of[&to].contains(&d.group)
+                    {
+                        continue;
+                    }
+                    let after = (gap - 2.0 * d.cost).abs();
+                    let better = match best {
+                        None => true,
+                        Some((b, bi, _)) => {
+                            after < b || (after == b && devices[i].hostname < devices[bi].hostname)
+                        }
+                    };
+                    if better {
+                        best = Some((after, i, to));
+                    }
+                }
+            }
+        }
+        let Some((_, i, to)) = best else { return };
+        let Some(from) = owner[i] else { return };
+        let cost = devices[i].cost;
+        *load.entry(from).or_default() -= cost;
+        *load.entry(to).or_default() += cost;
+        owner[i] = Some(to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId, groups: &[GroupId]) -> Candidate {
+        Candidate {
+            id,
+            groups: groups.to_vec(),
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("dev{i:03}")).collect()
+    }
+
+    fn placements<'a>(
+        names: &'a [String],
+        owners: &[Option<NodeId>],
+        group: GroupId,
+    ) -> Vec<Placement<'a>> {
+        names
+            .iter()
+            .zip(owners)
+            .map(|(h, o)| Placement {
+                hostname: h,
+                group,
+                owner: *o,
+                cost: 10.0,
+            })
+            .collect()
+    }
+
+    fn apply(devices: &mut [Placement<'_>], moves: &[(String, Option<NodeId>)]) {
+        for (h, o) in moves {
+            if let Some(d) = devices.iter_mut().find(|d| d.hostname == h) {
+                d.owner = *o;
+            }
+        }
+    }
+
+    fn count(devices: &[Placement<'_>], n: NodeId) -> usize {
+        devices.iter().filter(|d| d.owner == Some(n)).count()
+    }
+
+    #[test]
+    fn new_devices_spread_evenly() {
+        let hosts = names(30);
+        let mut devices = placements(&hosts, &[None; 30], 0);
+        let live = [node(1, &[0]), node(2, &[0]), node(3, &[0])];
+        let moves = assign(&live, &devices, None);
+        assert_eq!(moves.len(), 30);
+        apply(&mut devices, &moves);
+        assert_eq!(
+            [count(&devices, 1), count(&devices, 2), count(&devices, 3)],
+            [10, 10, 10]
+        );
+        // Stable: nothing to do on a second run, with or without rebalancing.
+        assert!(assign(&live, &devices, Some(Balance::default())).is_empty());
+    }
+
+    #[test]
+    fn dead_node_moves_only_its_devices() {
+        let hosts = names(30);
+        let owners: Vec<_> = (0..30).map(|i| Some(i as u64 % 3 + 1)).collect();
+        let devices = placements(&hosts, &owners, 0);
+        let live = [node(1, &[0]), node(3, &[0])];
+        let moves = assign(&live, &devices, None);
+        assert_eq!(moves.len(), 10);
+        assert!(moves.iter().all(|(h, o)| {
+            let d = devices.iter().find(|d| d.hostname == h).map(|d| d.owner);
+            d == Some(Some(2)) && (*o == Some(1) || *o == Some(3))
+        }));
+        let to1 = moves.iter().filter(|(_, o)| *o == Some(1)).count();
+        assert_eq!(to1, 5);
+    }
+
+    #[test]
+    fn groups_are_respected_and_orphans_unassigned() {
+        let hosts = names(6);
+        let mut devices = placements(&hosts, &[None; 6], 0);
+        for d in devices.iter_mut().take(3) {
+            d.group = 1;
+        }
+        let live = [node(1, &[0]), node(2, &[0, 1])];
+        let moves = assign(&live, &devices, Some(Balance::default()));
+        apply(&mut devices, &moves);
+        assert!(
+            devices
+                .iter()
+                .filter(|d| d.group == 1)
+                .all(|d| d.owner == Some(2))
+        );
+        // The only group-1 node dies: its group-1 devices become unassigned,
+        // its group-0 devices go to node 1.
+        let live = [node(1, &[0])];
+        let moves = assign(&live, &devices, None);
+        apply(&mut devices, &moves);
+        assert!(
+            devices
+                .iter()
+                .filter(|d| d.group == 1)
+                .all(|d| d.owner.is_none())
+        );
+        assert!(
+            devices
+                .iter()
+                .filter(|d| d.group == 0)
+                .all(|d| d.owner == Some(1))
+        );
+    }
+
+    #[test]
+    fn join_rebalances_with_minimal_moves() {
+        let hosts = names(30);
+        let owners: Vec<_> = (0..30).map(|i| Some(i as u64 % 2 + 1)).collect();
+        let mut devices = placements(&hosts, &owners, 0);
+        let live = [node(1, &[0]), node(2, &[0]), node(3, &[0])];
+        assert!(
+            assign(&live, &devices, None).is_empty(),
+            "no rebalance during debounce"
+        );
+        let moves = assign(&live, &devices, Some(Balance::default()));
+        assert_eq!(moves.len(), 10, "only what the new node needs: {moves:?}");
+        assert!(moves.iter().all(|(_, o)| *o == Some(3)));
+        apply(&mut devices, &moves);
+        assert_eq!(count(&devices, 3), 10);
+        assert!(assign(&live, &devices, Some(Balance::default())).is_empty());
+    }
+
+    #[test]
+    fn balances_by_cost_not_count() {
+        let hosts = names(4);
+        let mut devices = placements(&hosts, &[None; 4], 0);
+        devices[0].cost = 300.0;
+        for d in devices.iter_mut().skip(1) {
+            d.cost = 100.0;
+        }
+        let live = [node(1, &[0]), node(2, &[0])];
+        apply(
+            &mut devices,
+            &assign(&live, &devices, Some(Balance::default())),
+        );
+        let heavy_owner = devices[0].owner;
+        assert!(devices.iter().skip(1).all(|d| d.owner != heavy_owner));
+    }
+
+    #[test]
+    fn small_imbalance_does_not_flap() {
+        let hosts = names(3);
+        let mut devices = placements(&hosts, &[Some(1), Some(1), Some(2)], 0);
+        devices[2].cost = 19.0;
+        let live = [node(1, &[0]), node(2, &[0])];
+        assert!(assign(&live, &devices, Some(Balance::default())).is_empty());
+    }
+}

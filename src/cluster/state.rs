@@ -1,0 +1,370 @@
+//! The replicated state machine: applying a [`Command`] is pure and deterministic.
+
+use super::types::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything the cluster agrees on. Identical on every node after applying
+/// the same log prefix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub devices: BTreeMap<String, Device>,
+    /// Last node id handed out; ids are never reused.
+    pub last_node_id: NodeId,
+    /// Last port id handed out; ids are never reused.
+    pub last_port_id: PortId,
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::AllocateNodeId => {
+                self.last_node_id += 1;
+                CommandResult::NodeIdAllocated(self.last_node_id)
+            }
+            Command::UpsertNode(info) => {
+                self.last_node_id = self.last_node_id.max(info.id);
+                self.nodes.insert(info.id, info.clone());
+                CommandResult::Ok
+            }
+            Command::RemoveNode { id } => {
+                if self.nodes.remove(id).is_none() {
+                    return CommandResult::Rejected(Rejection::UnknownNode(*id));
+                }
+                for device in self.devices.values_mut() {
+                    if device.owner == Some(*id) {
+                        device.owner = None;
+                    }
+                }
+                CommandResult::Ok
+            }
+            Command::AddDevice(new) => self.add_device(new),
+            Command::RemoveDevice { hostname } => match self.devices.remove(hostname) {
+                Some(_) => CommandResult::Ok,
+                None => CommandResult::Rejected(Rejection::UnknownDevice(hostname.clone())),
+            },
+            Command::SetDeviceGroup { hostname, group } => match self.devices.get_mut(hostname) {
+                Some(device) => {
+                    if device.group != *group {
+                        device.group = *group;
+                        // The owner may not serve the new group: let assignment decide again.
+                        device.owner = None;
+                    }
+                    CommandResult::Ok
+                }
+                None => CommandResult::Rejected(Rejection::UnknownDevice(hostname.clone())),
+            },
+            Command::Assign { moves } => {
+                for (hostname, owner) in moves {
+                    // A device removed after the leader computed the move is simply skipped.
+                    if let Some(device) = self.devices.get_mut(hostname) {
+                        device.owner = *owner;
+                    }
+                }
+                CommandResult::Ok
+            }
+            Command::PollReports { reports, .. } => {
+                for report in reports {
+                    let Some(device) = self.devices.get_mut(&report.hostname) else {
+                        continue;
+                    };
+                    // Reports may arrive late (batched, or from a previous owner):
+                    // never move a device's schedule backwards.
+                    if device.last_polled.is_some_and(|t| t > report.polled_at) {
+                        continue;
+                    }
+                    device.last_polled = Some(report.polled_at);
+                    device.last_poll_ms = Some(report.duration_ms);
+                    device.status = report.status;
+                    device.reason = report.reason.clone();
+                }
+                CommandResult::Ok
+            }
+            Command::Discovered {
+                hostname,
+                at,
+                discovery,
+            } => self.discovered(hostname, *at, discovery),
+        }
+    }
+
+    fn add_device(&mut self, new: &NewDevice) -> CommandResult {
+        if self.devices.contains_key(&new.hostname) {
+            return CommandResult::Rejected(Rejection::DuplicateDevice(new.hostname.clone()));
+        }
+        self.devices.insert(
+            new.hostname.clone(),
+            Device {
+                hostname: new.hostname.clone(),
+                address: new.address.clone(),
+                port: new.port,
+                credentials: new.credentials.clone(),
+                group: new.group,
+                owner: None,
+                status: DeviceStatus::Pending,
+                reason: None,
+                last_polled: None,
+                last_poll_ms: None,
+                last_discovered: None,
+                inventory: Inventory::default(),
+            },
+        );
+        CommandResult::Ok
+    }
+
+    /// Merges a discovery into the device's inventory. Ports keep their id when
+    /// their ifIndex changes: they are matched by ifName, then by ifDescr, then
+    /// by ifIndex; unmatched interfaces get fresh ids.
+    fn discovered(&mut self, hostname: &str, at: u64, discovery: &Discovery) -> CommandResult {
+        let Some(device) = self.devices.get_mut(hostname) else {
+            return CommandResult::Rejected(Rejection::UnknownDevice(hostname.to_string()));
+        };
+        let mut old: Vec<Option<Port>> = device.inventory.ports.drain(..).map(Some).collect();
+        let mut take = |pred: &dyn Fn(&Port) -> bool| -> Option<Port> {
+            old.iter_mut()
+                .find(|slot| slot.as_ref().is_some_and(pred))
+                .and_then(Option::take)
+        };
+        let mut matched: Vec<(usize, Option<Port>)> = Vec::with_capacity(discovery.ports.len());
+        // Three passes so a strong match (name) is never stolen by a weak one (index).
+        for (i, found) in discovery.ports.iter().enumerate() {
+            let by_name = (!found.ifname.is_empty())
+                .then(|| take(&|p: &Port| p.ifname == found.ifname))
+                .flatten();
+            matched.push((i, by_name));
+        }
+        for (i, slot) in matched.iter_mut() {
+            let found = &discovery.ports[*i];
+            if slot.is_none() && !found.ifdescr.is_empty() {
+                *slot = take(&|p: &Port| p.ifname.is_empty() && p.ifdescr == found.ifdescr);
+            }
+        }
+        for (i, slot) in matched.iter_mut() {
+            let found = &discovery.ports[*i];
+            if slot.is_none() {
+                *slot = take(&|p: &Port| {
+                    p.ifindex == found.ifindex && p.ifname.is_empty() && found.ifname.is_empty()
+                });
+            }
+        }
+        let mut ports = Vec::with_capacity(matched.len());
+        let mut ids = BTreeMap::new();
+        for (i, slot) in matched {
+            let found = &discovery.ports[i];
+            let port_id = match slot {
+                Some(p) => p.port_id,
+                None => {
+                    self.last_port_id += 1;
+                    self.last_port_id
+                }
+            };
+            ids.insert(found.ifindex, port_id);
+            ports.push(Port {
+                port_id,
+                ifindex: found.ifindex,
+                ifname: found.ifname.clone(),
+                ifdescr: found.ifdescr.clone(),
+            });
+        }
+        ports.sort_by_key(|p| p.port_id);
+        device.inventory = Inventory {
+            system: discovery.system.clone(),
+            ports,
+            processors: discovery.processors.clone(),
+            storages: discovery.storages.clone(),
+        };
+        device.last_discovered = Some(at);
+        CommandResult::PortIds(ids)
+    }
+
+    /// Devices owned by `node`, in hostname order.
+    pub fn devices_of(&self, node: NodeId) -> impl Iterator<Item = &Device> {
+        self.devices.values().filter(move |d| d.owner == Some(node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn new_device(hostname: &str) -> NewDevice {
+        NewDevice {
+            hostname: hostname.into(),
+            address: "127.0.0.1".into(),
+            port: 161,
+            credentials: SnmpCredentials::V2c {
+                community: Secret::new("public"),
+            },
+            group: 0,
+        }
+    }
+
+    fn port(ifindex: u32, ifname: &str, ifdescr: &str) -> DiscoveredPort {
+        DiscoveredPort {
+            ifindex,
+            ifname: ifname.into(),
+            ifdescr: ifdescr.into(),
+        }
+    }
+
+    fn discover(
+        state: &mut ClusterState,
+        host: &str,
+        ports: Vec<DiscoveredPort>,
+    ) -> BTreeMap<u32, PortId> {
+        let cmd = Command::Discovered {
+            hostname: host.into(),
+            at: 100,
+            discovery: Discovery {
+                ports,
+                ..Default::default()
+            },
+        };
+        match state.apply(&cmd) {
+            CommandResult::PortIds(ids) => ids,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_and_unknown_devices_are_rejected() {
+        let mut s = ClusterState::default();
+        assert_eq!(
+            s.apply(&Command::AddDevice(new_device("sw1"))),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::AddDevice(new_device("sw1"))),
+            CommandResult::Rejected(Rejection::DuplicateDevice("sw1".into()))
+        );
+        assert_eq!(
+            s.apply(&Command::RemoveDevice {
+                hostname: "sw2".into()
+            }),
+            CommandResult::Rejected(Rejection::UnknownDevice("sw2".into()))
+        );
+    }
+
+    #[test]
+    fn port_ids_survive_ifindex_renumbering() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        let first = discover(
+            &mut s,
+            "sw1",
+            vec![
+                port(1, "Gi1", "GigabitEthernet1"),
+                port(2, "Gi2", "GigabitEthernet2"),
+            ],
+        );
+        assert_eq!(first.values().copied().collect::<Vec<_>>(), vec![1, 2]);
+        // Renumbered after a reboot, plus a new interface.
+        let second = discover(
+            &mut s,
+            "sw1",
+            vec![
+                port(10, "Gi2", "GigabitEthernet2"),
+                port(11, "Gi1", "GigabitEthernet1"),
+                port(12, "Gi3", "x"),
+            ],
+        );
+        assert_eq!(second[&11], first[&1]);
+        assert_eq!(second[&10], first[&2]);
+        assert_eq!(second[&12], 3);
+        // A port that vanished and came back gets a new id, never a reused one.
+        discover(&mut s, "sw1", vec![port(10, "Gi2", "")]);
+        let back = discover(
+            &mut s,
+            "sw1",
+            vec![port(10, "Gi2", ""), port(11, "Gi1", "")],
+        );
+        assert_eq!(back[&11], 4);
+    }
+
+    #[test]
+    fn ports_without_names_match_by_descr() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        let first = discover(
+            &mut s,
+            "sw1",
+            vec![port(1, "", "eth0"), port(2, "", "eth1")],
+        );
+        let second = discover(
+            &mut s,
+            "sw1",
+            vec![port(5, "", "eth1"), port(6, "", "eth0")],
+        );
+        assert_eq!(second[&6], first[&1]);
+        assert_eq!(second[&5], first[&2]);
+    }
+
+    #[test]
+    fn late_poll_reports_do_not_rewind_schedule() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        let report = |at, status| PollReport {
+            hostname: "sw1".into(),
+            polled_at: at,
+            duration_ms: 5,
+            status,
+            reason: None,
+        };
+        s.apply(&Command::PollReports {
+            node: 1,
+            reports: vec![report(200, DeviceStatus::Up)],
+        });
+        s.apply(&Command::PollReports {
+            node: 2,
+            reports: vec![report(100, DeviceStatus::Down)],
+        });
+        let d = &s.devices["sw1"];
+        assert_eq!((d.last_polled, d.status), (Some(200), DeviceStatus::Up));
+    }
+
+    #[test]
+    fn node_ids_are_never_reused() {
+        let mut s = ClusterState::default();
+        assert_eq!(
+            s.apply(&Command::AllocateNodeId),
+            CommandResult::NodeIdAllocated(1)
+        );
+        s.apply(&Command::UpsertNode(NodeInfo {
+            id: 5,
+            name: "n5".into(),
+            addr: "a".into(),
+            groups: vec![0],
+        }));
+        s.apply(&Command::RemoveNode { id: 5 });
+        assert_eq!(
+            s.apply(&Command::AllocateNodeId),
+            CommandResult::NodeIdAllocated(6)
+        );
+    }
+
+    #[test]
+    fn group_change_unassigns_and_node_removal_frees_devices() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::UpsertNode(NodeInfo {
+            id: 1,
+            name: "n1".into(),
+            addr: "a".into(),
+            groups: vec![0],
+        }));
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        s.apply(&Command::AddDevice(new_device("sw2")));
+        s.apply(&Command::Assign {
+            moves: vec![("sw1".into(), Some(1)), ("sw2".into(), Some(1))],
+        });
+        s.apply(&Command::SetDeviceGroup {
+            hostname: "sw1".into(),
+            group: 3,
+        });
+        assert_eq!(s.devices["sw1"].owner, None);
+        assert_eq!(s.devices_of(1).count(), 1);
+        s.apply(&Command::RemoveNode { id: 1 });
+        assert_eq!(s.devices_of(1).count(), 0);
+    }
+}

@@ -1,0 +1,1 @@
+//! The RRD writer task: queue, file creation, batching and reconnects.

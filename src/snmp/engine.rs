@@ -1,0 +1,519 @@
+//! `AsyncSnmpClient`: the node's SNMP engine on async-snmp, one shared UDP
+//! socket for every device, many requests in flight, bounded node-wide and per device.
+
+use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget};
+use super::error::SnmpError;
+use super::types::{Oid, SnmpValue, VarBind};
+use crate::cluster::types::{AuthProtocol, PrivProtocol, SnmpCredentials};
+use async_snmp::v3::ReportStatus;
+use async_snmp::{
+    Auth, Client, EngineCache, ErrorStatus, OidOrdering, Retry, UdpHandle,
+    UdpTransport, UsmConfig, Value, WalkAbortReason, WalkMethod, WalkOptions,
+};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Most varbinds one walk may return before we call the agent broken
+/// (a looping agent would otherwise fill memory).
+pub const MAX_WALK_VARBINDS: usize = 200_000;
+/// GETBULK max-repetitions; async-snmp halves it on tooBig.
+const MAX_REPETITIONS: u32 = 25;
+/// Requested SO_RCVBUF: room for bursts of answers from many agents.
+const RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Cached credential sets per address before the oldest is dropped.
+const MAX_ENTRIES_PER_ADDR: usize = 4;
+
+/// The node's SNMP engine. Cheap to clone; clones share the socket, the
+/// caches and the in-flight limits.
+#[derive(Clone)]
+pub struct AsyncSnmpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SnmpClientConfig,
+    /// Socket for IPv4 targets (or for every target when `source_ip` is set).
+    primary: UdpTransport,
+    /// IPv6 socket, bound on first use when `source_ip` is not set.
+    v6: OnceCell<UdpTransport>,
+    engine_cache: Arc<EngineCache>,
+    in_flight: Arc<Semaphore>,
+    targets: Mutex<HashMap<SocketAddr, Vec<Arc<TargetEntry>>>>,
+}
+
+/// A per-target client handle on the shared socket, with its own in-flight cap.
+struct TargetEntry {
+    credentials: SnmpCredentials,
+    client: Client<UdpHandle>,
+    permits: Arc<Semaphore>,
+}
+
+impl AsyncSnmpClient {
+    /// Binds the shared socket (to `source_ip` when given) and sets up the limits.
+    pub async fn new(config: SnmpClientConfig) -> Result<Self, SnmpError> {
+        if config.max_in_flight == 0 || config.per_device_in_flight == 0 {
+            return Err(SnmpError::Config {
+                detail: "max_in_flight and per-device in-flight must be at least 1".into(),
+            });
+        }
+        let bind_ip = config.source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let primary = bind_transport(bind_ip).await?;
+        tracing::debug!(local = %primary.local_addr(), "SNMP socket bound");
+        Ok(AsyncSnmpClient {
+            inner: Arc::new(Inner {
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                config,
+                primary,
+                v6: OnceCell::new(),
+                engine_cache: Arc::new(EngineCache::new()),
+                targets: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Local address of the shared (IPv4 or `source_ip`) socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.primary.local_addr()
+    }
+
+    pub fn config(&self) -> &SnmpClientConfig {
+        &self.inner.config
+    }
+
+    /// Forget the cached handle of a target (device removed or re-keyed).
+    pub fn evict(&self, addr: SocketAddr) {
+        lock(&self.inner.targets).remove(&addr);
+    }
+
+    /// Number of targets with a cached handle.
+    pub fn cached_targets(&self) -> usize {
+        lock(&self.inner.targets).values().map(Vec::len).sum()
+    }
+
+    async fn transport_for(&self, addr: SocketAddr) -> Result<&UdpTransport, SnmpError> {
+        let inner = &self.inner;
+        match (addr, inner.config.source_ip) {
+            (SocketAddr::V6(_), None) => {
+                inner
+                    .v6
+                    .get_or_try_init(|| bind_transport(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+                    .await
+            }
+            (SocketAddr::V6(_), Some(IpAddr::V4(source))) => Err(SnmpError::Config {
+                detail: format!("target {addr} is IPv6 but poller.source_ip {source} is IPv4"),
+            }),
+            _ => Ok(&inner.primary),
+        }
+    }
+
+    /// The cached handle for `target`, built on first use. v3 engine
+    /// discovery then happens once per target and is remembered.
+    async fn entry(&self, target: &SnmpTarget) -> Result<Arc<TargetEntry>, SnmpError> {
+        if let Some(entry) = self.cached(target) {
+            return Ok(entry);
+        }
+        let config = &self.inner.config;
+        let retry = Retry::fixed(config.retries, Duration::ZERO).map_err(|e| SnmpError::Config {
+            detail: format!("retries: {e}"),
+        })?;
+        let walk_options = WalkOptions {
+            method: WalkMethod::Auto,
+            max_repetitions: MAX_REPETITIONS,
+            ordering: OidOrdering::Strict,
+            result_limit: Some(MAX_WALK_VARBINDS),
+        };
+        let transport = self.transport_for(target.addr).await?;
+        let client = Client::builder(target.addr, to_auth(&target.credentials)?)
+            .request_timeout(config.timeout)
+            .retry(retry)
+            .walk_options(walk_options)
+            .engine_cache(self.inner.engine_cache.clone())
+            .build_with(transport)
+            .await
+            .map_err(|e| self.map_error(&target.credentials, *e))?;
+        let fresh = Arc::new(TargetEntry {
+            credentials: target.credentials.clone(),
+            client,
+            permits: Arc::new(Semaphore::new(config.per_device_in_flight)),
+        });
+        let mut targets = lock(&self.inner.targets);
+        let entries = targets.entry(target.addr).or_default();
+        // Another task may have built one meanwhile: keep the first, so the
+        // per-device cap stays a single semaphore.
+        if let Some(existing) = entries.iter().find(|e| e.credentials == target.credentials) {
+            return Ok(existing.clone());
+        }
+        if entries.len() >= MAX_ENTRIES_PER_ADDR {
+            entries.remove(0);
+        }
+        entries.push(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn cached(&self, target: &SnmpTarget) -> Option<Arc<TargetEntry>> {
+        lock(&self.inner.targets)
+            .get(&target.addr)?
+            .iter()
+            .find(|e| e.credentials == target.credentials)
+            .cloned()
+    }
+
+    /// Runs `op` holding one per-device and one node-wide slot. A walk holds
+    /// its slots throughout: it never has more than one request outstanding.
+    async fn limited<T, F>(&self, entry: &TargetEntry, op: F) -> Result<T, SnmpError>
+    where
+        F: Future<Output = Result<T, SnmpError>>,
+    {
+        // Device slot first, so a busy device does not hold node-wide slots while it waits.
+        let _device = entry.permits.acquire().await.map_err(|_| SnmpError::Closed)?;
+        let _node = self.inner.in_flight.acquire().await.map_err(|_| SnmpError::Closed)?;
+        op.await
+    }
+
+    fn map_error(&self, credentials: &SnmpCredentials, error: async_snmp::Error) -> SnmpError {
+        map_error(&self.inner.config, credentials, error)
+    }
+
+    async fn get_inner(
+        &self,
+        entry: &TargetEntry,
+        oids: &[Oid],
+    ) -> Result<Vec<VarBind>, SnmpError> {
+        let mut missing: HashSet<Oid> = HashSet::new();
+        // v1 answers a missing object with noSuchName for the whole PDU: drop
+        // the named object and ask again for the rest (at most once per OID).
+        for _ in 0..=oids.len() {
+            let ask: Vec<async_snmp::Oid> = oids
+                .iter()
+                .filter(|oid| !missing.contains(*oid))
+                .map(to_wire_oid)
+                .collect();
+            if ask.is_empty() {
+                break;
+            }
+            match entry.client.get_many(&ask).await {
+                Ok(response) => {
+                    let mut found: HashMap<Oid, SnmpValue> = response
+                        .varbinds
+                        .into_iter()
+                        .map(|vb| (from_wire_oid(&vb.oid), from_wire_value(vb.value)))
+                        .collect();
+                    return Ok(oids
+                        .iter()
+                        .map(|oid| {
+                            let value = found.remove(oid).unwrap_or(SnmpValue::NoSuchInstance);
+                            VarBind::new(oid.clone(), value)
+                        })
+                        .collect());
+                }
+                Err(error) => match error.exchange_source() {
+                    async_snmp::Error::Snmp {
+                        status: ErrorStatus::NoSuchName,
+                        oid: Some(bad),
+                        ..
+                    } if missing.insert(from_wire_oid(bad)) => continue,
+                    _ => return Err(self.map_error(&entry.credentials, *error)),
+                },
+            }
+        }
+        Ok(oids
+            .iter()
+            .map(|oid| VarBind::new(oid.clone(), SnmpValue::NoSuchInstance))
+            .collect())
+    }
+
+    async fn walk_inner(&self, entry: &TargetEntry, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
+        let mut stream = entry
+            .client
+            .walk(to_wire_oid(root))
+            .map_err(|e| self.map_error(&entry.credentials, *e))?;
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(vb) => out.push(VarBind::new(from_wire_oid(&vb.oid), from_wire_value(vb.value))),
+                Err(error) => {
+                    if let async_snmp::Error::WalkAborted { reason, .. } = error.exchange_source() {
+                        match reason {
+                            // A buggy agent looping back: keep what came in order.
+                            WalkAbortReason::NonIncreasing | WalkAbortReason::Cycle => {
+                                tracing::warn!(
+                                    agent = %entry.client.peer_addr(), %root,
+                                    kept = out.len(),
+                                    "walk stopped: agent returned a non-increasing OID"
+                                );
+                                return Ok(out);
+                            }
+                            WalkAbortReason::ResultLimitExceeded { limit } => {
+                                return Err(SnmpError::WalkTooLarge {
+                                    root: root.to_string(),
+                                    limit: *limit,
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                    return Err(self.map_error(&entry.credentials, *error));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SnmpClient for AsyncSnmpClient {
+    async fn get(&self, target: &SnmpTarget, oids: &[Oid]) -> Result<Vec<VarBind>, SnmpError> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entry = self.entry(target).await?;
+        self.limited(&entry, self.get_inner(&entry, oids)).await
+    }
+
+    async fn walk(&self, target: &SnmpTarget, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
+        let entry = self.entry(target).await?;
+        self.limited(&entry, self.walk_inner(&entry, root)).await
+    }
+}
+
+async fn bind_transport(ip: IpAddr) -> Result<UdpTransport, SnmpError> {
+    let bind = SocketAddr::new(ip, 0);
+    UdpTransport::builder()
+        .bind(bind.to_string())
+        .recv_buffer_size(RECV_BUFFER_BYTES)
+        .build()
+        .await
+        .map_err(|e| SnmpError::Io {
+            detail: format!("cannot bind SNMP socket to {bind}: {}", io_detail(&e)),
+        })
+}
+
+fn io_detail(error: &async_snmp::Error) -> String {
+    match error.exchange_source() {
+        async_snmp::Error::Network { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Our credentials as async-snmp's `Auth`. Errors name the user, never a password.
+fn to_auth(credentials: &SnmpCredentials) -> Result<Auth, SnmpError> {
+    match credentials {
+        SnmpCredentials::V1 { community } => Ok(Auth::v1(community.expose())),
+        SnmpCredentials::V2c { community } => Ok(Auth::v2c(community.expose())),
+        SnmpCredentials::V3(usm) => {
+            let bad = |e: async_snmp::CryptoError| SnmpError::Config {
+                detail: format!("v3 user '{}': {e}", usm.user),
+            };
+            let base = UsmConfig::new(usm.user.clone());
+            let config = match (&usm.auth, &usm.privacy) {
+                (None, None) => base,
+                (None, Some(_)) => {
+                    return Err(SnmpError::Config {
+                        detail: format!(
+                            "v3 user '{}': privacy needs an authentication protocol",
+                            usm.user
+                        ),
+                    });
+                }
+                (Some((auth, auth_pass)), None) => base
+                    .auth(wire_auth(*auth), auth_pass.expose())
+                    .map_err(bad)?,
+                (Some((auth, auth_pass)), Some((privacy, priv_pass))) => base
+                    .auth_priv(
+                        wire_auth(*auth),
+                        auth_pass.expose(),
+                        wire_priv(*privacy),
+                        priv_pass.expose(),
+                    )
+                    .map_err(bad)?,
+            };
+            Ok(config.into())
+        }
+    }
+}
+
+fn wire_auth(protocol: AuthProtocol) -> async_snmp::AuthProtocol {
+    match protocol {
+        AuthProtocol::Md5 => async_snmp::AuthProtocol::Md5,
+        AuthProtocol::Sha1 => async_snmp::AuthProtocol::Sha1,
+        AuthProtocol::Sha256 => async_snmp::AuthProtocol::Sha256,
+        AuthProtocol::Sha512 => async_snmp::AuthProtocol::Sha512,
+    }
+}
+
+fn wire_priv(protocol: PrivProtocol) -> async_snmp::PrivProtocol {
+    match protocol {
+        PrivProtocol::Des => async_snmp::PrivProtocol::Des,
+        PrivProtocol::Aes128 => async_snmp::PrivProtocol::Aes128,
+        // net-snmp's "AES256" localises its key the Blumenthal way.
+        PrivProtocol::Aes256 => async_snmp::PrivProtocol::Aes256Blumenthal,
+    }
+}
+
+fn to_wire_oid(oid: &Oid) -> async_snmp::Oid {
+    async_snmp::Oid::from_slice(oid.arcs())
+}
+
+fn from_wire_oid(oid: &async_snmp::Oid) -> Oid {
+    Oid::from(oid.arcs())
+}
+
+fn from_wire_value(value: Value) -> SnmpValue {
+    match value {
+        Value::Integer(v) => SnmpValue::Integer(i64::from(v)),
+        Value::OctetString(bytes) => SnmpValue::OctetString(bytes.to_vec()),
+        Value::Null => SnmpValue::Null,
+        Value::ObjectIdentifier(oid) => SnmpValue::ObjectId(from_wire_oid(&oid)),
+        Value::IpAddress(ip) => SnmpValue::IpAddress(ip),
+        Value::Counter32(v) => SnmpValue::Counter32(v),
+        Value::Gauge32(v) | Value::UInteger32(v) => SnmpValue::Gauge32(v),
+        Value::TimeTicks(v) => SnmpValue::TimeTicks(v),
+        Value::Opaque(bytes) | Value::Nsap(bytes) => SnmpValue::Opaque(bytes.to_vec()),
+        Value::Counter64(v) => SnmpValue::Counter64(v),
+        Value::NoSuchObject => SnmpValue::NoSuchObject,
+        Value::NoSuchInstance => SnmpValue::NoSuchInstance,
+        Value::EndOfMibView => SnmpValue::EndOfMibView,
+        Value::Unknown { data, .. } => SnmpValue::Opaque(data.to_vec()),
+        // async-snmp may add types; treat them as opaque bytes we do not graph.
+        _ => SnmpValue::Opaque(Vec::new()),
+    }
+}
+
+/// async-snmp's error as ours. Its messages name addresses and OIDs, never
+/// communities or passwords; the user name is added for v3 auth failures.
+fn map_error(
+    config: &SnmpClientConfig,
+    credentials: &SnmpCredentials,
+    error: async_snmp::Error,
+) -> SnmpError {
+    let user = match credentials {
+        SnmpCredentials::V3(usm) => usm.user.as_str(),
+        _ => "",
+    };
+    let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
+    match error.exchange_source() {
+        async_snmp::Error::Timeout { retries, .. } => SnmpError::Timeout {
+            tries: retries.saturating_add(1),
+            timeout_ms,
+        },
+        async_snmp::Error::ConstructionTimeout { .. } => SnmpError::Timeout {
+            tries: 1,
+            timeout_ms,
+        },
+        async_snmp::Error::Auth { .. } => SnmpError::AuthFailure {
+            detail: format!("wrong password or unknown user '{user}'"),
+        },
+        async_snmp::Error::Report { status, .. } => report_error(status, user),
+        async_snmp::Error::Privacy(e) => SnmpError::AuthFailure {
+            detail: format!("privacy failed for user '{user}': {e}"),
+        },
+        async_snmp::Error::Snmp { status, index, .. } => SnmpError::Agent {
+            status: status.to_string(),
+            index: *index,
+        },
+        async_snmp::Error::Decode(e) => SnmpError::Malformed {
+            detail: e.to_string(),
+        },
+        async_snmp::Error::MalformedResponse { .. } => SnmpError::Malformed {
+            detail: "answer does not match the request".into(),
+        },
+        async_snmp::Error::ResponseShape { .. } => SnmpError::Malformed {
+            detail: "unexpected varbinds in the answer".into(),
+        },
+        async_snmp::Error::Network { source, .. } => SnmpError::Io {
+            detail: source.to_string(),
+        },
+        async_snmp::Error::Closed { .. } => SnmpError::Closed,
+        async_snmp::Error::Config(detail) => SnmpError::Config {
+            detail: detail.to_string(),
+        },
+        async_snmp::Error::WalkAborted { reason, .. } => SnmpError::Malformed {
+            detail: format!("walk aborted: {reason}"),
+        },
+        other => SnmpError::Other {
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn report_error(status: &ReportStatus, user: &str) -> SnmpError {
+    let detail = match status {
+        ReportStatus::UnknownUserName { .. } => format!("unknown user '{user}'"),
+        ReportStatus::WrongDigest { .. } => {
+            format!("wrong authentication password or protocol for user '{user}'")
+        }
+        ReportStatus::DecryptionError { .. } => {
+            format!("decryption failed for user '{user}': wrong privacy password or protocol")
+        }
+        ReportStatus::UnsupportedSecurityLevel { .. } => {
+            format!("security level not allowed for user '{user}'")
+        }
+        ReportStatus::NotInTimeWindow { .. } => {
+            format!("agent rejected our engine time for user '{user}' (clock out of window)")
+        }
+        ReportStatus::UnknownEngineId { .. } => "agent does not know our engine id".to_string(),
+        other => format!("agent report: {other}"),
+    };
+    SnmpError::AuthFailure { detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::UsmCredentials;
+    use crate::secret::Secret;
+
+    #[test]
+    fn short_v3_password_is_a_config_error_without_the_password() {
+        let creds = SnmpCredentials::V3(UsmCredentials {
+            user: "bob".into(),
+            auth: Some((AuthProtocol::Sha1, Secret::new("short"))),
+            privacy: None,
+        });
+        let err = to_auth(&creds).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("bob"), "{text}");
+        assert!(!text.contains("short\""), "{text}");
+        assert!(matches!(err, SnmpError::Config { .. }));
+    }
+
+    #[test]
+    fn error_messages_are_readable() {
+        let config = SnmpClientConfig::default();
+        let v2 = SnmpCredentials::V2c {
+            community: Secret::new("s3cret-community"),
+        };
+        let err = map_error(
+            &config,
+            &v2,
+            async_snmp::Error::Timeout {
+                target: "127.0.0.1:161".parse().unwrap(),
+                elapsed: Duration::from_secs(3),
+                retries: 2,
+            },
+        );
+        assert_eq!(err.to_string(), "no response after 3 tries (timeout 1000 ms)");
+        let v3 = SnmpCredentials::V3(UsmCredentials {
+            user: "bob".into(),
+            auth: Some((AuthProtocol::Sha1, Secret::new("authpass123"))),
+            privacy: None,
+        });
+        let err = map_error(
+            &config,
+            &v3,
+            async_snmp::Error::Auth {
+                target: "127.0.0.1:161".parse().unwrap(),
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "authentication failed: wrong password or unknown user 'bob'"
+        );
+    }
+}

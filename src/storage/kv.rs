@@ -1,0 +1,200 @@
+//! The storage boundary: the few key/value operations the Raft stores need, on sled.
+//!
+//! Everything sled-specific lives here, so swapping the engine (redb is the
+//! fallback named in the design) means rewriting this file only.
+
+use super::StorageError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Names of the trees (sled's keyspaces) in the node's database.
+pub(crate) const LOGS: &str = "raft_logs";
+pub(crate) const META: &str = "raft_meta";
+pub(crate) const SM: &str = "raft_sm";
+pub(crate) const LOCAL: &str = "local";
+
+/// One database, shared by the log store, the state machine store and the
+/// node-local facts. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Kv {
+    db: sled::Db,
+    path: Arc<PathBuf>,
+}
+
+/// One keyspace of a [`Kv`]. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Tree {
+    tree: sled::Tree,
+    path: Arc<PathBuf>,
+}
+
+impl Kv {
+    /// Opens (or creates) the database in `dir`. Blocking: call from `spawn_blocking`.
+    pub(crate) fn open_blocking(dir: &Path) -> Result<Kv, StorageError> {
+        let path = dir.to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|source| StorageError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| StorageError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Kv {
+            db,
+            path: Arc::new(path),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn tree(&self, name: &str) -> Result<Tree, StorageError> {
+        let tree = self.db.open_tree(name).map_err(|e| self.io(e))?;
+        Ok(Tree {
+            tree,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Makes every write done so far durable. The blocking fsync runs on the
+    /// blocking pool so the Raft tasks keep running.
+    pub(crate) async fn flush(&self) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StorageError::Task {
+                path: (*path).clone(),
+                message: e.to_string(),
+            })?
+            .map(|_| ())
+            .map_err(|e| self.io(e))
+    }
+
+    fn io(&self, source: sled::Error) -> StorageError {
+        StorageError::Io {
+            path: (*self.path).clone(),
+            source,
+        }
+    }
+}
+
+impl Tree {
+    fn io(&self, source: sled::Error) -> StorageError {
+        StorageError::Io {
+            path: (*self.path).clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: &str, detail: impl ToString) -> StorageError {
+        StorageError::Corrupt {
+            path: (*self.path).clone(),
+            what: what.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tree
+            .get(key)
+            .map_err(|e| self.io(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub(crate) fn set_raw(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.tree.insert(key, value).map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// Reads and decodes a value; `what` names it in a corruption error.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.get_raw(key)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some).map_err(|e| self.corrupt(what, e)),
+        }
+    }
+
+    pub(crate) fn set<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let bytes = encode(value).map_err(|e| self.corrupt("value to write", e))?;
+        self.set_raw(key, &bytes)
+    }
+
+    /// Inserts many entries atomically.
+    pub(crate) fn insert_many<T: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (Vec<u8>, T)>,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            let bytes = encode(&v).map_err(|e| self.corrupt("value to write", e))?;
+            batch.insert(k, bytes);
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))
+    }
+
+    /// Removes every key in `range` atomically.
+    pub(crate) fn remove_range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.tree.range(range) {
+            let (k, _) = item.map_err(|e| self.io(e))?;
+            batch.remove(k);
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))
+    }
+
+    /// Decoded values of the keys in `range`, in key order.
+    pub(crate) fn values<T: DeserializeOwned, R: RangeBounds<Vec<u8>>>(
+        &self,
+        range: R,
+        what: &str,
+    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.tree.range(range) {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let value = decode(&v).map_err(|e| self.corrupt(what, e))?;
+            out.push((k.to_vec(), value));
+        }
+        Ok(out)
+    }
+
+    /// The last key/value pair, decoded.
+    pub(crate) fn last<T: DeserializeOwned>(
+        &self,
+        what: &str,
+    ) -> Result<Option<(Vec<u8>, T)>, StorageError> {
+        match self.tree.last().map_err(|e| self.io(e))? {
+            None => Ok(None),
+            Some((k, v)) => {
+                let value = decode(&v).map_err(|e| self.corrupt(what, e))?;
+                Ok(Some((k.to_vec(), value)))
+            }
+        }
+    }
+
+    pub(crate) fn corrupt_key(&self, what: &str, key: &[u8]) -> StorageError {
+        self.corrupt(what, format!("bad key of {} bytes", key.len()))
+    }
+}
+
+/// The one encoding of everything raftpoll stores or sends between peers.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    bincode::serialize(value)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(bytes)
+}

@@ -1,0 +1,164 @@
+//! The Raft log and vote in sled (`RaftLogStorage`).
+//!
+//! Durability rule: a vote save or a log append is acknowledged only after
+//! sled has flushed it to disk. sled flushes everything written before, so
+//! writes become durable in the order they were made.
+
+use super::StorageError;
+use super::kv::{self, Kv, Tree};
+use crate::cluster::raft::{Entry, LogId, TypeConfig, Vote};
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// Raft log storage on sled. Cheap to clone; clones share the same trees, so
+/// it is also its own log reader.
+#[derive(Clone)]
+pub struct LogStore {
+    kv: Kv,
+    logs: Tree,
+    meta: Tree,
+}
+
+fn index_key(index: u64) -> Vec<u8> {
+    index.to_be_bytes().to_vec()
+}
+
+impl LogStore {
+    pub(crate) fn new(kv: &Kv) -> Result<LogStore, StorageError> {
+        Ok(LogStore {
+            kv: kv.clone(),
+            logs: kv.tree(kv::LOGS)?,
+            meta: kv.tree(kv::META)?,
+        })
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self
+            .meta
+            .get::<Option<LogId>>(LAST_PURGED, "last purged log id")?
+            .flatten())
+    }
+
+    fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let rows = self.logs.values::<Entry, _>((start, end), "log entry")?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self.entries(range)?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.meta.get::<Vote>(VOTE, "vote")?)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = self.logs.last::<Entry>("log entry")?;
+        let last_log_id = match last {
+            Some((key, entry)) => {
+                if key.len() != 8 {
+                    return Err(self.logs.corrupt_key("log index", &key).into());
+                }
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.meta.set(VOTE, vote)?;
+        self.kv.flush().await?;
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not flushed here: it rides along with the next flush. Losing the latest
+        // value only means re-applying a little less at start; the cluster's
+        // commit index brings the node forward again.
+        self.meta.set(COMMITTED, &committed)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self
+            .meta
+            .get::<Option<LogId>>(COMMITTED, "committed log id")?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let rows = entries.into_iter().map(|e| (index_key(e.log_id.index), e));
+        self.logs.insert_many(rows)?;
+        // Acknowledge only once the entries are on disk.
+        match self.kv.flush().await {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::other(e.to_string())));
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = match last_log_id {
+            Some(id) => Bound::Excluded(index_key(id.index)),
+            None => Bound::Unbounded,
+        };
+        // One atomic batch: no hole even if we crash midway.
+        self.logs.remove_range((from, Bound::Unbounded))?;
+        self.kv.flush().await?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // Record the purge point first, so a crash in between leaves a state
+        // where the purge point covers every removed entry.
+        self.meta.set(LAST_PURGED, &Some(log_id))?;
+        self.logs
+            .remove_range((Bound::Unbounded, Bound::Included(index_key(log_id.index))))?;
+        self.kv.flush().await?;
+        Ok(())
+    }
+}

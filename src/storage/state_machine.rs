@@ -1,0 +1,220 @@
+//! The replicated state machine (`RaftStateMachine`): [`ClusterState`] in memory,
+//! the last snapshot in sled.
+//!
+//! Applying is cheap and in memory; durability comes from the Raft log plus the
+//! persisted committed index: at start openraft re-applies the committed entries
+//! after the snapshot. Every apply or snapshot install bumps a watch counter so
+//! the scheduler and the controller wake up on changes.
+
+use super::StorageError;
+use super::kv::{self, Kv, Tree};
+use crate::cluster::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::cluster::state::ClusterState;
+use crate::cluster::types::CommandResult;
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::watch;
+
+const SNAPSHOT: &[u8] = b"snapshot";
+
+/// What the state machine holds: the state and how far it got.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    state: ClusterState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// A snapshot as kept in sled: openraft's metadata plus the encoded [`Applied`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Read access to the applied cluster state for the rest of the node.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SharedState {
+    applied: Arc<RwLock<Applied>>,
+    changes: watch::Receiver<u64>,
+}
+
+impl SharedState {
+    /// Runs `f` on the current state. Keep `f` short: applies wait for it.
+    pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        f(&read_lock(&self.applied).state)
+    }
+
+    /// A receiver whose value is bumped after every apply or snapshot install.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Index of the last applied log entry (`None` before the first).
+    pub fn last_applied_index(&self) -> Option<u64> {
+        read_lock(&self.applied).last_applied.map(|l| l.index)
+    }
+}
+
+/// The state machine store handed to openraft. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    applied: Arc<RwLock<Applied>>,
+    changes: Arc<watch::Sender<u64>>,
+    kv: Kv,
+    tree: Tree,
+}
+
+// A panic while holding the lock cannot leave `Applied` half-written in a way
+// that matters more than stopping the node would, so a poisoned lock is used as is.
+fn read_lock(l: &RwLock<Applied>) -> RwLockReadGuard<'_, Applied> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock(l: &RwLock<Applied>) -> RwLockWriteGuard<'_, Applied> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StateMachineStore {
+    /// Loads the last snapshot, if any, as the starting state.
+    pub(crate) fn load(kv: &Kv) -> Result<StateMachineStore, StorageError> {
+        let tree = kv.tree(kv::SM)?;
+        let applied = match tree.get::<StoredSnapshot>(SNAPSHOT, "state machine snapshot")? {
+            None => Applied::default(),
+            Some(s) => kv::decode::<Applied>(&s.data).map_err(|e| StorageError::Corrupt {
+                path: kv.path().to_path_buf(),
+                what: "state machine snapshot data".into(),
+                detail: e.to_string(),
+            })?,
+        };
+        let (tx, _) = watch::channel(0);
+        Ok(StateMachineStore {
+            applied: Arc::new(RwLock::new(applied)),
+            changes: Arc::new(tx),
+            kv: kv.clone(),
+            tree,
+        })
+    }
+
+    /// Read access for the scheduler, controller and API.
+    pub fn shared(&self) -> SharedState {
+        SharedState {
+            applied: self.applied.clone(),
+            changes: self.changes.subscribe(),
+        }
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn meta_of(applied: &Applied) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+        }
+    }
+
+    /// Persists a snapshot durably as one atomic write.
+    async fn persist(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+        self.tree.set(SNAPSHOT, snapshot)?;
+        self.kv.flush().await
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // Copy under the lock, encode outside it.
+        let applied = read_lock(&self.applied).clone();
+        let data = kv::encode(&applied).map_err(io::Error::other)?;
+        let meta = Self::meta_of(&applied);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.persist(&stored).await?;
+        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let a = read_lock(&self.applied);
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut applied_any = false;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let result = {
+                let mut a = write_lock(&self.applied);
+                a.last_applied = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => CommandResult::Ok,
+                    EntryPayload::Normal(cmd) => a.state.apply(cmd),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        CommandResult::Ok
+                    }
+                }
+            };
+            applied_any = true;
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        if applied_any {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let mut applied: Applied = kv::decode(&snapshot)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot from leader: {e}")))?;
+        // The metadata is authoritative for where the snapshot stands.
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        // Persist first: after a crash we restart from the new snapshot or the old
+        // one, never from a mix.
+        self.persist(&StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        })
+        .await?;
+        *write_lock(&self.applied) = applied;
+        self.bump();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let stored = self
+            .tree
+            .get::<StoredSnapshot>(SNAPSHOT, "state machine snapshot")?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: s.data,
+        }))
+    }
+}

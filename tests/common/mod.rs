@@ -1,0 +1,22 @@
+//! Test bed for integration tests: real daemons (snmpd, snmpsimd, rrdcached, raftpoll) on loopback.
+//!
+//! Every daemon runs in its own temp dir on a free port, is ready when a real request succeeds
+//! (polled with a deadline, never a fixed sleep) and is killed on drop. When a test panics, the
+//! daemons' logs are printed. Set `RAFTPOLL_KEEP_TESTBED=1` to keep the temp dirs for a post-mortem.
+//!
+//! Everything here is blocking (std::process): use it from plain `#[test]` functions.
+#![allow(dead_code)]
+
+pub mod process;
+pub mod raftpoll;
+pub mod rrdcached;
+pub mod snmp;
+pub mod snmpd;
+pub mod snmpsim;
+
+pub use process::{free_tcp_port, free_udp_port, wait_until};
+pub use raftpoll::{NodeConfig, RaftpollNode, TEST_SECRET};
+pub use rrdcached::Rrdcached;
+pub use snmp::{SnmpCreds, snmpget, snmpget_u64, snmpwalk};
+pub use snmpd::Snmpd;
+pub use snmpsim::{SimDevice, Snmpsim};
