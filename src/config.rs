@@ -271,9 +271,10 @@ impl Config {
         let r = &self.rrd;
         let valid_rrdcached = match r.rrdcached.strip_prefix("unix:") {
             Some(path) => !path.is_empty(),
-            None => r.rrdcached.rsplit_once(':').is_some_and(|(h, port)| {
-                !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            }),
+            None => r
+                .rrdcached
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)),
         };
         if !valid_rrdcached {
             return invalid("rrd.rrdcached", "must be host:port or unix:/path");
@@ -331,10 +332,14 @@ mod tests {
 
     #[test]
     fn typo_names_key_and_file() {
-        let err = load(&format!("{MINIMAL}[poller]\nfequency = 10\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}[poller]\nfequency = 10\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fequency"), "{err}");
         assert!(err.contains("node.toml"), "{err}");
-        let err = load(&format!("{MINIMAL}bootstrapp = true\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}bootstrapp = true\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bootstrapp"), "{err}");
     }
 
@@ -348,17 +353,27 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named_and_secret_not_echoed() {
-        let err = load(&format!("{MINIMAL}[poller]\nfrequency = 0\n")).unwrap_err().to_string();
-        assert!(err.contains("poller.frequency"), "{err}");
-        let err = load(&format!("{MINIMAL}[rrd]\nrrdcached = \"nonsense\"\n")).unwrap_err().to_string();
-        assert!(err.contains("rrd.rrdcached"), "{err}");
-        let err = load("data_dir = \"/tmp\"\nsecret = \"short\"\n").unwrap_err().to_string();
-        assert!(err.contains("secret") && !err.contains("short"), "{err}");
-        let err = load("data_dir = \"/tmp\"\nsecret = \"unterminated-secret\n").unwrap_err().to_string();
-        assert!(!err.contains("unterminated-secret"), "{err}");
-        let err = load(&format!("{MINIMAL}[poller]\nfrequency = 10\ntimeout_ms = 5000\nretries = 2\n"))
+        let err = load(&format!("{MINIMAL}[poller]\nfrequency = 0\n"))
             .unwrap_err()
             .to_string();
+        assert!(err.contains("poller.frequency"), "{err}");
+        let err = load(&format!("{MINIMAL}[rrd]\nrrdcached = \"nonsense\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rrd.rrdcached"), "{err}");
+        let err = load("data_dir = \"/tmp\"\nsecret = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secret") && !err.contains("short"), "{err}");
+        let err = load("data_dir = \"/tmp\"\nsecret = \"unterminated-secret\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("unterminated-secret"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[poller]\nfrequency = 10\ntimeout_ms = 5000\nretries = 2\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("poller.timeout_ms"), "{err}");
     }
 }

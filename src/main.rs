@@ -1,1 +1,69 @@
-fn main() {}
+//! The `raftpoll` binary: parse the command line, then hand over to the library.
+
+use clap::{Parser, Subcommand};
+use raftpoll::client::{self, Connection, DeviceCommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "raftpoll",
+    version,
+    about = "Clustered SNMP poller writing LibreNMS-compatible RRDs"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a poller node.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the cluster: leader, term, nodes, device counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node { config } => raftpoll::node::run_from_file(&config)
+                .await
+                .map_err(anyhow::Error::from),
+            Command::Status { json } => client::run(&cli.conn, client::Request::Status { json })
+                .await
+                .map(|out| println!("{out}"))
+                .map_err(anyhow::Error::from),
+            Command::Device(cmd) => client::run(&cli.conn, client::Request::Device(cmd))
+                .await
+                .map(|out| println!("{out}"))
+                .map_err(anyhow::Error::from),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,347 @@
 //! Starts and stops a node: every task, one shutdown signal, ordered teardown.
+//!
+//! Startup reads as a list of steps: config → storage → node id → Raft →
+//! gRPC server → bootstrap → registration → RRD writer → SNMP engine →
+//! scheduler, reporter, controller. Shutdown runs them backwards.
+
+use crate::api::admin::{RrdStatusSource, admin_service};
+use crate::api::peer::peer_service;
+use crate::cluster::controller::{self, ControllerConfig};
+use crate::cluster::handle::ClusterHandle;
+use crate::cluster::network::{GrpcNetworkFactory, raft_service};
+use crate::cluster::raft::{Raft, raft_config};
+use crate::cluster::types::{Command, NodeId, NodeInfo};
+use crate::config::{Config, ConfigError};
+use crate::poller::reporter::{self, ReportBuffer};
+use crate::poller::schedule::Timing;
+use crate::poller::scheduler::{self, SchedulerConfig};
+use crate::proto;
+use crate::rrd::client::RrdcachedAddr;
+use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
+use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
+use crate::storage::{StorageError, Store};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const NODE_ID_KEY: &str = "node_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error(
+        "this node has no id yet and `bootstrap` is false: set `bootstrap = true` on the first node \
+         of a new cluster, or list running nodes in `seeds`"
+    )]
+    NothingToJoin,
+    #[error("invalid rrd.rrdcached: {0}")]
+    Rrdcached(String),
+    #[error("SNMP engine: {0}")]
+    Snmp(String),
+    #[error("gRPC server: {0}")]
+    Server(String),
+}
+
+/// `raftpoll node --config FILE`: loads the config, sets up logging, runs
+/// until SIGINT/SIGTERM.
+pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
+    let config = Config::load(path)?;
+    init_logging(&config.log_format);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    run(config, listener, shutdown_signal()).await
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs a node on an already bound listener until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let advertise = config.advertise_addr();
+
+    // 1. Storage and identity.
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::open(&config.data_dir.join("raft")).await?;
+    let node_id = node_id(&store, &config).await?;
+    tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
+
+    // 2. Raft.
+    let (log_store, sm_store) = store.raft_stores().await?;
+    let shared = sm_store.shared();
+    let c = &config.cluster;
+    let raft_cfg = raft_config(
+        c.heartbeat_ms,
+        c.election_timeout_min_ms,
+        c.election_timeout_max_ms,
+    )
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let network = GrpcNetworkFactory::new(config.secret.clone());
+    let raft = Raft::new(node_id, raft_cfg, network, log_store, sm_store)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret);
+
+    // 3. One shutdown signal for every task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // 4. RRD writer (its status is served by Admin).
+    let rrd_addr: RrdcachedAddr = config
+        .rrd
+        .rrdcached
+        .parse()
+        .map_err(|e: crate::rrd::client::RrdError| NodeError::Rrdcached(e.to_string()))?;
+    let mut writer_cfg = RrdWriterConfig::new(rrd_addr, config.poller.frequency);
+    writer_cfg.queue_capacity = config.rrd.queue_capacity;
+    let (writer, writer_task) = RrdWriter::spawn(writer_cfg, stop_rx.clone());
+
+    // 5. gRPC server: Raft, Peer, Admin, health, reflection.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::admin_server::AdminServer<crate::api::admin::AdminRpc>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Server(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| NodeError::Server(e.to_string()))?;
+    let rrd_status: Arc<dyn RrdStatusSource> = Arc::new(WriterStatus {
+        writer: writer.clone(),
+        addr: config.rrd.rrdcached.clone(),
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(raft_service(raft.clone(), config.secret.clone()))
+        .add_service(peer_service(raft.clone(), config.secret.clone()))
+        .add_service(admin_service(
+            cluster.clone(),
+            rrd_status,
+            config.secret.clone(),
+        ))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = server_stop.changed().await;
+            },
+        );
+    let server_task = tokio::spawn(server);
+
+    // 6. Bootstrap a new cluster, or find ours again.
+    if config.bootstrap
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
+        let members = BTreeMap::from([(
+            node_id,
+            openraft::BasicNode {
+                addr: advertise.clone(),
+            },
+        )]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(node_id, "bootstrapped a new cluster");
+    }
+
+    // 7. Background tasks.
+    let info = NodeInfo {
+        id: node_id,
+        name: config.node_name.clone(),
+        addr: advertise.clone(),
+        groups: config.groups.clone(),
+    };
+    let register_task = tokio::spawn(register(cluster.clone(), info, stop_rx.clone()));
+    let snmp = AsyncSnmpClient::new(SnmpClientConfig {
+        source_ip: config.poller.source_ip,
+        timeout: Duration::from_millis(config.poller.timeout_ms),
+        retries: config.poller.retries,
+        max_in_flight: config.poller.max_in_flight,
+        per_device_in_flight: config.poller.per_device_in_flight,
+    })
+    .await
+    .map_err(|e| NodeError::Snmp(e.to_string()))?;
+    let reports = ReportBuffer::default();
+    let scheduler_task = tokio::spawn(scheduler::run(
+        cluster.clone(),
+        Arc::new(snmp),
+        writer.clone(),
+        reports.clone(),
+        SchedulerConfig {
+            timing: Timing {
+                frequency: u64::from(config.poller.frequency),
+                down_retry: u64::from(config.poller.down_retry),
+            },
+            discovery_frequency: u64::from(config.poller.discovery_frequency),
+            max_concurrent_polls: config.poller.max_concurrent_polls,
+        },
+        stop_rx.clone(),
+    ));
+    let reporter_task = tokio::spawn(reporter::run(
+        cluster.clone(),
+        reports,
+        Duration::from_millis(config.poller.report_interval_ms),
+        stop_rx.clone(),
+    ));
+    let controller_task = tokio::spawn(controller::run(
+        cluster.clone(),
+        ControllerConfig {
+            node_timeout: Duration::from_secs(3),
+            join_debounce: Duration::from_secs(5),
+            default_cost_ms: 100.0,
+        },
+        stop_rx.clone(),
+    ));
+    drop(writer);
+
+    // 8. Run until asked to stop (or the server dies), then tear down in order.
+    tokio::pin!(shutdown);
+    let mut server_task = server_task;
+    let server_result = tokio::select! {
+        _ = &mut shutdown => None,
+        r = &mut server_task => Some(r),
+    };
+    tracing::info!(node_id, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = scheduler_task.await;
+    let _ = reporter_task.await;
+    let _ = controller_task.await;
+    let _ = register_task.await;
+    let _ = writer_task.await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    let server_result = match server_result {
+        Some(r) => r,
+        None => server_task.await,
+    };
+    match server_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Server(e.to_string())),
+        Err(e) => Err(NodeError::Server(e.to_string())),
+    }
+}
+
+/// This node's id: kept in the data directory once allocated, never reused.
+async fn node_id(store: &Store, config: &Config) -> Result<NodeId, NodeError> {
+    if let Some(bytes) = store.local_get(NODE_ID_KEY)? {
+        if let Ok(arr) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            return Ok(u64::from_be_bytes(arr));
+        }
+    }
+    if !config.bootstrap {
+        return Err(NodeError::NothingToJoin);
+    }
+    let id: NodeId = 1;
+    store.local_set(NODE_ID_KEY, &id.to_be_bytes()).await?;
+    Ok(id)
+}
+
+/// Records this node's name, address and groups in the replicated state,
+/// retrying until a leader accepts it.
+async fn register(cluster: ClusterHandle, info: NodeInfo, mut stop: watch::Receiver<bool>) {
+    loop {
+        let current = cluster.read(|s| s.nodes.get(&info.id).cloned());
+        if current.as_ref() == Some(&info) {
+            return;
+        }
+        match cluster.propose(Command::UpsertNode(info.clone())).await {
+            Ok(_) => {
+                tracing::info!(node_id = info.id, groups = ?info.groups, "node registered");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registration pending"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+struct WriterStatus {
+    writer: RrdWriterHandle,
+    addr: String,
+}
+
+impl RrdStatusSource for WriterStatus {
+    fn rrd_status(&self) -> proto::RrdStatus {
+        let s = self.writer.stats();
+        proto::RrdStatus {
+            rrdcached: self.addr.clone(),
+            connected: s.connected,
+            queued: s.queued,
+            written: s.written,
+            dropped: s.dropped_duplicate + s.dropped_stale,
+            errors: s.errors,
+        }
+    }
+}

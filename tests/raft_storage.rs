@@ -3,6 +3,7 @@
 
 use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, Membership, RaftLogReader, StorageError as RaftStorageError};
 use raftpoll::cluster::raft::{Entry, LogId, TypeConfig, Vote};
 use raftpoll::cluster::types::{Command, NewDevice, SnmpCredentials};
@@ -13,11 +14,14 @@ use tempfile::TempDir;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), RaftStorageError<TypeConfig>> {
-        let dir = TempDir::new().map_err(|e| RaftStorageError::read(openraft::AnyError::new(&e)))?;
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore), RaftStorageError<TypeConfig>> {
+        let dir =
+            TempDir::new().map_err(|e| RaftStorageError::read(TypeConfig::err_from_error(&e)))?;
         let (_store, log, sm) = storage::open(dir.path())
             .await
-            .map_err(|e| RaftStorageError::read(openraft::AnyError::new(&e)))?;
+            .map_err(|e| RaftStorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log, sm))
     }
 }
@@ -66,8 +70,10 @@ fn entries() -> Vec<Entry> {
 }
 
 async fn append(log: &mut LogStore, entries: Vec<Entry>) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    log.append(entries, IOFlushed::signal(tx)).await.expect("append");
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
     rx.await.expect("callback called").expect("flushed");
 }
 
@@ -87,16 +93,24 @@ async fn state_log_and_vote_survive_restart() {
         log.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
         // Only part of the log is applied and snapshotted before the "crash".
         apply(&mut sm, entries()[..3].to_vec()).await;
-        openraft::RaftSnapshotBuilder::build_snapshot(&mut sm).await.unwrap();
+        openraft::RaftSnapshotBuilder::build_snapshot(&mut sm)
+            .await
+            .unwrap();
         apply(&mut sm, entries()[3..].to_vec()).await;
-        store.local_set("node_id", &7u64.to_be_bytes()).await.unwrap();
+        store
+            .local_set("node_id", &7u64.to_be_bytes())
+            .await
+            .unwrap();
         let shared = sm.shared();
         assert_eq!(shared.read(|s| s.devices.len()), 2);
         assert_eq!(shared.last_applied_index(), Some(4));
     }
 
     let (store, mut log, mut sm) = storage::open(dir.path()).await.unwrap();
-    assert_eq!(store.local_get("node_id").unwrap(), Some(7u64.to_be_bytes().to_vec()));
+    assert_eq!(
+        store.local_get("node_id").unwrap(),
+        Some(7u64.to_be_bytes().to_vec())
+    );
     assert_eq!(store.local_get("cluster_id").unwrap(), None);
     assert_eq!(log.read_vote().await.unwrap(), Some(vote));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
@@ -104,7 +118,9 @@ async fn state_log_and_vote_survive_restart() {
     assert_eq!(state.last_log_id, Some(log_id(1, 1, 4)));
     let got = log.try_get_log_entries(1..5).await.unwrap();
     assert_eq!(got.len(), 4);
-    assert!(matches!(&got[2].payload, EntryPayload::Normal(Command::AddDevice(d)) if d.hostname == "sw1"));
+    assert!(
+        matches!(&got[2].payload, EntryPayload::Normal(Command::AddDevice(d)) if d.hostname == "sw1")
+    );
 
     // The state machine restarts from the snapshot (index 3) ...
     let shared = sm.shared();
@@ -148,7 +164,10 @@ async fn corrupt_data_is_an_error_not_a_panic() {
     {
         // Overwrite the snapshot and a log entry with garbage, through sled itself.
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("raft_sm").unwrap().insert(b"snapshot", &b"\xff\xff garbage"[..]).unwrap();
+        db.open_tree("raft_sm")
+            .unwrap()
+            .insert(b"snapshot", &b"\xff\xff garbage"[..])
+            .unwrap();
         db.open_tree("raft_logs")
             .unwrap()
             .insert(2u64.to_be_bytes(), &b"\x01\x02"[..])
@@ -164,7 +183,10 @@ async fn corrupt_data_is_an_error_not_a_panic() {
 
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("raft_sm").unwrap().remove(b"snapshot").unwrap();
+        db.open_tree("raft_sm")
+            .unwrap()
+            .remove(b"snapshot")
+            .unwrap();
         db.flush().unwrap();
     }
     let (_store, mut log, _sm) = storage::open(dir.path()).await.unwrap();

@@ -1,0 +1,411 @@
+//! The `Admin` gRPC service for operators, and its protobuf conversions.
+//!
+//! Reads are answered from this node's replicated state; writes go through
+//! [`ClusterHandle::propose`], which forwards them to the leader.
+
+use crate::cluster::handle::{ClusterError, ClusterHandle};
+use crate::cluster::network::BearerAuth;
+use crate::cluster::types::*;
+use crate::proto::admin_server::{Admin, AdminServer};
+use crate::proto::{self as pb};
+use crate::rrd::layout::rrd_path;
+use crate::secret::Secret;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+/// What the node reports about its own RRD writer in `status`.
+pub trait RrdStatusSource: Send + Sync + 'static {
+    fn rrd_status(&self) -> pb::RrdStatus;
+}
+
+pub struct AdminRpc {
+    cluster: ClusterHandle,
+    rrd: Arc<dyn RrdStatusSource>,
+}
+
+pub type AdminService = InterceptedService<AdminServer<AdminRpc>, BearerAuth>;
+
+pub fn admin_service(
+    cluster: ClusterHandle,
+    rrd: Arc<dyn RrdStatusSource>,
+    secret: Secret,
+) -> AdminService {
+    InterceptedService::new(
+        AdminServer::new(AdminRpc { cluster, rrd }),
+        BearerAuth::new(secret),
+    )
+}
+
+fn cluster_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::NoLeader(_) => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn rejection_status(r: Rejection) -> Status {
+    match r {
+        Rejection::DuplicateDevice(_) => Status::already_exists(r.to_string()),
+        Rejection::UnknownDevice(_) | Rejection::UnknownNode(_) => Status::not_found(r.to_string()),
+    }
+}
+
+impl AdminRpc {
+    async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
+        match self.cluster.propose(cmd).await.map_err(cluster_status)? {
+            CommandResult::Rejected(r) => Err(rejection_status(r)),
+            other => Ok(other),
+        }
+    }
+}
+
+pub fn device_summary(d: &Device) -> pb::DeviceSummary {
+    pb::DeviceSummary {
+        hostname: d.hostname.clone(),
+        group: d.group,
+        node_id: d.owner,
+        status: d.status.as_str().to_string(),
+        last_polled: d.last_polled,
+        last_poll_ms: d.last_poll_ms,
+        reason: d.reason.clone(),
+        address: d.address.clone(),
+        port: u32::from(d.port),
+        snmp_version: d.credentials.version_name().to_string(),
+    }
+}
+
+pub fn device_detail(d: &Device) -> pb::DeviceDetail {
+    let inv = &d.inventory;
+    let mut rrd_files = vec![
+        rrd_path(&d.hostname, "uptime"),
+        rrd_path(&d.hostname, "poller-perf"),
+    ];
+    let ports: Vec<pb::PortInfo> = inv
+        .ports
+        .iter()
+        .map(|p| pb::PortInfo {
+            port_id: p.port_id,
+            ifindex: p.ifindex,
+            ifname: p.ifname.clone(),
+            ifdescr: p.ifdescr.clone(),
+            rrd: rrd_path(&d.hostname, &format!("port-id{}", p.port_id)),
+        })
+        .collect();
+    rrd_files.extend(ports.iter().map(|p| p.rrd.clone()));
+    rrd_files.extend(
+        inv.processors
+            .iter()
+            .map(|p| rrd_path(&d.hostname, &format!("processor-hr-{}", p.index))),
+    );
+    rrd_files.extend(inv.storages.iter().map(|s| match s.kind {
+        StorageKind::Disk => rrd_path(&d.hostname, &format!("storage-hrstorage-{}", s.descr)),
+        StorageKind::Memory => rrd_path(&d.hostname, &format!("mempool-hrstorage-{}", s.index)),
+    }));
+    pb::DeviceDetail {
+        device: Some(device_summary(d)),
+        ports,
+        sys_name: inv.system.sys_name.clone(),
+        sys_descr: inv.system.sys_descr.clone(),
+        sys_object_id: inv.system.sys_object_id.clone(),
+        last_discovered: d.last_discovered,
+        rrd_files,
+    }
+}
+
+/// Checks an operator's device and turns it into the replicated form.
+pub fn new_device(req: pb::AddDeviceRequest) -> Result<NewDevice, Status> {
+    let invalid = |m: String| Err(Status::invalid_argument(m));
+    let hostname = req.hostname.trim().to_string();
+    if hostname.is_empty() {
+        return invalid("hostname must not be empty".into());
+    }
+    if hostname.len() > 253
+        || hostname.contains(['/', ' ', '\0'])
+        || hostname == "."
+        || hostname == ".."
+    {
+        return invalid(format!("invalid hostname '{hostname}'"));
+    }
+    let address = match req.address.trim() {
+        "" => hostname.clone(),
+        a => a.to_string(),
+    };
+    if !valid_address(&address) {
+        return invalid(format!(
+            "invalid address '{address}': expected an IPv4/IPv6 address or a DNS name"
+        ));
+    }
+    let port = match req.port {
+        0 => 161,
+        p => match u16::try_from(p) {
+            Ok(p) => p,
+            Err(_) => return invalid(format!("invalid port {p}: must be 1-65535")),
+        },
+    };
+    let credentials = credentials(req.credentials.unwrap_or_default())?;
+    Ok(NewDevice {
+        hostname,
+        address,
+        port,
+        credentials,
+        group: req.group,
+    })
+}
+
+/// An IP literal, or a syntactically valid DNS name (not something that
+/// merely looks like a broken IPv4 address such as `999.1.1.1`).
+fn valid_address(a: &str) -> bool {
+    let a = a
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(a);
+    if a.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let labels: Vec<&str> = a.trim_end_matches('.').split('.').collect();
+    let all_numeric = labels.iter().all(|l| l.chars().all(|c| c.is_ascii_digit()));
+    !all_numeric
+        && a.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+fn credentials(c: pb::Credentials) -> Result<SnmpCredentials, Status> {
+    let invalid = |m: &str| Err(Status::invalid_argument(m.to_string()));
+    match c.version.as_str() {
+        "" | "v2c" | "2c" | "2" => {
+            if c.community.is_empty() {
+                return invalid("SNMP v2c needs a community");
+            }
+            Ok(SnmpCredentials::V2c {
+                community: Secret::new(c.community),
+            })
+        }
+        "v1" | "1" => {
+            if c.community.is_empty() {
+                return invalid("SNMP v1 needs a community");
+            }
+            Ok(SnmpCredentials::V1 {
+                community: Secret::new(c.community),
+            })
+        }
+        "v3" | "3" => {
+            if c.v3_user.is_empty() {
+                return invalid("SNMP v3 needs a user (--v3-user)");
+            }
+            let auth = match c.auth_proto.to_ascii_lowercase().as_str() {
+                "" => None,
+                p => {
+                    let proto = match p {
+                        "md5" => AuthProtocol::Md5,
+                        "sha" | "sha1" => AuthProtocol::Sha1,
+                        "sha256" => AuthProtocol::Sha256,
+                        "sha512" => AuthProtocol::Sha512,
+                        _ => {
+                            return invalid(
+                                "unknown --auth-proto: expected md5, sha, sha256 or sha512",
+                            );
+                        }
+                    };
+                    if c.auth_pass.len() < 8 {
+                        return invalid("--auth-pass must be at least 8 characters (RFC 3414)");
+                    }
+                    Some((proto, Secret::new(c.auth_pass)))
+                }
+            };
+            let privacy = match c.priv_proto.to_ascii_lowercase().as_str() {
+                "" => None,
+                p => {
+                    let proto = match p {
+                        "des" => PrivProtocol::Des,
+                        "aes" | "aes128" => PrivProtocol::Aes128,
+                        "aes256" => PrivProtocol::Aes256,
+                        _ => return invalid("unknown --priv-proto: expected des, aes or aes256"),
+                    };
+                    if auth.is_none() {
+                        return invalid("--priv-proto needs --auth-proto (authPriv)");
+                    }
+                    if c.priv_pass.len() < 8 {
+                        return invalid("--priv-pass must be at least 8 characters (RFC 3414)");
+                    }
+                    Some((proto, Secret::new(c.priv_pass)))
+                }
+            };
+            Ok(SnmpCredentials::V3(UsmCredentials {
+                user: c.v3_user,
+                auth,
+                privacy,
+            }))
+        }
+        other => Err(Status::invalid_argument(format!(
+            "unknown SNMP version '{other}': expected v1, v2c or v3"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminRpc {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let view = self.cluster.view();
+        let (nodes, total, unassigned) = self.cluster.read(|s| {
+            let nodes: Vec<pb::NodeStatus> = view
+                .members
+                .iter()
+                .map(|m| {
+                    let info = s.nodes.get(&m.id);
+                    pb::NodeStatus {
+                        id: m.id,
+                        name: info.map(|i| i.name.clone()).unwrap_or_default(),
+                        addr: m.addr.clone(),
+                        role: m.role.to_string(),
+                        alive: m.alive,
+                        groups: info.map(|i| i.groups.clone()).unwrap_or_default(),
+                        devices: s.devices_of(m.id).count() as u64,
+                    }
+                })
+                .collect();
+            let unassigned = s.devices.values().filter(|d| d.owner.is_none()).count();
+            (nodes, s.devices.len() as u64, unassigned as u64)
+        });
+        Ok(Response::new(pb::StatusReply {
+            leader_id: view.leader_id,
+            term: view.term,
+            nodes,
+            devices: Some(pb::DeviceCounts { total, unassigned }),
+            answered_by: self.cluster.node_id(),
+            rrd: Some(self.rrd.rrd_status()),
+        }))
+    }
+
+    async fn list_devices(
+        &self,
+        _: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesReply>, Status> {
+        let devices = self
+            .cluster
+            .read(|s| s.devices.values().map(device_summary).collect());
+        Ok(Response::new(pb::ListDevicesReply { devices }))
+    }
+
+    async fn get_device(
+        &self,
+        request: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::DeviceDetail>, Status> {
+        let hostname = request.into_inner().hostname;
+        self.cluster
+            .read(|s| s.devices.get(&hostname).map(device_detail))
+            .map(Response::new)
+            .ok_or_else(|| rejection_status(Rejection::UnknownDevice(hostname)))
+    }
+
+    async fn add_device(
+        &self,
+        request: Request<pb::AddDeviceRequest>,
+    ) -> Result<Response<pb::AddDeviceReply>, Status> {
+        let device = new_device(request.into_inner())?;
+        self.write(Command::AddDevice(device)).await?;
+        Ok(Response::new(pb::AddDeviceReply {}))
+    }
+
+    async fn remove_device(
+        &self,
+        request: Request<pb::RemoveDeviceRequest>,
+    ) -> Result<Response<pb::RemoveDeviceReply>, Status> {
+        let hostname = request.into_inner().hostname;
+        self.write(Command::RemoveDevice { hostname }).await?;
+        Ok(Response::new(pb::RemoveDeviceReply {}))
+    }
+
+    async fn set_device_group(
+        &self,
+        request: Request<pb::SetDeviceGroupRequest>,
+    ) -> Result<Response<pb::SetDeviceGroupReply>, Status> {
+        let r = request.into_inner();
+        self.write(Command::SetDeviceGroup {
+            hostname: r.hostname,
+            group: r.group,
+        })
+        .await?;
+        Ok(Response::new(pb::SetDeviceGroupReply {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(address: &str, creds: pb::Credentials) -> pb::AddDeviceRequest {
+        pb::AddDeviceRequest {
+            hostname: "sw1".into(),
+            address: address.into(),
+            port: 0,
+            credentials: Some(creds),
+            group: 0,
+        }
+    }
+
+    fn v2c() -> pb::Credentials {
+        pb::Credentials {
+            version: "v2c".into(),
+            community: "public".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in ["127.0.0.1", "::1", "[::1]", "sw1.example.net", "sw-1"] {
+            assert!(new_device(req(ok, v2c())).is_ok(), "{ok}");
+        }
+        for bad in ["999.1.1.1", "1.2.3", "a..b", "-sw", "sw 1", "sw/1"] {
+            let err = new_device(req(bad, v2c())).unwrap_err();
+            assert!(err.message().contains(bad), "{bad}: {}", err.message());
+        }
+        let d = new_device(req("", v2c())).unwrap();
+        assert_eq!((d.address.as_str(), d.port), ("sw1", 161));
+    }
+
+    #[test]
+    fn v3_rules_and_no_secret_in_errors() {
+        let mut c = pb::Credentials {
+            version: "v3".into(),
+            v3_user: "bob".into(),
+            auth_proto: "sha".into(),
+            auth_pass: "short".into(),
+            ..Default::default()
+        };
+        let err = new_device(req("127.0.0.1", c.clone())).unwrap_err();
+        assert!(err.message().contains("auth-pass") && !err.message().contains("short"));
+        c.auth_pass = "authpass123".into();
+        c.priv_proto = "aes".into();
+        c.priv_pass = "privpass123".into();
+        let d = new_device(req("127.0.0.1", c)).unwrap();
+        assert!(matches!(
+            d.credentials,
+            SnmpCredentials::V3(UsmCredentials {
+                privacy: Some((PrivProtocol::Aes128, _)),
+                ..
+            })
+        ));
+        let err = new_device(req(
+            "127.0.0.1",
+            pb::Credentials {
+                version: "v2c".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap_err();
+        assert!(err.message().contains("community"));
+    }
+}

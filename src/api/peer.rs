@@ -22,7 +22,10 @@ pub fn peer_service(raft: Raft, secret: Secret) -> PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerRpc {
-    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
         let cmd: Command = bincode::deserialize(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         match self.raft.client_write(cmd).await {

@@ -9,6 +9,7 @@ use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;
 use crate::storage::SharedState;
+use openraft::Instant;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -144,7 +145,11 @@ impl ClusterHandle {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -154,5 +159,83 @@ impl ClusterHandle {
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// A member of the Raft group as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub addr: String,
+    /// `leader`, `follower` or `learner`.
+    pub role: &'static str,
+    pub alive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub members: Vec<MemberView>,
+}
+
+impl ClusterHandle {
+    /// Leader, term and members with roles. Liveness is exact on the leader
+    /// (heartbeat acknowledgements within `alive_within`); a follower only
+    /// vouches for itself and the leader it hears from.
+    pub fn view_with(&self, alive_within: Duration) -> ClusterView {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let me = self.inner.node_id;
+        let members = membership
+            .nodes()
+            .map(|(&id, node)| {
+                let role = if Some(id) == metrics.current_leader {
+                    "leader"
+                } else if voters.contains(&id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let alive = if id == me || Some(id) == metrics.current_leader {
+                    true
+                } else {
+                    metrics
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(&id).copied().flatten())
+                        .is_some_and(|acked| acked.elapsed() < alive_within)
+                };
+                MemberView {
+                    id,
+                    addr: node.addr.clone(),
+                    role,
+                    alive,
+                }
+            })
+            .collect();
+        ClusterView {
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            members,
+        }
+    }
+
+    pub fn view(&self) -> ClusterView {
+        self.view_with(Duration::from_secs(3))
+    }
+}
+
+impl ClusterHandle {
+    /// Whether this node may start polls: it must see a leader. (Lease-based
+    /// fencing against a partitioned leader is refined with the cluster work.)
+    pub fn may_poll(&self) -> bool {
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .is_some()
     }
 }

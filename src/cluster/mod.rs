@@ -1,6 +1,7 @@
 //! Replicated cluster state, assignment and Raft wiring.
 
 pub mod assignment;
+pub mod controller;
 pub mod handle;
 pub mod network;
 pub mod raft;

@@ -199,7 +199,8 @@ impl GrpcNetwork {
     }
 
     fn request<T: Serialize>(&self, rpc: &T) -> Result<RaftRequest, Failure> {
-        let payload = encode(rpc).map_err(|e| Failure::Network(format!("cannot encode request: {e}")))?;
+        let payload =
+            encode(rpc).map_err(|e| Failure::Network(format!("cannot encode request: {e}")))?;
         Ok(RaftRequest {
             target: self.target,
             payload,
@@ -216,9 +217,12 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let req = self.request(&rpc).map_err(Failure::into_rpc)?;
-        self.call("append_entries", req, option.soft_ttl(), |mut c, r| async move {
-            c.append_entries(r).await
-        })
+        self.call(
+            "append_entries",
+            req,
+            option.soft_ttl(),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
         .await
         .map_err(Failure::into_rpc)
     }
@@ -229,9 +233,11 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let req = self.request(&rpc).map_err(Failure::into_rpc)?;
-        self.call("vote", req, option.soft_ttl(), |mut c, r| async move { c.vote(r).await })
-            .await
-            .map_err(Failure::into_rpc)
+        self.call("vote", req, option.soft_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+        .map_err(Failure::into_rpc)
     }
 
     async fn pre_vote(
@@ -264,9 +270,12 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
             meta,
             data: snapshot.snapshot,
         };
-        let send = self.call("install_snapshot", req, option.hard_ttl(), |mut c, r| async move {
-            c.install_snapshot(r).await
-        });
+        let send = self.call(
+            "install_snapshot",
+            req,
+            option.hard_ttl(),
+            |mut c, r| async move { c.install_snapshot(r).await },
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = send => result.map_err(Failure::into_streaming),
@@ -279,9 +288,12 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let req = self.request(&req).map_err(Failure::into_rpc)?;
-        self.call("transfer_leader", req, option.soft_ttl(), |mut c, r| async move {
-            c.transfer_leader(r).await
-        })
+        self.call(
+            "transfer_leader",
+            req,
+            option.soft_ttl(),
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
         .await
         .map_err(Failure::into_rpc)
     }
@@ -353,12 +365,14 @@ impl RaftRpc {
 
     fn decode_request<T: DeserializeOwned>(&self, req: &RaftRequest) -> Result<T, Status> {
         self.check_target(req.target)?;
-        decode(&req.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))
+        decode(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))
     }
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
-    let payload = encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    let payload =
+        encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
     Ok(Response::new(RaftReply { payload }))
 }
 
@@ -379,7 +393,10 @@ impl raft_server::Raft for RaftRpc {
         reply(&self.raft.pre_vote(rpc).await.map_err(unavailable)?)
     }
 
-    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.decode_request(request.get_ref())?;
         reply(&self.raft.append_entries(rpc).await.map_err(unavailable)?)
     }
@@ -390,7 +407,9 @@ impl raft_server::Raft for RaftRpc {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check_target(req.target)?;
-        let bad = |e: bincode::Error| Status::invalid_argument(format!("undecodable snapshot request: {e}"));
+        let bad = |e: bincode::Error| {
+            Status::invalid_argument(format!("undecodable snapshot request: {e}"))
+        };
         let vote: Vote = decode(&req.vote).map_err(bad)?;
         let meta = decode(&req.meta).map_err(bad)?;
         let snapshot = Snapshot {
@@ -406,9 +425,18 @@ impl raft_server::Raft for RaftRpc {
         )
     }
 
-    async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = self.decode_request(request.get_ref())?;
-        reply(&self.raft.handle_transfer_leader(rpc).await.map_err(unavailable)?)
+        reply(
+            &self
+                .raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(unavailable)?,
+        )
     }
 }
 

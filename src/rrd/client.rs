@@ -50,7 +50,9 @@ impl FromStr for RrdcachedAddr {
         }
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(invalid("`unix:` needs a socket path, e.g. unix:/run/rrdcached.sock"));
+                return Err(invalid(
+                    "`unix:` needs a socket path, e.g. unix:/run/rrdcached.sock",
+                ));
             }
             return Ok(RrdcachedAddr::Unix(PathBuf::from(path)));
         }
@@ -138,7 +140,9 @@ pub enum RrdError {
     Closed { addr: RrdcachedAddr },
     #[error("unexpected answer from rrdcached at {addr}: {line:?}")]
     Protocol { addr: RrdcachedAddr, line: String },
-    #[error("refusing to send a command with a line break or an empty command to rrdcached at {addr}")]
+    #[error(
+        "refusing to send a command with a line break or an empty command to rrdcached at {addr}"
+    )]
     BadCommand { addr: RrdcachedAddr },
     #[error("rrdcached at {addr} refused {verb}{}: {message}", on_file(.file))]
     Command {
@@ -151,7 +155,9 @@ pub enum RrdError {
 }
 
 fn on_file(file: &Option<String>) -> String {
-    file.as_ref().map(|f| format!(" of {f}")).unwrap_or_default()
+    file.as_ref()
+        .map(|f| format!(" of {f}"))
+        .unwrap_or_default()
 }
 
 pub type Result<T, E = RrdError> = std::result::Result<T, E>;
@@ -248,6 +254,16 @@ impl RrdcachedClient {
 
     pub fn addr(&self) -> &RrdcachedAddr {
         &self.addr
+    }
+
+    /// The limit on each write and each answer from now on (e.g. longer for
+    /// a `BATCH` that creates many files).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends one command line (without the newline) and reads its answer. A
@@ -497,10 +513,19 @@ mod tests {
             host: h.to_string(),
             port: p,
         };
-        assert_eq!("127.0.0.1:42217".parse::<RrdcachedAddr>().ok(), Some(tcp("127.0.0.1", 42217)));
-        assert_eq!("localhost".parse::<RrdcachedAddr>().ok(), Some(tcp("localhost", 42217)));
+        assert_eq!(
+            "127.0.0.1:42217".parse::<RrdcachedAddr>().ok(),
+            Some(tcp("127.0.0.1", 42217))
+        );
+        assert_eq!(
+            "localhost".parse::<RrdcachedAddr>().ok(),
+            Some(tcp("localhost", 42217))
+        );
         assert_eq!("[::1]:9".parse::<RrdcachedAddr>().ok(), Some(tcp("::1", 9)));
-        assert_eq!("[::1]".parse::<RrdcachedAddr>().ok(), Some(tcp("::1", 42217)));
+        assert_eq!(
+            "[::1]".parse::<RrdcachedAddr>().ok(),
+            Some(tcp("::1", 42217))
+        );
         assert_eq!(
             "unix:/run/rrdcached.sock".parse::<RrdcachedAddr>().ok(),
             Some(RrdcachedAddr::Unix("/run/rrdcached.sock".into()))
@@ -597,13 +622,23 @@ mod tests {
             "-1 RRD Error: creating '/base/h/x.rrd': File exists\n",
         ])
         .await;
-        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT).await.expect("connect");
+        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT)
+            .await
+            .expect("connect");
         let stats = c.stats().await.expect("stats");
         assert_eq!(stats.get("QueueLength"), Some(&3));
         assert_eq!(stats.get("UpdatesReceived"), Some(&7));
-        let err = c.flush("h/x.rrd").await.expect_err("flush of a missing file");
+        let err = c
+            .flush("h/x.rrd")
+            .await
+            .expect_err("flush of a missing file");
         match &err {
-            RrdError::Command { verb, file, message, .. } => {
+            RrdError::Command {
+                verb,
+                file,
+                message,
+                ..
+            } => {
                 assert_eq!(verb, "FLUSH");
                 assert_eq!(file.as_deref(), Some("h/x.rrd"));
                 assert!(is_no_such_file(message));
@@ -611,10 +646,15 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let def = RrdDef { ds: vec![] };
-        c.create("h/x.rrd", &def, 300, 1).await.expect("existing file is fine");
+        c.create("h/x.rrd", &def, 300, 1)
+            .await
+            .expect("existing file is fine");
         drop(c);
         let seen = server.await.expect("server");
-        assert!(seen.starts_with("STATS\nFLUSH h/x.rrd\nCREATE h/x.rrd -s 300 -b 1 -O RRA:"), "{seen}");
+        assert!(
+            seen.starts_with("STATS\nFLUSH h/x.rrd\nCREATE h/x.rrd -s 300 -b 1 -O RRA:"),
+            "{seen}"
+        );
     }
 
     #[tokio::test]
@@ -624,7 +664,9 @@ mod tests {
             "2 errors\n1 No such file: /b/a.rrd\n3 illegal attempt to update\n",
         ])
         .await;
-        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT).await.expect("connect");
+        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT)
+            .await
+            .expect("connect");
         let cmds: Vec<String> = ["UPDATE a.rrd 1:1", "UPDATE b.rrd 1:1", "UPDATE b.rrd 1:1"]
             .iter()
             .map(|s| s.to_string())
@@ -646,13 +688,18 @@ mod tests {
         );
         drop(c);
         let seen = server.await.expect("server");
-        assert_eq!(seen, "BATCH\nUPDATE a.rrd 1:1\nUPDATE b.rrd 1:1\nUPDATE b.rrd 1:1\n.\n");
+        assert_eq!(
+            seen,
+            "BATCH\nUPDATE a.rrd 1:1\nUPDATE b.rrd 1:1\nUPDATE b.rrd 1:1\n.\n"
+        );
     }
 
     #[tokio::test]
     async fn garbage_closed_and_silent_servers_are_errors() {
         let (addr, _server) = fake(vec!["hello\n"]).await;
-        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT).await.expect("connect");
+        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT)
+            .await
+            .expect("connect");
         assert!(matches!(c.ping().await, Err(RrdError::Protocol { .. })));
 
         let (addr, _server) = fake(vec![]).await;
@@ -684,6 +731,9 @@ mod tests {
             .await
             .expect_err("nobody listens");
         assert!(matches!(err, RrdError::Connect { .. }));
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 }

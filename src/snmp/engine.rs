@@ -7,8 +7,8 @@ use super::types::{Oid, SnmpValue, VarBind};
 use crate::cluster::types::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use async_snmp::v3::ReportStatus;
 use async_snmp::{
-    Auth, Client, EngineCache, ErrorStatus, OidOrdering, Retry, UdpHandle,
-    UdpTransport, UsmConfig, Value, WalkAbortReason, WalkMethod, WalkOptions,
+    Auth, Client, EngineCache, ErrorStatus, OidOrdering, Retry, UdpHandle, UdpTransport, UsmConfig,
+    Value, WalkAbortReason, WalkMethod, WalkOptions,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -59,7 +59,9 @@ impl AsyncSnmpClient {
                 detail: "max_in_flight and per-device in-flight must be at least 1".into(),
             });
         }
-        let bind_ip = config.source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let bind_ip = config
+            .source_ip
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let primary = bind_transport(bind_ip).await?;
         tracing::debug!(local = %primary.local_addr(), "SNMP socket bound");
         Ok(AsyncSnmpClient {
@@ -116,9 +118,10 @@ impl AsyncSnmpClient {
             return Ok(entry);
         }
         let config = &self.inner.config;
-        let retry = Retry::fixed(config.retries, Duration::ZERO).map_err(|e| SnmpError::Config {
-            detail: format!("retries: {e}"),
-        })?;
+        let retry =
+            Retry::fixed(config.retries, Duration::ZERO).map_err(|e| SnmpError::Config {
+                detail: format!("retries: {e}"),
+            })?;
         let walk_options = WalkOptions {
             method: WalkMethod::Auto,
             max_repetitions: MAX_REPETITIONS,
@@ -168,8 +171,17 @@ impl AsyncSnmpClient {
         F: Future<Output = Result<T, SnmpError>>,
     {
         // Device slot first, so a busy device does not hold node-wide slots while it waits.
-        let _device = entry.permits.acquire().await.map_err(|_| SnmpError::Closed)?;
-        let _node = self.inner.in_flight.acquire().await.map_err(|_| SnmpError::Closed)?;
+        let _device = entry
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SnmpError::Closed)?;
+        let _node = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SnmpError::Closed)?;
         op.await
     }
 
@@ -233,7 +245,10 @@ impl AsyncSnmpClient {
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {
             match item {
-                Ok(vb) => out.push(VarBind::new(from_wire_oid(&vb.oid), from_wire_value(vb.value))),
+                Ok(vb) => out.push(VarBind::new(
+                    from_wire_oid(&vb.oid),
+                    from_wire_value(vb.value),
+                )),
                 Err(error) => {
                     if let async_snmp::Error::WalkAborted { reason, .. } = error.exchange_source() {
                         match reason {
@@ -298,7 +313,9 @@ fn io_detail(error: &async_snmp::Error) -> String {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Our credentials as async-snmp's `Auth`. Errors name the user, never a password.
@@ -498,7 +515,10 @@ mod tests {
                 retries: 2,
             },
         );
-        assert_eq!(err.to_string(), "no response after 3 tries (timeout 1000 ms)");
+        assert_eq!(
+            err.to_string(),
+            "no response after 3 tries (timeout 1000 ms)"
+        );
         let v3 = SnmpCredentials::V3(UsmCredentials {
             user: "bob".into(),
             auth: Some((AuthProtocol::Sha1, Secret::new("authpass123"))),

@@ -73,7 +73,9 @@ impl FakeSnmpClient {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic in another test thread must not cascade into this one.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SnmpClient for FakeSnmpClient {
@@ -87,10 +89,9 @@ impl SnmpClient for FakeSnmpClient {
                 let value = match table.get(oid) {
                     Some(value) => value.clone(),
                     // Like net-snmp: an instance of a known column vs. nothing at all.
-                    None if oid
-                        .0
-                        .split_last()
-                        .is_some_and(|(_, parent)| table.keys().any(|k| k.0.starts_with(parent))) =>
+                    None if oid.0.split_last().is_some_and(|(_, parent)| {
+                        table.keys().any(|k| k.0.starts_with(parent))
+                    }) =>
                     {
                         SnmpValue::NoSuchInstance
                     }
@@ -139,13 +140,19 @@ mod tests {
         fake.set(Oid::from([1, 3, 6, 2, 1]), SnmpValue::Integer(2));
         fake.set(Oid::from([1, 3, 6, 2, 3]), SnmpValue::Integer(3));
         fake.set(Oid::from([1, 3, 6, 20, 1]), SnmpValue::Integer(4));
-        let walked = fake.walk(&target(), &Oid::from([1, 3, 6, 2])).await.unwrap();
+        let walked = fake
+            .walk(&target(), &Oid::from([1, 3, 6, 2]))
+            .await
+            .unwrap();
         assert_eq!(
             walked.iter().map(|vb| vb.oid.clone()).collect::<Vec<_>>(),
             vec![Oid::from([1, 3, 6, 2, 1]), Oid::from([1, 3, 6, 2, 3])]
         );
         let got = fake
-            .get(&target(), &[Oid::from([1, 3, 6, 2, 2]), Oid::from([1, 3, 7, 0])])
+            .get(
+                &target(),
+                &[Oid::from([1, 3, 6, 2, 2]), Oid::from([1, 3, 7, 0])],
+            )
             .await
             .unwrap();
         assert_eq!(got[0].value, SnmpValue::NoSuchInstance);

@@ -95,7 +95,8 @@ impl FromStr for Oid {
                 if arc.is_empty() {
                     Err(err("empty arc"))
                 } else {
-                    arc.parse::<u32>().map_err(|_| err("arcs must be numbers below 2^32"))
+                    arc.parse::<u32>()
+                        .map_err(|_| err("arcs must be numbers below 2^32"))
                 }
             })
             .collect::<Result<Vec<_>, _>>()
@@ -152,9 +153,11 @@ impl SnmpValue {
                 Some(u64::from(*v))
             }
             SnmpValue::Counter64(v) => Some(*v),
-            SnmpValue::OctetString(bytes) => std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).parse().ok()),
+            SnmpValue::OctetString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| {
+                s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .parse()
+                    .ok()
+            }),
             _ => None,
         }
     }
@@ -268,11 +271,15 @@ mod tests {
         assert_eq!(SnmpValue::NoSuchInstance.as_u64(), None);
 
         assert_eq!(
-            SnmpValue::OctetString(b"eth0\0\0".to_vec()).as_string().as_deref(),
+            SnmpValue::OctetString(b"eth0\0\0".to_vec())
+                .as_string()
+                .as_deref(),
             Some("eth0")
         );
         assert_eq!(
-            SnmpValue::OctetString(vec![b'a', 0xff, b'b']).as_string().as_deref(),
+            SnmpValue::OctetString(vec![b'a', 0xff, b'b'])
+                .as_string()
+                .as_deref(),
             Some("a\u{fffd}b")
         );
         assert_eq!(
@@ -281,7 +288,10 @@ mod tests {
                 .as_deref(),
             Some("1.3.6.1.4.1.8072")
         );
-        assert_eq!(SnmpValue::IpAddress([127, 0, 0, 1]).as_string().as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            SnmpValue::IpAddress([127, 0, 0, 1]).as_string().as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(SnmpValue::EndOfMibView.as_string(), None);
         assert!(SnmpValue::NoSuchObject.is_exception());
         assert!(!SnmpValue::Null.is_exception());

@@ -147,7 +147,10 @@ impl Tree {
     }
 
     /// Removes every key in `range` atomically.
-    pub(crate) fn remove_range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<(), StorageError> {
+    pub(crate) fn remove_range<R: RangeBounds<Vec<u8>>>(
+        &self,
+        range: R,
+    ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         for item in self.tree.range(range) {
             let (k, _) = item.map_err(|e| self.io(e))?;

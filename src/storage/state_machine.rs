@@ -190,9 +190,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let mut applied: Applied = kv::decode(&snapshot)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot from leader: {e}")))?;
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let mut applied: Applied = kv::decode(&snapshot).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot from leader: {e}"),
+            )
+        })?;
         // The metadata is authoritative for where the snapshot stands.
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();

@@ -5,7 +5,7 @@
 //! daemons' logs are printed. Set `RAFTPOLL_KEEP_TESTBED=1` to keep the temp dirs for a post-mortem.
 //!
 //! Everything here is blocking (std::process): use it from plain `#[test]` functions.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod process;
 pub mod raftpoll;

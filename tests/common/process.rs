@@ -66,7 +66,13 @@ pub fn start_on_free_port<T>(
 /// is not in every user's PATH).
 pub fn find_program(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin"];
+    let extra = [
+        "/usr/local/sbin",
+        "/usr/sbin",
+        "/sbin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ];
     std::env::split_paths(&path)
         .chain(extra.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
@@ -188,7 +194,9 @@ impl Daemon {
 
     /// The exit status if the process has exited.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -229,7 +237,10 @@ impl Daemon {
     /// The tails of all log files of this daemon.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for path in [&self.stdout, &self.stderr].into_iter().chain(&self.extra_logs) {
+        for path in [&self.stdout, &self.stderr]
+            .into_iter()
+            .chain(&self.extra_logs)
+        {
             let text = fs::read_to_string(path).unwrap_or_default();
             if text.trim().is_empty() {
                 continue;

@@ -109,7 +109,13 @@ impl SnmpCreds {
 }
 
 /// Runs a net-snmp tool with numeric output, no MIBs, and a short timeout.
-fn netsnmp(tool: &str, format: &str, addr: &str, creds: &SnmpCreds, oids: &[&str]) -> Result<String, String> {
+fn netsnmp(
+    tool: &str,
+    format: &str,
+    addr: &str,
+    creds: &SnmpCreds,
+    oids: &[&str],
+) -> Result<String, String> {
     let out = Command::new(find_program(tool))
         .args(["-m", "", "-On", format, "-Ot", "-Oe", "-t", "1", "-r", "1"])
         .args(creds.netsnmp_args())
@@ -137,7 +143,9 @@ pub fn snmpget(addr: &str, creds: &SnmpCreds, oids: &[&str]) -> Result<Vec<Strin
         return Err(format!("snmpget {addr} {oids:?}: {bad}"));
     }
     if values.len() != oids.len() {
-        return Err(format!("snmpget {addr} {oids:?}: unexpected output {stdout:?}"));
+        return Err(format!(
+            "snmpget {addr} {oids:?}: unexpected output {stdout:?}"
+        ));
     }
     Ok(values)
 }
@@ -155,6 +163,10 @@ pub fn snmpwalk(addr: &str, creds: &SnmpCreds, oid: &str) -> Result<Vec<(String,
     let stdout = netsnmp("snmpwalk", "-Oq", addr, creds, &[oid])?;
     let mut rows: Vec<(String, String)> = Vec::new();
     for line in stdout.lines() {
+        // net-snmp GETs the root OID of an empty subtree and prints why it has no value.
+        if line.contains("No Such Object") || line.contains("No Such Instance") {
+            continue;
+        }
         match line.split_once(' ') {
             Some((o, v)) if o.starts_with('.') => rows.push((o.to_string(), unquote(v))),
             // A string value with an embedded newline continues on the next line.

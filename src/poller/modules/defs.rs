@@ -64,7 +64,10 @@ static PROCESSOR: LazyLock<Arc<RrdDef>> = LazyLock::new(|| {
 });
 static STORAGE: LazyLock<Arc<RrdDef>> = LazyLock::new(|| {
     Arc::new(RrdDef {
-        ds: vec![gauge("used", Some(0.0), None), gauge("free", Some(0.0), None)],
+        ds: vec![
+            gauge("used", Some(0.0), None),
+            gauge("free", Some(0.0), None),
+        ],
     })
 });
 
@@ -113,7 +116,10 @@ mod tests {
         assert_eq!(port.ds[14].name, "OUTMULTICASTPKTS");
         assert!(Arc::ptr_eq(&port, &port_def()), "one shared Arc");
         assert_eq!(processor_def().ds[0].min, Some(-273.0));
-        assert_eq!(storage_def().ds.iter().map(|d| d.name).collect::<Vec<_>>(), ["used", "free"]);
+        assert_eq!(
+            storage_def().ds.iter().map(|d| d.name).collect::<Vec<_>>(),
+            ["used", "free"]
+        );
         assert_eq!(uptime_def().ds[0].name, "uptime");
         assert_eq!(poller_perf_def().ds[0].name, "poller");
     }

@@ -1,1 +1,164 @@
 //! SNMP modules: what to ask a device and which RRD updates its answers make.
+//!
+//! [`discover`] finds a device's system info, ports, processors and storage;
+//! [`poll`] reads their current values and turns them into LibreNMS-compatible
+//! [`RrdUpdate`]s. Both only walk whole table columns (a few GETBULK walks per
+//! device, run concurrently up to the client's per-device cap). A table the
+//! agent does not have is skipped; only an unreachable device or refused
+//! credentials make them fail.
+
+pub mod defs;
+mod ports;
+mod processors;
+mod storage;
+mod system;
+
+use crate::cluster::types::{Discovery, Inventory, SystemInfo};
+use crate::rrd::layout::RrdUpdate;
+use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, SnmpValue};
+use std::collections::BTreeMap;
+
+/// Why a device could not be discovered or polled. Readable, secret-free:
+/// it is what an operator sees as the device's `down` reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    #[error(transparent)]
+    Snmp(#[from] SnmpError),
+}
+
+/// What one poll of one device produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PollOutput {
+    pub updates: Vec<RrdUpdate>,
+    /// sysName/sysDescr/sysObjectID as read now; `None` when the agent has none of them.
+    pub system: Option<SystemInfo>,
+    /// Readable notes about what was skipped (absent tables, vanished ports, …).
+    pub skipped: Vec<String>,
+}
+
+/// Finds what a device has: system info, ports, processors and storage.
+pub async fn discover<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+) -> Result<Discovery, ModuleError> {
+    let mut notes = Vec::new();
+    // The system GET doubles as the reachability check: fail fast when down.
+    let sys = system::fetch(client, target).await?;
+    let (ports, processors, storages) = tokio::try_join!(
+        ports::discover(client, target),
+        processors::discover(client, target),
+        storage::discover(client, target),
+    )?;
+    for part in [&ports.1, &processors.1, &storages.1] {
+        notes.extend(part.iter().cloned());
+    }
+    for note in &notes {
+        tracing::info!(agent = %target.addr, "discovery: {note}");
+    }
+    Ok(Discovery {
+        system: sys.info.unwrap_or_default(),
+        ports: ports.0,
+        processors: processors.0,
+        storages: storages.0,
+    })
+}
+
+/// Polls a device's inventory once; every update is stamped `now` (unix
+/// seconds). `step` is the RRD step the files are created with; the modules
+/// write raw counters and gauges, so they do not need it today.
+pub async fn poll<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+    hostname: &str,
+    inventory: &Inventory,
+    _step: u32,
+    now: u64,
+) -> Result<PollOutput, ModuleError> {
+    let mut out = PollOutput::default();
+    let sys = system::fetch(client, target).await?;
+    system::updates(&sys, hostname, now, &mut out);
+    let (ports, processors, storages) = tokio::try_join!(
+        ports::poll(client, target, hostname, &inventory.ports, now),
+        processors::poll(client, target, hostname, &inventory.processors, now),
+        storage::poll(client, target, hostname, &inventory.storages, now),
+    )?;
+    for (updates, notes) in [ports, processors, storages] {
+        out.updates.extend(updates);
+        out.skipped.extend(notes);
+    }
+    Ok(out)
+}
+
+/// Updates and notes one module produced.
+type Produced = (Vec<RrdUpdate>, Vec<String>);
+
+/// `<hostname>/<name>.rrd` with every character outside `[A-Za-z0-9,._-]`
+/// replaced by `_` in both parts, as LibreNMS does. A hostname of only dots
+/// is neutralised so it can never climb out of rrdcached's base directory.
+pub fn rrd_file(hostname: &str, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, ',' | '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let mut host = clean(hostname);
+    if host.is_empty() || host.chars().all(|c| c == '.') {
+        host = "_".repeat(host.len().max(1));
+    }
+    format!("{host}/{}.rrd", clean(name))
+}
+
+/// Walks one table column into `index → value`, skipping exception values
+/// and rows whose index is not a single arc. A column the agent cannot
+/// serve (error status, garbage) becomes empty with a note; an unreachable
+/// device is an error.
+async fn walk_column<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+    column: &Oid,
+) -> Result<(BTreeMap<u32, SnmpValue>, Option<String>), ModuleError> {
+    match client.walk(target, column).await {
+        Ok(varbinds) => Ok((
+            varbinds
+                .into_iter()
+                .filter(|vb| !vb.value.is_exception())
+                .filter_map(|vb| Some((vb.oid.index_under(column)?, vb.value)))
+                .collect(),
+            None,
+        )),
+        Err(e) if e.is_unreachable() => Err(e.into()),
+        Err(e) => Ok((
+            BTreeMap::new(),
+            Some(format!("walk of {column} skipped: {e}")),
+        )),
+    }
+}
+
+/// Walks several columns concurrently (the client caps per-device
+/// concurrency), collecting the notes of the ones that were skipped.
+async fn walk_columns<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+    columns: &[Oid],
+    notes: &mut Vec<String>,
+) -> Result<Vec<BTreeMap<u32, SnmpValue>>, ModuleError> {
+    let results =
+        futures::future::try_join_all(columns.iter().map(|c| walk_column(client, target, c)))
+            .await?;
+    Ok(results
+        .into_iter()
+        .map(|(values, note)| {
+            notes.extend(note);
+            values
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

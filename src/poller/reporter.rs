@@ -1,0 +1,110 @@
+//! Batches poll reports into the Raft log: one entry per interval, not one
+//! per poll, keeping only the newest report of each device.
+
+use crate::cluster::handle::ClusterHandle;
+use crate::cluster::types::{Command, PollReport};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where the scheduler drops reports; bounded by the number of devices.
+#[derive(Clone, Default)]
+pub struct ReportBuffer {
+    pending: Arc<Mutex<BTreeMap<String, PollReport>>>,
+}
+
+impl ReportBuffer {
+    pub fn push(&self, report: PollReport) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        merge(&mut pending, report);
+    }
+
+    fn take(&self) -> Vec<PollReport> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pending).into_values().collect()
+    }
+
+    fn put_back(&self, reports: Vec<PollReport>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for r in reports {
+            merge(&mut pending, r);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn merge(pending: &mut BTreeMap<String, PollReport>, report: PollReport) {
+    match pending.get(&report.hostname) {
+        Some(old) if old.polled_at > report.polled_at => {}
+        _ => {
+            pending.insert(report.hostname.clone(), report);
+        }
+    }
+}
+
+/// Proposes the buffered reports every `interval` until shutdown, then once more.
+pub async fn run(
+    cluster: ClusterHandle,
+    buffer: ReportBuffer,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => flush(&cluster, &buffer).await,
+            _ = shutdown.changed() => break,
+        }
+    }
+    flush(&cluster, &buffer).await;
+}
+
+async fn flush(cluster: &ClusterHandle, buffer: &ReportBuffer) {
+    let reports = buffer.take();
+    if reports.is_empty() {
+        return;
+    }
+    let count = reports.len();
+    let cmd = Command::PollReports {
+        node: cluster.node_id(),
+        reports: reports.clone(),
+    };
+    if let Err(e) = cluster.propose(cmd).await {
+        tracing::warn!(reports = count, error = %e, "cannot record poll reports; will retry");
+        buffer.put_back(reports);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::DeviceStatus;
+
+    #[test]
+    fn newest_report_per_device_wins() {
+        let b = ReportBuffer::default();
+        let r = |at| PollReport {
+            hostname: "sw1".into(),
+            polled_at: at,
+            duration_ms: 1,
+            status: DeviceStatus::Up,
+            reason: None,
+        };
+        b.push(r(10));
+        b.push(r(5));
+        b.put_back(vec![r(7)]);
+        let taken = b.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].polled_at, 10);
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,319 @@
+//! The real `raftpoll` binary as a node process with a generated config, and its CLI.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::process::{Daemon, free_tcp_port, start_on_free_port, test_dir, wait_until};
+
+/// Cluster secret of test nodes.
+pub const TEST_SECRET: &str = "testbed-cluster-secret";
+
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of the binary cargo built for this test run.
+pub fn raftpoll_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_raftpoll")
+}
+
+/// A node's config (issue 2's keys); `data_dir` is the node's temp dir, `listen` a free port
+/// unless set. Defaults suit tests: bootstrap a cluster of one, poll every 10 s from 127.0.0.1.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_name: String,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub seeds: Vec<String>,
+    pub bootstrap: bool,
+    pub secret: String,
+    pub groups: Vec<u32>,
+    pub frequency: u32,
+    pub down_retry: u32,
+    pub discovery_frequency: u32,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub max_in_flight: usize,
+    pub source_ip: Option<String>,
+    pub rrdcached: String,
+    /// Further keys, merged over the generated ones (tables are merged key by key).
+    pub extra: toml::Table,
+}
+
+impl NodeConfig {
+    pub fn new(node_name: &str, rrdcached: &str) -> Self {
+        NodeConfig {
+            node_name: node_name.to_string(),
+            listen: None,
+            advertise: None,
+            seeds: Vec::new(),
+            bootstrap: true,
+            secret: TEST_SECRET.to_string(),
+            groups: vec![0],
+            frequency: 10,
+            down_retry: 5,
+            discovery_frequency: 3600,
+            timeout_ms: 1000,
+            retries: 1,
+            max_in_flight: 256,
+            source_ip: Some("127.0.0.1".into()),
+            rrdcached: rrdcached.to_string(),
+            extra: toml::Table::new(),
+        }
+    }
+
+    /// The TOML text for a node listening on `listen` with `data_dir`.
+    pub fn to_toml(&self, data_dir: &Path, listen: SocketAddr) -> String {
+        use toml::Value;
+        let mut poller = toml::Table::new();
+        poller.insert("frequency".into(), Value::Integer(self.frequency.into()));
+        poller.insert("down_retry".into(), Value::Integer(self.down_retry.into()));
+        poller.insert(
+            "discovery_frequency".into(),
+            Value::Integer(self.discovery_frequency.into()),
+        );
+        poller.insert("timeout_ms".into(), Value::Integer(self.timeout_ms as i64));
+        poller.insert("retries".into(), Value::Integer(self.retries.into()));
+        poller.insert(
+            "max_in_flight".into(),
+            Value::Integer(self.max_in_flight as i64),
+        );
+        if let Some(ip) = &self.source_ip {
+            poller.insert("source_ip".into(), Value::String(ip.clone()));
+        }
+        let mut rrd = toml::Table::new();
+        rrd.insert("rrdcached".into(), Value::String(self.rrdcached.clone()));
+
+        let mut top = toml::Table::new();
+        top.insert("node_name".into(), Value::String(self.node_name.clone()));
+        top.insert(
+            "data_dir".into(),
+            Value::String(data_dir.display().to_string()),
+        );
+        top.insert("listen".into(), Value::String(listen.to_string()));
+        if let Some(adv) = &self.advertise {
+            top.insert("advertise".into(), Value::String(adv.clone()));
+        }
+        top.insert(
+            "seeds".into(),
+            Value::Array(self.seeds.iter().cloned().map(Value::String).collect()),
+        );
+        top.insert("bootstrap".into(), Value::Boolean(self.bootstrap));
+        top.insert("secret".into(), Value::String(self.secret.clone()));
+        top.insert(
+            "groups".into(),
+            Value::Array(
+                self.groups
+                    .iter()
+                    .map(|g| Value::Integer((*g).into()))
+                    .collect(),
+            ),
+        );
+        top.insert("poller".into(), Value::Table(poller));
+        top.insert("rrd".into(), Value::Table(rrd));
+        merge(&mut top, &self.extra);
+        toml::to_string(&top).expect("serialize node config")
+    }
+}
+
+fn merge(into: &mut toml::Table, from: &toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// One `raftpoll node` process in its own temp dir (config file, data dir, logs).
+pub struct RaftpollNode {
+    cfg: NodeConfig,
+    listen: SocketAddr,
+    config_path: PathBuf,
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl RaftpollNode {
+    /// Writes the config, starts the node, waits until its gRPC port accepts connections.
+    pub fn start(cfg: NodeConfig) -> RaftpollNode {
+        let name = format!("raftpoll node {}", cfg.node_name);
+        let fixed = cfg.listen;
+        let pick = || fixed.map_or_else(free_tcp_port, |a| a.port());
+        start_on_free_port(&name, pick, |port| {
+            let dir = test_dir(&format!("node-{}", cfg.node_name));
+            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let listen = fixed.unwrap_or(listen);
+            let config_path = dir.path().join("raftpoll.toml");
+            fs::write(&config_path, cfg.to_toml(&dir.path().join("data"), listen))
+                .expect("write node config");
+            let mut node = RaftpollNode {
+                daemon: node_daemon(&cfg.node_name, dir.path(), &config_path),
+                cfg: cfg.clone(),
+                listen,
+                config_path,
+                dir,
+            };
+            node.daemon.spawn();
+            node.daemon.wait_ready(READY_DEADLINE, || accepts(listen))?;
+            Ok(node)
+        })
+    }
+
+    /// "127.0.0.1:<port>": the node's gRPC address.
+    pub fn addr(&self) -> String {
+        self.listen.to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listen.port()
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.is_running()
+    }
+
+    /// SIGKILL, no shutdown of any kind.
+    pub fn kill9(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// SIGTERM (orderly shutdown), SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        self.daemon.terminate(grace);
+    }
+
+    /// Starts the node again with the same config and data dir (and port).
+    pub fn start_again(&mut self) {
+        let listen = self.listen;
+        // The old listening socket may linger for a moment: retry until the deadline.
+        wait_until(READY_DEADLINE, "raftpoll node to start again", || {
+            self.daemon.spawn();
+            self.daemon
+                .wait_ready(READY_DEADLINE, || accepts(listen))
+                .ok()
+        });
+    }
+
+    /// Runs `raftpoll <args> --addr <this node> --secret <its secret>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_secret(args, &self.cfg.secret)
+    }
+
+    /// Same as `cli` with another secret (for wrong-secret tests).
+    pub fn cli_with_secret(&self, args: &[&str], secret: &str) -> Output {
+        Command::new(raftpoll_bin())
+            .args(args)
+            .arg("--addr")
+            .arg(self.addr())
+            .arg("--secret")
+            .arg(secret)
+            .env_remove("RAFTPOLL_ADDR")
+            .env_remove("RAFTPOLL_SECRET")
+            .output()
+            .expect("run raftpoll CLI")
+    }
+
+    /// `cli`, panicking (with the CLI's output) unless it succeeds; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "raftpoll {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `cli_ok` of a `--json` command, parsed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let stdout = self.cli_ok(args);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("raftpoll {args:?}: not JSON ({e}): {stdout}"))
+    }
+
+    /// `raftpoll status --json`, once it names a leader (within `deadline`).
+    pub fn wait_leader(&self, deadline: Duration) -> serde_json::Value {
+        wait_until(deadline, "a raft leader in `raftpoll status`", || {
+            let out = self.cli(&["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            status.get("leader_id")?.as_u64().map(|_| status)
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        self.daemon.logs()
+    }
+}
+
+fn node_daemon(name: &str, dir: &Path, config: &Path) -> Daemon {
+    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,raftpoll=debug".into());
+    Daemon::new(&format!("raftpoll-{name}"), raftpoll_bin(), dir)
+        .env("RUST_LOG", log)
+        .arg("node")
+        .arg("--config")
+        .arg(config)
+}
+
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Runs `raftpoll node --config <file with text>` expecting it to exit by itself (a refused
+/// config) within `deadline`; panics if it is still running then.
+pub fn run_node_expecting_exit(config_text: &str, deadline: Duration) -> Output {
+    let dir = test_dir("node-config");
+    let path = dir.path().join("raftpoll.toml");
+    fs::write(&path, config_text).expect("write config");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |p: &Path| fs::File::create(p).expect("create output file");
+    let mut child = Command::new(raftpoll_bin())
+        .arg("node")
+        .arg("--config")
+        .arg(&path)
+        .stdout(file(&out_path))
+        .stderr(file(&err_path))
+        .spawn()
+        .expect("spawn raftpoll node");
+    let read = |p: &Path| fs::read(p).unwrap_or_default();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Output {
+                status,
+                stdout: read(&out_path),
+                stderr: read(&err_path),
+            };
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "raftpoll node kept running with config:\n{config_text}\nstderr: {}",
+                String::from_utf8_lossy(&read(&err_path))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,331 @@
+//! A real rrdcached on loopback TCP (and a unix socket), plus rrdtool helpers to read the files.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::process::{
+    Daemon, find_program, free_tcp_port, start_on_free_port, test_dir, wait_until,
+};
+
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Rrdcached {
+    port: u16,
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Rrdcached {
+    /// Starts rrdcached (`-B -R` base dir, journal, `-w 5 -z 1`) and waits until STATS answers.
+    pub fn start() -> Rrdcached {
+        start_on_free_port("rrdcached", free_tcp_port, |port| {
+            let dir = test_dir("rrdcached");
+            for sub in ["rrd", "journal"] {
+                fs::create_dir_all(dir.path().join(sub)).expect("create rrdcached dirs");
+            }
+            let mut rrd = Rrdcached {
+                port,
+                daemon: daemon(dir.path(), port),
+                dir,
+            };
+            rrd.daemon.spawn();
+            let addr = rrd.addr();
+            rrd.daemon
+                .wait_ready(READY_DEADLINE, || command(&addr, "STATS").is_ok())?;
+            Ok(rrd)
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// "127.0.0.1:<port>"
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The unix socket rrdcached also listens on.
+    pub fn unix_socket(&self) -> PathBuf {
+        self.dir.path().join("rrdcached.sock")
+    }
+
+    /// `-b` dir: relative paths in the protocol are relative to it.
+    pub fn base_dir(&self) -> PathBuf {
+        self.dir.path().join("rrd")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.is_running()
+    }
+
+    /// Stops rrdcached (SIGTERM: it flushes and exits; SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        self.daemon.terminate(Duration::from_secs(10));
+    }
+
+    /// SIGKILL: pending updates stay in the journal only.
+    pub fn kill9(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// Starts again on the same port, base dir and journal (replayed at start).
+    pub fn start_again(&mut self) {
+        let addr = self.addr();
+        // The port may be held briefly by the old socket: retry until the deadline.
+        wait_until(
+            READY_DEADLINE,
+            "rrdcached to start again on its port",
+            || {
+                self.daemon.spawn();
+                self.daemon
+                    .wait_ready(READY_DEADLINE, || command(&addr, "STATS").is_ok())
+                    .ok()
+            },
+        );
+    }
+
+    /// Sends one protocol line; returns the status line and the lines that follow it.
+    /// Err if the connection fails or the status is negative.
+    pub fn command(&self, line: &str) -> Result<Vec<String>, String> {
+        command(&self.addr(), line)
+    }
+
+    /// Writes one file's pending updates to disk (returns once written).
+    pub fn flush(&self, rel: impl AsRef<Path>) {
+        // "not found" answers (nothing cached for the file) are fine.
+        let _ = self.command(&format!("FLUSH {}", rel.as_ref().display()));
+    }
+
+    /// Writes all pending updates: FLUSHALL, then wait for the queue to drain.
+    pub fn flush_all(&self) {
+        self.command("FLUSHALL").expect("rrdcached FLUSHALL");
+        wait_until(Duration::from_secs(30), "rrdcached queue to drain", || {
+            let stats = self.command("STATS").ok()?;
+            stats
+                .iter()
+                .any(|l| l.trim() == "QueueLength: 0")
+                .then_some(())
+        });
+    }
+
+    /// Absolute path of `rel` under the base dir (absolute paths are kept).
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.base_dir().join(rel)
+    }
+
+    /// Every .rrd file under the base dir, relative to it, sorted.
+    pub fn rrd_files(&self) -> Vec<PathBuf> {
+        let base = self.base_dir();
+        let mut out = Vec::new();
+        collect_rrds(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    /// `rrdtool info` of a file (after flushing it): key → value, string values unquoted.
+    pub fn rrd_info(&self, rel: impl AsRef<Path>) -> BTreeMap<String, String> {
+        self.flush(&rel);
+        let out = rrdtool(&["info".as_ref(), self.path(&rel).as_os_str()]);
+        out.lines()
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(k, v)| (k.to_string(), unquote(v)))
+            .collect()
+    }
+
+    /// `rrdtool fetch` of a file (after flushing it): rows of (timestamp, value per DS), NaN as None.
+    pub fn rrd_fetch(
+        &self,
+        rel: impl AsRef<Path>,
+        cf: &str,
+        start: u64,
+        end: u64,
+    ) -> Vec<(u64, Vec<Option<f64>>)> {
+        self.rrd_fetch_named(rel, cf, start, end).1
+    }
+
+    /// Like `rrd_fetch`, with the DS names in column order.
+    pub fn rrd_fetch_named(
+        &self,
+        rel: impl AsRef<Path>,
+        cf: &str,
+        start: u64,
+        end: u64,
+    ) -> (Vec<String>, Vec<(u64, Vec<Option<f64>>)>) {
+        self.flush(&rel);
+        let path = self.path(&rel);
+        let (start, end) = (start.to_string(), end.to_string());
+        let out = rrdtool(&[
+            "fetch".as_ref(),
+            path.as_os_str(),
+            cf.as_ref(),
+            "--start".as_ref(),
+            start.as_ref(),
+            "--end".as_ref(),
+            end.as_ref(),
+        ]);
+        parse_fetch(&out)
+    }
+
+    /// `rrdtool lastupdate` of a file (after flushing it): (timestamp, DS name → value text).
+    pub fn rrd_lastupdate(&self, rel: impl AsRef<Path>) -> (u64, BTreeMap<String, String>) {
+        self.flush(&rel);
+        let out = rrdtool(&["lastupdate".as_ref(), self.path(&rel).as_os_str()]);
+        let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+        let names: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let (ts, values) = lines
+            .next()
+            .and_then(|l| l.split_once(':'))
+            .unwrap_or_else(|| panic!("rrdtool lastupdate {}: no data:\n{out}", path_str(&rel)));
+        let ts = ts.trim().parse().expect("lastupdate timestamp");
+        (
+            ts,
+            names
+                .into_iter()
+                .zip(values.split_whitespace().map(String::from))
+                .collect(),
+        )
+    }
+
+    pub fn logs(&self) -> String {
+        self.daemon.logs()
+    }
+}
+
+fn daemon(dir: &Path, port: u16) -> Daemon {
+    Daemon::new("rrdcached", find_program("rrdcached"), dir)
+        .arg("-g")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-l")
+        .arg(format!("unix:{}", dir.join("rrdcached.sock").display()))
+        .arg("-b")
+        .arg(dir.join("rrd"))
+        .arg("-B")
+        .arg("-R")
+        .arg("-j")
+        .arg(dir.join("journal"))
+        .arg("-F")
+        .arg("-w")
+        .arg("5")
+        .arg("-z")
+        .arg("1")
+        .arg("-p")
+        .arg(dir.join("rrdcached.pid"))
+}
+
+/// One request/answer over TCP: status line `<n> <message>` (negative n = error) then n lines.
+fn command(addr: &str, line: &str) -> Result<Vec<String>, String> {
+    let err = |e: std::io::Error| format!("rrdcached {addr} `{}`: {e}", first_word(line));
+    let sock_addr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&sock_addr, IO_TIMEOUT).map_err(err)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(err)?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(err)?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).map_err(err)?;
+    let n: i64 = status
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("rrdcached {addr}: bad answer {status:?}"))?;
+    if n < 0 {
+        return Err(format!(
+            "rrdcached {addr} `{}`: {}",
+            first_word(line),
+            status.trim()
+        ));
+    }
+    let mut lines = vec![status.trim_end().to_string()];
+    for _ in 0..n {
+        let mut l = String::new();
+        reader.read_line(&mut l).map_err(err)?;
+        lines.push(l.trim_end().to_string());
+    }
+    Ok(lines)
+}
+
+fn first_word(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or("")
+}
+
+fn rrdtool(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(find_program("rrdtool"))
+        // Read the file directly: never through a daemon named in the environment.
+        .env_remove("RRDCACHED_ADDRESS")
+        .args(args)
+        .output()
+        .expect("run rrdtool");
+    assert!(
+        out.status.success(),
+        "rrdtool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Parses `rrdtool fetch` output: a header of DS names, a blank line, then `ts: v v ...`.
+pub fn parse_fetch(out: &str) -> (Vec<String>, Vec<(u64, Vec<Option<f64>>)>) {
+    let mut lines = out.lines();
+    let names = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(ts, vals)| {
+            let ts = ts.trim().parse().ok()?;
+            let vals = vals
+                .split_whitespace()
+                .map(|v| v.parse::<f64>().ok().filter(|f| !f.is_nan()))
+                .collect();
+            Some((ts, vals))
+        })
+        .collect();
+    (names, rows)
+}
+
+fn collect_rrds(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rrds(base, &path, out);
+        } else if path.extension().is_some_and(|e| e == "rrd") {
+            if let Ok(rel) = path.strip_prefix(base) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+}
+
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    v.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v)
+        .to_string()
+}
+
+fn path_str(p: impl AsRef<Path>) -> String {
+    p.as_ref().display().to_string()
+}

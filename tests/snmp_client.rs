@@ -1,0 +1,549 @@
+//! The SNMP engine and the poller modules against a real net-snmp `snmpd` on 127.0.0.1.
+//!
+//! Each test starts its own agent on a free port with a temp config (v2c
+//! community, v3 users for every supported protocol family) and kills it
+//! on drop. Readiness is polled with a deadline, never slept for.
+
+use raftpoll::cluster::types::{
+    AuthProtocol, Inventory, Port, PrivProtocol, SnmpCredentials, StorageKind, UsmCredentials,
+};
+use raftpoll::poller::modules::{self, defs};
+use raftpoll::rrd::layout::RrdValue;
+use raftpoll::secret::Secret;
+use raftpoll::snmp::{
+    AsyncSnmpClient, Oid, SnmpClient, SnmpClientConfig, SnmpError, SnmpTarget, SnmpValue,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SYS_DESCR: &str = "1.3.6.1.2.1.1.1.0";
+const SYS_UPTIME: &str = "1.3.6.1.2.1.1.3.0";
+const IF_TABLE: &str = "1.3.6.1.2.1.2.2";
+const IF_DESCR: &str = "1.3.6.1.2.1.2.2.1.2";
+
+/// v3 users configured in snmpd: (user, auth, auth password, privacy and its password).
+const USERS: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+    ("bob", "SHA", "authpass123", Some(("AES", "privpass123"))),
+    (
+        "carol",
+        "SHA-512",
+        "carolauth123",
+        Some(("AES-256", "carolpriv123")),
+    ),
+    ("dave", "MD5", "daveauth123", Some(("DES", "davepriv123"))),
+    ("erin", "SHA-256", "erinauth123", None),
+];
+
+/// A real snmpd, killed on drop; its log is printed if a test fails.
+struct Snmpd {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Snmpd {
+    fn start() -> Snmpd {
+        let mut last_error = String::new();
+        // A free port can be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(snmpd) => return snmpd,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("snmpd did not start: {last_error}");
+    }
+
+    fn try_start() -> Result<Snmpd, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let persist = dir.path().join("persist");
+        std::fs::create_dir_all(&persist).map_err(|e| e.to_string())?;
+        let mut conf = format!(
+            "agentAddress udp:127.0.0.1:{port}\n\
+             rocommunity public 127.0.0.1\n\
+             sysName raftpoll-test-agent\n"
+        );
+        for (user, auth, auth_pass, privacy) in USERS {
+            match privacy {
+                Some((proto, pass)) => {
+                    conf += &format!(
+                        "createUser {user} {auth} \"{auth_pass}\" {proto} \"{pass}\"\nrouser {user} priv\n"
+                    )
+                }
+                None => {
+                    conf +=
+                        &format!("createUser {user} {auth} \"{auth_pass}\"\nrouser {user} auth\n")
+                }
+            }
+        }
+        let conf_path = dir.path().join("snmpd.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let child = Command::new(find_snmpd())
+            .env("SNMP_PERSISTENT_DIR", &persist)
+            .arg("-f")
+            .arg("-C")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-m")
+            .arg("")
+            .arg("-I")
+            .arg("-smux")
+            .arg("-Lf")
+            .arg(dir.path().join("snmpd.log"))
+            .arg("-p")
+            .arg(dir.path().join("snmpd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run snmpd: {e}"))?;
+        let mut snmpd = Snmpd {
+            child,
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            dir,
+        };
+        snmpd.wait_ready()?;
+        Ok(snmpd)
+    }
+
+    /// Polls a raw v2c GET (not our client: its failures must not look like
+    /// a dead agent) until snmpd answers, exits, or the deadline passes.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("snmpd exited with {status}: {}", self.log()));
+            }
+            let _ = socket.send_to(&raw_v2c_get_sysuptime(), self.addr);
+            let mut buf = [0u8; 1500];
+            if let Ok((n, _)) = socket.recv_from(&mut buf)
+                && n > 0
+            {
+                return Ok(());
+            }
+        }
+        Err(format!("snmpd did not answer in 20 s: {}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("snmpd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Snmpd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- snmpd log ---\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_snmpd() -> PathBuf {
+    ["/usr/sbin/snmpd", "/usr/local/sbin/snmpd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("snmpd"))
+}
+
+/// GetRequest v2c, community "public", request-id 1, sysUpTime.0.
+fn raw_v2c_get_sysuptime() -> Vec<u8> {
+    let oid = [0x2b, 6, 1, 2, 1, 1, 3, 0];
+    let varbind = [
+        &[0x30, (oid.len() + 4) as u8, 0x06, oid.len() as u8][..],
+        &oid,
+        &[0x05, 0x00],
+    ]
+    .concat();
+    let varbinds = [&[0x30, varbind.len() as u8][..], &varbind].concat();
+    let pdu_body = [&[0x02, 1, 1, 0x02, 1, 0, 0x02, 1, 0][..], &varbinds].concat();
+    let pdu = [&[0xa0, pdu_body.len() as u8][..], &pdu_body].concat();
+    let msg_body = [&[0x02, 1, 1, 0x04, 6][..], b"public", &pdu].concat();
+    [&[0x30, msg_body.len() as u8][..], &msg_body].concat()
+}
+
+fn oid(s: &str) -> Oid {
+    s.parse().expect("test OID")
+}
+
+fn v2c(community: &str) -> SnmpCredentials {
+    SnmpCredentials::V2c {
+        community: Secret::new(community),
+    }
+}
+
+fn v3(user: &str) -> SnmpCredentials {
+    let (_, auth, auth_pass, privacy) =
+        USERS.iter().find(|u| u.0 == user).expect("configured user");
+    let auth = match *auth {
+        "MD5" => AuthProtocol::Md5,
+        "SHA" => AuthProtocol::Sha1,
+        "SHA-256" => AuthProtocol::Sha256,
+        _ => AuthProtocol::Sha512,
+    };
+    let privacy = privacy.map(|(proto, pass)| {
+        let proto = match proto {
+            "DES" => PrivProtocol::Des,
+            "AES" => PrivProtocol::Aes128,
+            _ => PrivProtocol::Aes256,
+        };
+        (proto, Secret::new(pass))
+    });
+    SnmpCredentials::V3(UsmCredentials {
+        user: user.into(),
+        auth: Some((auth, Secret::new(*auth_pass))),
+        privacy,
+    })
+}
+
+async fn client(timeout_ms: u64, retries: u32) -> AsyncSnmpClient {
+    AsyncSnmpClient::new(SnmpClientConfig {
+        source_ip: None,
+        timeout: Duration::from_millis(timeout_ms),
+        retries,
+        max_in_flight: 64,
+        per_device_in_flight: 4,
+    })
+    .await
+    .expect("bind SNMP socket")
+}
+
+#[tokio::test]
+async fn v2c_get_sysdescr_and_uptime() {
+    let snmpd = Snmpd::start();
+    let client = client(1000, 1).await;
+    let target = SnmpTarget::new(snmpd.addr, v2c("public"));
+    let got = client
+        .get(
+            &target,
+            &[oid(SYS_DESCR), oid(SYS_UPTIME), oid("1.3.6.1.2.1.1.99.0")],
+        )
+        .await
+        .expect("v2c GET");
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].oid, oid(SYS_DESCR));
+    let descr = got[0].value.as_string().expect("sysDescr is text");
+    assert!(!descr.is_empty());
+    assert!(
+        matches!(got[1].value, SnmpValue::TimeTicks(_)),
+        "{:?}",
+        got[1].value
+    );
+    assert!(got[2].value.is_exception(), "{:?}", got[2].value);
+}
+
+#[tokio::test]
+async fn v2c_walk_of_iftable_is_ordered_and_in_subtree() {
+    let snmpd = Snmpd::start();
+    let client = client(1000, 1).await;
+    let target = SnmpTarget::new(snmpd.addr, v2c("public"));
+    let descrs = client
+        .walk(&target, &oid(IF_DESCR))
+        .await
+        .expect("walk ifDescr");
+    assert!(
+        descrs
+            .iter()
+            .any(|vb| vb.value.as_string().as_deref() == Some("lo")),
+        "{descrs:?}"
+    );
+    let table = client
+        .walk(&target, &oid(IF_TABLE))
+        .await
+        .expect("walk ifTable");
+    // At least 20 columns for every interface, far more than one GETBULK answer.
+    assert!(table.len() >= 20 * descrs.len(), "{} varbinds", table.len());
+    assert!(table.iter().all(|vb| vb.oid.starts_with(&oid(IF_TABLE))));
+    assert!(
+        table.windows(2).all(|w| w[0].oid < w[1].oid),
+        "strictly increasing"
+    );
+    let absent = client
+        .walk(&target, &oid("1.3.6.1.4.1.99999"))
+        .await
+        .expect("empty walk");
+    assert!(absent.is_empty());
+}
+
+#[tokio::test]
+async fn v1_get_with_a_missing_object_and_v1_walk() {
+    let snmpd = Snmpd::start();
+    let client = client(1000, 1).await;
+    let target = SnmpTarget::new(
+        snmpd.addr,
+        SnmpCredentials::V1 {
+            community: Secret::new("public"),
+        },
+    );
+    let got = client
+        .get(
+            &target,
+            &[oid(SYS_UPTIME), oid("1.3.6.1.2.1.1.99.0"), oid(SYS_DESCR)],
+        )
+        .await
+        .expect("v1 GET with noSuchName");
+    assert!(matches!(got[0].value, SnmpValue::TimeTicks(_)), "{got:?}");
+    assert_eq!(got[1].value, SnmpValue::NoSuchInstance);
+    assert!(got[2].value.as_string().is_some());
+    let descrs = client
+        .walk(&target, &oid(IF_DESCR))
+        .await
+        .expect("v1 GETNEXT walk");
+    assert!(!descrs.is_empty());
+    // v1 cannot carry Counter64: the HC column walk is empty, not an error.
+    let hc = client
+        .walk(&target, &oid("1.3.6.1.2.1.31.1.1.1.6"))
+        .await
+        .expect("v1 HC walk");
+    assert!(hc.is_empty(), "{hc:?}");
+}
+
+#[tokio::test]
+async fn v3_every_protocol_family_works() {
+    let snmpd = Snmpd::start();
+    let client = client(1000, 1).await;
+    for (user, ..) in USERS {
+        let target = SnmpTarget::new(snmpd.addr, v3(user));
+        let got = match client.get(&target, &[oid(SYS_DESCR)]).await {
+            Ok(got) => got,
+            Err(e) => panic!("v3 user {user}: {e}"),
+        };
+        assert!(got[0].value.as_string().is_some(), "{user}: {got:?}");
+        let walked = client.walk(&target, &oid(IF_DESCR)).await.expect("v3 walk");
+        assert!(!walked.is_empty(), "{user}");
+    }
+}
+
+#[tokio::test]
+async fn v3_wrong_password_is_a_readable_auth_failure() {
+    let snmpd = Snmpd::start();
+    let client = client(500, 1).await;
+    let SnmpCredentials::V3(mut usm) = v3("bob") else {
+        unreachable!()
+    };
+    usm.auth = Some((AuthProtocol::Sha1, Secret::new("wrong-password-42")));
+    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm.clone()));
+    let started = Instant::now();
+    let err = client
+        .get(&target, &[oid(SYS_DESCR)])
+        .await
+        .expect_err("wrong password");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(matches!(err, SnmpError::AuthFailure { .. }), "{err:?}");
+    assert!(text.contains("'bob'"), "{text}");
+    for secret in ["wrong-password-42", "privpass123", "authpass123"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+
+    // Right auth password, wrong privacy password.
+    usm.auth = Some((AuthProtocol::Sha1, Secret::new("authpass123")));
+    usm.privacy = Some((PrivProtocol::Aes128, Secret::new("wrong-privacy-42")));
+    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm.clone()));
+    let err = client
+        .get(&target, &[oid(SYS_DESCR)])
+        .await
+        .expect_err("wrong privacy password");
+    assert!(
+        matches!(
+            err,
+            SnmpError::AuthFailure { .. } | SnmpError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("wrong-privacy-42"));
+
+    usm.user = "mallory".into();
+    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm));
+    let err = client
+        .get(&target, &[oid(SYS_DESCR)])
+        .await
+        .expect_err("unknown user");
+    assert!(matches!(err, SnmpError::AuthFailure { .. }), "{err:?}");
+    assert!(err.to_string().contains("'mallory'"), "{err}");
+}
+
+#[tokio::test]
+async fn timeout_against_a_silent_port() {
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind silent socket");
+    let addr = silent.local_addr().expect("addr");
+    let client = client(200, 1).await;
+    let target = SnmpTarget::new(addr, v2c("hunter2-community"));
+    let started = Instant::now();
+    let err = client
+        .get(&target, &[oid(SYS_UPTIME)])
+        .await
+        .expect_err("nobody answers");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        err.to_string(),
+        "no response after 2 tries (timeout 200 ms)"
+    );
+    assert!(err.is_unreachable());
+    assert!(elapsed >= Duration::from_millis(390), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    let err = client
+        .walk(&target, &oid(IF_DESCR))
+        .await
+        .expect_err("walk times out too");
+    assert!(matches!(err, SnmpError::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn wrong_community_times_out_without_naming_it() {
+    let snmpd = Snmpd::start();
+    let client = client(200, 0).await;
+    let target = SnmpTarget::new(snmpd.addr, v2c("not-the-community"));
+    let err = client
+        .get(&target, &[oid(SYS_UPTIME)])
+        .await
+        .expect_err("agent drops it");
+    assert!(
+        matches!(err, SnmpError::Timeout { tries: 1, .. }),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("not-the-community"));
+}
+
+#[tokio::test]
+async fn one_socket_serves_many_requests_in_flight() {
+    let snmpd = Snmpd::start();
+    let client = AsyncSnmpClient::new(SnmpClientConfig {
+        source_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        timeout: Duration::from_millis(2000),
+        retries: 2,
+        max_in_flight: 16,
+        per_device_in_flight: 8,
+    })
+    .await
+    .expect("bind to source_ip");
+    let local = client.local_addr();
+    assert_eq!(local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let v2 = SnmpTarget::new(snmpd.addr, v2c("public"));
+    let v3 = SnmpTarget::new(snmpd.addr, v3("bob"));
+    let requests = (0..200).map(|i| {
+        let client = client.clone();
+        let target = if i % 2 == 0 { v2.clone() } else { v3.clone() };
+        tokio::spawn(async move { client.get(&target, &[oid(SYS_UPTIME)]).await })
+    });
+    for result in futures::future::join_all(requests).await {
+        let got = result.expect("task").expect("GET");
+        assert!(matches!(got[0].value, SnmpValue::TimeTicks(_)));
+    }
+    assert_eq!(client.local_addr(), local, "still the one socket");
+    assert_eq!(
+        client.cached_targets(),
+        2,
+        "one handle per (address, credentials)"
+    );
+}
+
+#[tokio::test]
+async fn modules_discover_and_poll_the_real_agent() {
+    let snmpd = Snmpd::start();
+    let client = client(1000, 1).await;
+    let target = SnmpTarget::new(snmpd.addr, v3("bob"));
+    let discovery = modules::discover(&client, &target).await.expect("discover");
+    assert_eq!(discovery.system.sys_name, "raftpoll-test-agent");
+    assert!(
+        discovery
+            .system
+            .sys_object_id
+            .starts_with("1.3.6.1.4.1.8072")
+    );
+    let lo = discovery
+        .ports
+        .iter()
+        .find(|p| p.ifdescr == "lo")
+        .unwrap_or_else(|| panic!("lo in {:?}", discovery.ports));
+    assert_eq!(lo.ifname, "lo");
+    assert!(!discovery.processors.is_empty(), "hrProcessorTable");
+    assert!(
+        discovery
+            .storages
+            .iter()
+            .any(|s| s.kind == StorageKind::Memory && s.descr == "Physical memory"),
+        "{:?}",
+        discovery.storages
+    );
+
+    let inventory = Inventory {
+        system: discovery.system.clone(),
+        ports: discovery
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Port {
+                port_id: i as u64 + 1,
+                ifindex: p.ifindex,
+                ifname: p.ifname.clone(),
+                ifdescr: p.ifdescr.clone(),
+            })
+            .collect(),
+        processors: discovery.processors.clone(),
+        storages: discovery.storages.clone(),
+    };
+    let out = modules::poll(&client, &target, "agent 1", &inventory, 300, 1_700_000_000)
+        .await
+        .expect("poll");
+    assert_eq!(
+        out.system.as_ref().map(|s| s.sys_name.as_str()),
+        Some("raftpoll-test-agent")
+    );
+    let lo_id = inventory
+        .ports
+        .iter()
+        .find(|p| p.ifdescr == "lo")
+        .map(|p| p.port_id);
+    let lo_rrd = format!("agent_1/port-id{}.rrd", lo_id.unwrap_or_default());
+    let port = out
+        .updates
+        .iter()
+        .find(|u| u.path == lo_rrd)
+        .unwrap_or_else(|| panic!("{lo_rrd} in {:?}", out.updates));
+    assert_eq!(port.def, defs::port_def());
+    assert!(
+        matches!(port.values[0], RrdValue::Counter(_)),
+        "INOCTETS {:?}",
+        port.values[0]
+    );
+    assert!(
+        matches!(port.values[2], RrdValue::Counter(_)),
+        "INERRORS {:?}",
+        port.values[2]
+    );
+    let uptime = out
+        .updates
+        .iter()
+        .find(|u| u.path == "agent_1/uptime.rrd")
+        .expect("uptime");
+    assert!(matches!(uptime.values[0], RrdValue::Gauge(s) if s >= 0.0));
+    assert!(
+        out.updates
+            .iter()
+            .any(|u| u.path.starts_with("agent_1/processor-hr-"))
+    );
+    assert!(
+        out.updates
+            .iter()
+            .any(|u| u.path.starts_with("agent_1/mempool-hrstorage-"))
+    );
+    assert!(out.updates.iter().all(|u| u.values.len() == u.def.ds.len()));
+    assert!(out.updates.iter().all(|u| u.timestamp == 1_700_000_000));
+}
