@@ -176,7 +176,7 @@ pub async fn run(
     let mut server_stop = stop_rx.clone();
     let server = tonic::transport::Server::builder()
         .add_service(raft_service(raft.clone(), config.secret.clone()))
-        .add_service(peer_service(raft.clone(), config.secret.clone()))
+        .add_service(peer_service(cluster.clone(), config.secret.clone()))
         .add_service(admin_service(
             cluster.clone(),
             rrd_status,

@@ -212,7 +212,8 @@ fn rrdcached_creates_updates_and_survives_restart() {
     assert!(rrd.unix_socket().exists());
 
     // An outage: stopped (SIGTERM, -F writes everything), then back on the same port.
-    rrd.command(&format!("UPDATE {file} {}:9", t)).expect("UPDATE 3");
+    rrd.command(&format!("UPDATE {file} {}:9", t))
+        .expect("UPDATE 3");
     rrd.stop();
     assert!(rrd.command("STATS").is_err());
     assert_eq!(rrd.rrd_info(file)["last_update"], t.to_string());

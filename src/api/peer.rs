@@ -1,23 +1,32 @@
-//! The `Peer` gRPC service: followers hand their proposals to the leader here.
+//! The `Peer` gRPC service: node-to-node proposals and membership requests,
+//! executed on the leader (a follower forwards them).
 
-use crate::cluster::handle::LEADER_METADATA;
+use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
-use crate::cluster::raft::Raft;
-use crate::cluster::types::Command;
+use crate::cluster::types::{Command, NodeInfo};
 use crate::proto::peer_server::{Peer, PeerServer};
-use crate::proto::{ProposeReply, ProposeRequest};
+use crate::proto::{
+    JoinReply, JoinRequest, ProposeReply, ProposeRequest, RemoveReply, RemoveRequest,
+};
 use crate::secret::Secret;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 pub struct PeerRpc {
-    raft: Raft,
+    cluster: ClusterHandle,
 }
 
 pub type PeerService = InterceptedService<PeerServer<PeerRpc>, BearerAuth>;
 
-pub fn peer_service(raft: Raft, secret: Secret) -> PeerService {
-    InterceptedService::new(PeerServer::new(PeerRpc { raft }), BearerAuth::new(secret))
+pub fn peer_service(cluster: ClusterHandle, secret: Secret) -> PeerService {
+    InterceptedService::new(
+        PeerServer::new(PeerRpc { cluster }),
+        BearerAuth::new(secret),
+    )
+}
+
+fn unavailable(e: ClusterError) -> Status {
+    Status::unavailable(e.to_string())
 }
 
 #[tonic::async_trait]
@@ -28,24 +37,36 @@ impl Peer for PeerRpc {
     ) -> Result<Response<ProposeReply>, Status> {
         let cmd: Command = bincode::deserialize(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                let result = bincode::serialize(&resp.data)
-                    .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;
-                Ok(Response::new(ProposeReply { result }))
-            }
-            Err(e) => match e.forward_to_leader() {
-                Some(fwd) => {
-                    let mut status = Status::failed_precondition("not the leader");
-                    if let Some(addr) = fwd.leader_node.as_ref().map(|n| n.addr.as_str()) {
-                        if let Ok(v) = addr.parse() {
-                            status.metadata_mut().insert(LEADER_METADATA, v);
-                        }
-                    }
-                    Err(status)
-                }
-                None => Err(Status::unavailable(e.to_string())),
-            },
+        let result = self.cluster.propose(cmd).await.map_err(unavailable)?;
+        let result = bincode::serialize(&result)
+            .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;
+        Ok(Response::new(ProposeReply { result }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let r = request.into_inner();
+        if r.node_id == 0 || r.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "join needs a node id and an address",
+            ));
         }
+        let info = NodeInfo {
+            id: r.node_id,
+            name: r.name,
+            addr: r.addr,
+            groups: r.groups,
+        };
+        tracing::info!(node_id = info.id, addr = %info.addr, "join request");
+        let leader_id = self.cluster.join(info).await.map_err(unavailable)?;
+        Ok(Response::new(JoinReply { leader_id }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveReply>, Status> {
+        let id = request.into_inner().node_id;
+        self.cluster.remove_member(id).await.map_err(unavailable)?;
+        Ok(Response::new(RemoveReply {}))
     }
 }

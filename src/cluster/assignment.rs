@@ -118,15 +118,24 @@ fn rebalance_loads(
     }
     let groups_of: BTreeMap<NodeId, &[GroupId]> =
         live.iter().map(|c| (c.id, c.groups.as_slice())).collect();
+    // Hysteresis: start only when the spread is beyond the threshold, then
+    // move while each move strictly narrows a gap, so one run ends balanced
+    // and the next run finds nothing to do.
+    let mean = load.values().sum::<f64>() / load.len() as f64;
+    let (lo, hi) = load
+        .values()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    if hi - lo <= balance.threshold * mean {
+        return;
+    }
     for _ in 0..balance.max_moves {
-        let mean = load.values().sum::<f64>() / load.len() as f64;
         let mut best: Option<(f64, usize, NodeId)> = None;
         // Consider every (heavy → light) pair; the device that brings the
         // pair closest to equal wins.
         for (&from, &from_load) in load.iter() {
             for (&to, &to_load) in load.iter() {
                 let gap = from_load - to_load;
-                if from == to || gap <= balance.threshold * mean {
+                if from == to || gap <= 0.0 {
                     continue;
                 }
                 for (i, d) in devices.iter().enumerate() {
@@ -297,10 +306,8 @@ mod tests {
             d.cost = 100.0;
         }
         let live = [node(1, &[0]), node(2, &[0])];
-        apply(
-            &mut devices,
-            &assign(&live, &devices, Some(Balance::default())),
-        );
+        let moves = assign(&live, &devices, Some(Balance::default()));
+        apply(&mut devices, &moves);
         let heavy_owner = devices[0].owner;
         assert!(devices.iter().skip(1).all(|d| d.owner != heavy_owner));
     }

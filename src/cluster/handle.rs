@@ -3,14 +3,18 @@
 
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
+use crate::cluster::raft::{ClientWriteError, RaftError};
 use crate::cluster::state::ClusterState;
+use crate::cluster::types::NodeInfo;
 use crate::cluster::types::{Command, CommandResult, NodeId};
-use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
+use crate::proto::{JoinRequest, ProposeRequest, RemoveRequest};
 use crate::secret::Secret;
 use crate::storage::SharedState;
+use openraft::ChangeMembers;
 use openraft::Instant;
 use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +37,35 @@ pub enum ClusterError {
     Raft(String),
     #[error("cannot encode or decode a command: {0}")]
     Codec(String),
+}
+
+/// Something only the leader can do.
+enum Op {
+    Propose(Command),
+    Join(NodeInfo),
+    Remove(NodeId),
+}
+
+#[derive(Debug)]
+enum Done {
+    Applied(CommandResult),
+    Joined { leader_id: NodeId },
+    Removed,
+}
+
+enum Retry {
+    /// Leadership moved: try again on the new leader.
+    Yes(ClusterError),
+    No(ClusterError),
+}
+
+pub fn join_request(info: &NodeInfo) -> JoinRequest {
+    JoinRequest {
+        node_id: info.id,
+        name: info.name.clone(),
+        addr: info.addr.clone(),
+        groups: info.groups.clone(),
+    }
 }
 
 #[derive(Clone)]
@@ -96,21 +129,39 @@ impl ClusterHandle {
     /// Appends `cmd` to the log through the leader and returns its result once
     /// applied (on the leader).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        match self.on_leader(Op::Propose(cmd)).await? {
+            Done::Applied(r) => Ok(r),
+            other => Err(ClusterError::Codec(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Adds `info` as a learner (blocking until it caught up) and records it.
+    pub async fn join(&self, info: NodeInfo) -> Result<NodeId, ClusterError> {
+        match self.on_leader(Op::Join(info)).await? {
+            Done::Joined { leader_id } => Ok(leader_id),
+            other => Err(ClusterError::Codec(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Removes a node from the Raft membership.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.on_leader(Op::Remove(id)).await.map(|_| ())
+    }
+
+    /// Runs `op` on the leader: here if this node leads, else over gRPC.
+    /// Retries across leader changes until [`PROPOSE_TIMEOUT`].
+    async fn on_leader(&self, op: Op) -> Result<Done, ClusterError> {
         let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
         let mut last_error = None;
         while tokio::time::Instant::now() < deadline {
             match self.leader() {
-                Some((id, _)) if id == self.inner.node_id => {
-                    match self.inner.raft.client_write(cmd.clone()).await {
-                        Ok(resp) => return Ok(resp.data),
-                        Err(e) if e.forward_to_leader().is_some() => {
-                            last_error = Some(ClusterError::Raft(e.to_string()));
-                        }
-                        Err(e) => return Err(ClusterError::Raft(e.to_string())),
-                    }
-                }
-                Some((_, addr)) => match self.forward(&addr, &cmd).await {
-                    Ok(result) => return Ok(result),
+                Some((id, _)) if id == self.inner.node_id => match self.local(&op).await {
+                    Ok(done) => return Ok(done),
+                    Err(Retry::Yes(e)) => last_error = Some(e),
+                    Err(Retry::No(e)) => return Err(e),
+                },
+                Some((_, addr)) => match self.forward(&addr, &op).await {
+                    Ok(done) => return Ok(done),
                     Err(e) => last_error = Some(e),
                 },
                 None => {}
@@ -124,27 +175,116 @@ impl ClusterHandle {
         Err(last_error.unwrap_or(ClusterError::NoLeader(PROPOSE_TIMEOUT)))
     }
 
-    async fn forward(&self, addr: &str, cmd: &Command) -> Result<CommandResult, ClusterError> {
+    async fn local(&self, op: &Op) -> Result<Done, Retry> {
+        let raft = &self.inner.raft;
+        let classify = |e: RaftError<ClientWriteError>| {
+            if e.forward_to_leader().is_some() {
+                Retry::Yes(ClusterError::Raft(e.to_string()))
+            } else {
+                Retry::No(ClusterError::Raft(e.to_string()))
+            }
+        };
+        match op {
+            Op::Propose(cmd) => raft
+                .client_write(cmd.clone())
+                .await
+                .map(|r| Done::Applied(r.data))
+                .map_err(classify),
+            Op::Join(info) => {
+                let known = self.leader_membership_addr(info.id);
+                if known.as_deref() != Some(info.addr.as_str()) {
+                    let node = openraft::BasicNode {
+                        addr: info.addr.clone(),
+                    };
+                    raft.add_learner(info.id, node, true)
+                        .await
+                        .map_err(classify)?;
+                }
+                if self.read(|s| s.nodes.get(&info.id) != Some(info)) {
+                    raft.client_write(Command::UpsertNode(info.clone()))
+                        .await
+                        .map_err(classify)?;
+                }
+                Ok(Done::Joined {
+                    leader_id: self.inner.node_id,
+                })
+            }
+            Op::Remove(id) => {
+                let metrics = raft.metrics().borrow_watched().clone();
+                let membership = metrics.membership_config.membership();
+                let ids = BTreeSet::from([*id]);
+                if membership.voter_ids().any(|v| v == *id) {
+                    raft.change_membership(ChangeMembers::RemoveVoters(ids), false)
+                        .await
+                        .map_err(classify)?;
+                } else if membership.get_node(id).is_some() {
+                    raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+                        .await
+                        .map_err(classify)?;
+                }
+                Ok(Done::Removed)
+            }
+        }
+    }
+
+    fn leader_membership_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    async fn forward(&self, addr: &str, op: &Op) -> Result<Done, ClusterError> {
         let forward_err = |message: String| ClusterError::Forward {
             addr: addr.to_string(),
             message,
         };
-        let channel = self.channel(addr).map_err(forward_err)?;
-        let bytes = bincode::serialize(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
-        let mut request = tonic::Request::new(ProposeRequest { command: bytes });
+        let mut client = PeerClient::new(self.channel(addr).map_err(forward_err)?);
+        let status_err = |s: tonic::Status| forward_err(s.message().to_string());
+        match op {
+            Op::Propose(cmd) => {
+                let bytes =
+                    bincode::serialize(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
+                let reply = client
+                    .propose(self.request(ProposeRequest { command: bytes }))
+                    .await
+                    .map_err(status_err)?;
+                bincode::deserialize(&reply.into_inner().result)
+                    .map(Done::Applied)
+                    .map_err(|e| ClusterError::Codec(e.to_string()))
+            }
+            Op::Join(info) => {
+                let reply = client
+                    .join(self.request(join_request(info)))
+                    .await
+                    .map_err(status_err)?;
+                Ok(Done::Joined {
+                    leader_id: reply.into_inner().leader_id,
+                })
+            }
+            Op::Remove(id) => {
+                client
+                    .remove(self.request(RemoveRequest { node_id: *id }))
+                    .await
+                    .map_err(status_err)?;
+                Ok(Done::Removed)
+            }
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         request.set_timeout(PROPOSE_TIMEOUT);
         if let Some(auth) = &self.inner.auth {
             request.metadata_mut().insert("authorization", auth.clone());
         }
-        let reply = PeerClient::new(channel)
-            .propose(request)
-            .await
-            .map_err(|s| forward_err(s.message().to_string()))?;
-        bincode::deserialize(&reply.into_inner().result)
-            .map_err(|e| ClusterError::Codec(e.to_string()))
+        request
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    /// A channel to any node's gRPC address (cached).
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self
             .inner
             .channels

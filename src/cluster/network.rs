@@ -75,8 +75,16 @@ impl GrpcNetworkFactory {
     }
 }
 
-/// `Bearer <secret>` as a metadata value, if the secret is printable ASCII.
+/// `Bearer <secret>` as a metadata value, if the secret is printable ASCII
+/// (anything else could not be read back by the server's check).
 pub fn bearer_value(secret: &Secret) -> Option<AsciiMetadataValue> {
+    let printable = secret
+        .expose()
+        .bytes()
+        .all(|b| b == b' ' || b.is_ascii_graphic());
+    if !printable {
+        return None;
+    }
     format!("Bearer {}", secret.expose()).parse().ok()
 }
 
@@ -446,4 +454,39 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     bincode::deserialize(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(value: Option<&str>) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        if let Some(v) = value {
+            m.insert("authorization", v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_secret_is_checked() {
+        let auth = BearerAuth::new(Secret::new("s3cret"));
+        assert!(auth.check(&metadata(Some("Bearer s3cret"))));
+        assert!(!auth.check(&metadata(Some("Bearer s3cre"))));
+        assert!(!auth.check(&metadata(Some("s3cret"))));
+        assert!(!auth.check(&metadata(None)));
+        let header = bearer_value(&Secret::new("s3cret")).unwrap();
+        assert!(auth.check(&metadata(header.to_str().ok())));
+        assert!(bearer_value(&Secret::new("caf\u{e9}")).is_none());
+    }
+
+    #[test]
+    fn refusals_back_off_and_timeouts_retry() {
+        let refused = Failure::from_status(&Status::unauthenticated("x")).into_rpc();
+        assert!(matches!(refused, RPCError::Unreachable(_)));
+        let down = Failure::from_status(&Status::unavailable("x")).into_rpc();
+        assert!(matches!(down, RPCError::Unreachable(_)));
+        let slow = Failure::from_status(&Status::deadline_exceeded("x")).into_rpc();
+        assert!(matches!(slow, RPCError::Network(_)));
+    }
 }

@@ -122,6 +122,14 @@ pub struct RrdWriterHandle {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for RrdWriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RrdWriterHandle")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 impl RrdWriterHandle {
     /// Queues an update, waiting while the queue is full.
     pub async fn submit(&self, update: RrdUpdate) -> Result<(), SubmitError> {

@@ -7,8 +7,8 @@ use super::types::{Oid, SnmpValue, VarBind};
 use crate::cluster::types::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use async_snmp::v3::ReportStatus;
 use async_snmp::{
-    Auth, Client, EngineCache, ErrorStatus, OidOrdering, Retry, UdpHandle, UdpTransport, UsmConfig,
-    Value, WalkAbortReason, WalkMethod, WalkOptions,
+    Auth, Client, DesSaltState, EngineCache, ErrorStatus, OidOrdering, PersistedDesSaltState,
+    Retry, UdpHandle, UdpTransport, UsmConfig, Value, WalkAbortReason, WalkMethod, WalkOptions,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -40,6 +40,8 @@ struct Inner {
     /// IPv6 socket, bound on first use when `source_ip` is not set.
     v6: OnceCell<UdpTransport>,
     engine_cache: Arc<EngineCache>,
+    /// DES salt counter shared by every DES target, started on first use.
+    des_salt: std::sync::OnceLock<DesSaltState>,
     in_flight: Arc<Semaphore>,
     targets: Mutex<HashMap<SocketAddr, Vec<Arc<TargetEntry>>>>,
 }
@@ -71,6 +73,7 @@ impl AsyncSnmpClient {
                 primary,
                 v6: OnceCell::new(),
                 engine_cache: Arc::new(EngineCache::new()),
+                des_salt: std::sync::OnceLock::new(),
                 targets: Mutex::new(HashMap::new()),
             }),
         })
@@ -129,11 +132,20 @@ impl AsyncSnmpClient {
             result_limit: Some(MAX_WALK_VARBINDS),
         };
         let transport = self.transport_for(target.addr).await?;
-        let client = Client::builder(target.addr, to_auth(&target.credentials)?)
+        let mut builder = Client::builder(target.addr, to_auth(&target.credentials)?)
             .request_timeout(config.timeout)
             .retry(retry)
             .walk_options(walk_options)
             .engine_cache(self.inner.engine_cache.clone())
+            // Agents answer a wrong v3 password or an unknown user with an
+            // unauthenticated Report; accepting it turns a long timeout into
+            // "authentication failed". The cost: a spoofed Report can fail one
+            // request, which dropping packets could do as well.
+            .allow_unauthenticated_v3_time_correction(true);
+        if uses_des(&target.credentials) {
+            builder = builder.des_salt_state(self.des_salt()?);
+        }
+        let client = builder
             .build_with(transport)
             .await
             .map_err(|e| self.map_error(&target.credentials, *e))?;
@@ -154,6 +166,28 @@ impl AsyncSnmpClient {
         }
         entries.push(fresh.clone());
         Ok(fresh)
+    }
+
+    /// DES salts must never repeat under one key. Each process starts a new
+    /// salt epoch from the clock (seconds), so restarts more than a second
+    /// apart never reuse an epoch; within a process the counter advances.
+    fn des_salt(&self) -> Result<DesSaltState, SnmpError> {
+        if let Some(state) = self.inner.des_salt.get() {
+            return Ok(state.clone());
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        // Epochs live in 1..2^31-1; wrap the clock into that range.
+        let previous = u32::try_from(secs % 0x7FFF_FFF0).unwrap_or(1).max(1);
+        let bad = |e: &dyn std::fmt::Display| SnmpError::Config {
+            detail: format!("DES privacy state: {e}"),
+        };
+        let previous = PersistedDesSaltState::new(previous).map_err(|e| bad(&e))?;
+        let state = DesSaltState::restart(previous, |_| Ok::<(), std::convert::Infallible>(()))
+            .map_err(|e| bad(&e))?;
+        Ok(self.inner.des_salt.get_or_init(|| state).clone())
     }
 
     fn cached(&self, target: &SnmpTarget) -> Option<Arc<TargetEntry>> {
@@ -353,6 +387,10 @@ fn to_auth(credentials: &SnmpCredentials) -> Result<Auth, SnmpError> {
             Ok(config.into())
         }
     }
+}
+
+fn uses_des(credentials: &SnmpCredentials) -> bool {
+    matches!(credentials, SnmpCredentials::V3(usm) if matches!(usm.privacy, Some((PrivProtocol::Des, _))))
 }
 
 fn wire_auth(protocol: AuthProtocol) -> async_snmp::AuthProtocol {

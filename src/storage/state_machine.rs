@@ -161,6 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut replies = Vec::new();
         let mut applied_any = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let result = {
@@ -177,11 +178,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             applied_any = true;
             if let Some(r) = responder {
-                r.send(result);
+                replies.push((r, result));
             }
         }
+        // Wake subscribers before answering, so a writer that reads after its
+        // write returns sees the change signalled.
         if applied_any {
             self.bump();
+        }
+        for (r, result) in replies {
+            r.send(result);
         }
         Ok(())
     }

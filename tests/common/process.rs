@@ -170,6 +170,9 @@ impl Daemon {
     ) -> Result<(), String> {
         let start = Instant::now();
         loop {
+            let answered = ready();
+            // Checked after `ready` too: an answer may come from another daemon that holds the
+            // port ours failed to bind.
             if let Some(status) = self.exit_status() {
                 self.child = None;
                 return Err(format!(
@@ -178,7 +181,7 @@ impl Daemon {
                     self.logs()
                 ));
             }
-            if ready() {
+            if answered {
                 return Ok(());
             }
             if start.elapsed() >= deadline {

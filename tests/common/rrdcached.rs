@@ -12,6 +12,9 @@ use super::process::{
     Daemon, find_program, free_tcp_port, start_on_free_port, test_dir, wait_until,
 };
 
+/// Rows of `rrdtool fetch`: (timestamp, one value per DS; NaN/unknown as None).
+pub type FetchRows = Vec<(u64, Vec<Option<f64>>)>;
+
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -140,13 +143,7 @@ impl Rrdcached {
     }
 
     /// `rrdtool fetch` of a file (after flushing it): rows of (timestamp, value per DS), NaN as None.
-    pub fn rrd_fetch(
-        &self,
-        rel: impl AsRef<Path>,
-        cf: &str,
-        start: u64,
-        end: u64,
-    ) -> Vec<(u64, Vec<Option<f64>>)> {
+    pub fn rrd_fetch(&self, rel: impl AsRef<Path>, cf: &str, start: u64, end: u64) -> FetchRows {
         self.rrd_fetch_named(rel, cf, start, end).1
     }
 
@@ -157,7 +154,7 @@ impl Rrdcached {
         cf: &str,
         start: u64,
         end: u64,
-    ) -> (Vec<String>, Vec<(u64, Vec<Option<f64>>)>) {
+    ) -> (Vec<String>, FetchRows) {
         self.flush(&rel);
         let path = self.path(&rel);
         let (start, end) = (start.to_string(), end.to_string());
@@ -280,7 +277,7 @@ fn rrdtool(args: &[&std::ffi::OsStr]) -> String {
 }
 
 /// Parses `rrdtool fetch` output: a header of DS names, a blank line, then `ts: v v ...`.
-pub fn parse_fetch(out: &str) -> (Vec<String>, Vec<(u64, Vec<Option<f64>>)>) {
+pub fn parse_fetch(out: &str) -> (Vec<String>, FetchRows) {
     let mut lines = out.lines();
     let names = lines
         .next()
@@ -310,10 +307,10 @@ fn collect_rrds(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             collect_rrds(base, &path, out);
-        } else if path.extension().is_some_and(|e| e == "rrd") {
-            if let Ok(rel) = path.strip_prefix(base) {
-                out.push(rel.to_path_buf());
-            }
+        } else if path.extension().is_some_and(|e| e == "rrd")
+            && let Ok(rel) = path.strip_prefix(base)
+        {
+            out.push(rel.to_path_buf());
         }
     }
 }

@@ -152,10 +152,10 @@ pub(super) async fn poll<C: SnmpClient>(
         (IN_NUCAST, IN_BROADCAST, IN_MULTICAST),
         (OUT_NUCAST, OUT_BROADCAST, OUT_MULTICAST),
     ] {
-        if lacks(bcast, &values) || lacks(mcast, &values) {
-            if let Some(low) = &sources[nucast].low {
-                second.push((nucast, low.clone()));
-            }
+        if (lacks(bcast, &values) || lacks(mcast, &values))
+            && let Some(low) = &sources[nucast].low
+        {
+            second.push((nucast, low.clone()));
         }
     }
     let columns: Vec<Oid> = second.iter().map(|(_, oid)| oid.clone()).collect();

@@ -1,7 +1,7 @@
 //! Processors module: HOST-RESOURCES hrProcessorLoad → `processor-hr-<index>.rrd`.
 
 use super::defs::processor_def;
-use super::{ModuleError, Produced, rrd_file, walk_column};
+use super::{ModuleError, Produced, rrd_file, walk_column, walk_columns};
 use crate::cluster::types::Processor;
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget};
@@ -10,23 +10,39 @@ fn hr_processor_load() -> Oid {
     Oid::from([1, 3, 6, 1, 2, 1, 25, 3, 3, 1, 2])
 }
 
+fn hr_processor_frw_id() -> Oid {
+    Oid::from([1, 3, 6, 1, 2, 1, 25, 3, 3, 1, 1])
+}
+
 fn hr_device_descr() -> Oid {
     Oid::from([1, 3, 6, 1, 2, 1, 25, 3, 2, 1, 3])
 }
 
-/// Processors are the rows of hrProcessorLoad; their names come from
-/// hrDeviceDescr of the same index (one GET for all of them).
+/// Processors are the rows of hrProcessorTable (net-snmp has the rows at
+/// once but hrProcessorLoad only after a minute of samples, so both columns
+/// count); their names come from hrDeviceDescr of the same index (one GET).
 pub(super) async fn discover<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
 ) -> Result<(Vec<Processor>, Vec<String>), ModuleError> {
     let mut notes = Vec::new();
-    let (loads, note) = walk_column(client, target, &hr_processor_load()).await?;
-    notes.extend(note);
-    if loads.is_empty() {
+    let columns = walk_columns(
+        client,
+        target,
+        &[hr_processor_frw_id(), hr_processor_load()],
+        &mut notes,
+    )
+    .await?;
+    let mut indexes: Vec<u32> = columns.iter().flat_map(|c| c.keys().copied()).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    if indexes.is_empty() {
         return Ok((Vec::new(), notes));
     }
-    let descr_oids: Vec<Oid> = loads.keys().map(|i| hr_device_descr().child(*i)).collect();
+    let descr_oids: Vec<Oid> = indexes
+        .iter()
+        .map(|i| hr_device_descr().child(*i))
+        .collect();
     let descrs = match client.get(target, &descr_oids).await {
         Ok(varbinds) => varbinds,
         Err(e) if e.is_unreachable() => return Err(e.into()),
@@ -35,9 +51,9 @@ pub(super) async fn discover<C: SnmpClient>(
             Vec::new()
         }
     };
-    let processors = loads
-        .keys()
-        .map(|&index| {
+    let processors = indexes
+        .into_iter()
+        .map(|index| {
             let want = hr_device_descr().child(index);
             let descr = descrs
                 .iter()

@@ -1,0 +1,259 @@
+//! Real Raft nodes (openraft + sled + the gRPC network) in one process on
+//! loopback: replication to three voters, secret enforcement, restart.
+
+use openraft::BasicNode;
+use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
+use raftpoll::cluster::raft::{Raft, raft_config};
+use raftpoll::cluster::types::{Command, CommandResult, NewDevice, NodeId, SnmpCredentials};
+use raftpoll::proto::RaftRequest;
+use raftpoll::proto::raft_client::RaftClient;
+use raftpoll::secret::Secret;
+use raftpoll::storage::{self, SharedState, StorageError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(15));
+
+struct TestNode {
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    shared: SharedState,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestNode {
+    /// Opens the storage in `dir`, starts Raft and serves its gRPC service on
+    /// a fresh loopback port (or `listener` when restarting on the same one).
+    async fn start(
+        id: NodeId,
+        dir: &Path,
+        secret: &str,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> TestNode {
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listener.local_addr().unwrap().to_string();
+        let (log, sm) = open_storage(dir).await;
+        let shared = sm.shared();
+        let config = raft_config(100, 600, 900).unwrap();
+        let network = GrpcNetworkFactory::new(Secret::new(secret));
+        let raft = Raft::new(id, config, network, log, sm).await.unwrap();
+        let service = raft_service(raft.clone(), Secret::new(secret));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestNode {
+            id,
+            addr,
+            raft,
+            shared,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    fn node(&self) -> BasicNode {
+        BasicNode::new(self.addr.clone())
+    }
+
+    /// Stops Raft and the server; the storage is closed once this returns.
+    async fn stop(mut self) {
+        self.raft.shutdown().await.unwrap();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+/// Opens the node's storage. After a stop, openraft's storage tasks wind down
+/// in the background and sled keeps its file lock until they have: retry
+/// until it is free, within a deadline.
+async fn open_storage(dir: &Path) -> (storage::LogStore, storage::StateMachineStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match storage::open(dir).await {
+            Ok((_store, log, sm)) => return (log, sm),
+            Err(StorageError::Open { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn add_device(hostname: &str) -> Command {
+    Command::AddDevice(NewDevice {
+        hostname: hostname.into(),
+        address: "127.0.0.1".into(),
+        port: 161,
+        credentials: SnmpCredentials::V2c {
+            community: Secret::new("public"),
+        },
+        group: 0,
+    })
+}
+
+async fn leader_of(node: &TestNode) -> NodeId {
+    let m = node
+        .raft
+        .wait(WAIT)
+        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .await
+        .unwrap();
+    m.current_leader.unwrap()
+}
+
+/// A new leader refuses writes (lease not yet valid) until a quorum has
+/// acknowledged it; wait for that.
+async fn writable_leader(nodes: &[TestNode]) -> &TestNode {
+    let id = leader_of(&nodes[0]).await;
+    let leader = nodes.iter().find(|n| n.id == id).unwrap();
+    leader
+        .raft
+        .wait(WAIT)
+        .leader_with_quorum_acked(None, "leader acknowledged by a quorum")
+        .await
+        .unwrap();
+    leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_voters_replicate_and_strangers_are_refused() {
+    let dirs: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().take(3).enumerate() {
+        nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+
+    let leader = writable_leader(&nodes).await;
+    let leader_id = leader.id;
+    let resp = leader.raft.client_write(add_device("sw1")).await.unwrap();
+    assert_eq!(resp.data, CommandResult::Ok);
+    let index = resp.log_id.index;
+
+    for n in &nodes {
+        n.raft
+            .wait(WAIT)
+            .applied_index_at_least(Some(index), "device applied everywhere")
+            .await
+            .unwrap();
+        assert!(
+            n.shared.read(|s| s.devices.contains_key("sw1")),
+            "node {}",
+            n.id
+        );
+    }
+
+    // A caller without the right secret is refused before reaching Raft.
+    let mut client = RaftClient::connect(format!("http://{}", leader.addr))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(RaftRequest {
+        target: leader_id,
+        payload: vec![],
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        bearer_value(&Secret::new("wrong")).unwrap(),
+    );
+    let status = client.vote(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(status.message(), "missing or wrong cluster secret");
+    let status = client
+        .append_entries(RaftRequest {
+            target: leader_id,
+            payload: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // A node holding another secret cannot be replicated to: the leader's
+    // appends are refused, so it never applies anything.
+    let stranger = TestNode::start(4, dirs[3].path(), "other-secret", None).await;
+    leader
+        .raft
+        .add_learner(stranger.id, stranger.node(), false)
+        .await
+        .unwrap();
+    let never = stranger
+        .raft
+        .wait(Some(Duration::from_secs(2)))
+        .applied_index_at_least(Some(1), "stranger applies nothing")
+        .await;
+    assert!(never.is_err(), "stranger got replicated: {never:?}");
+    assert!(stranger.shared.read(|s| s.devices.is_empty()));
+
+    // The cluster still commits with the stranger in its membership as a learner.
+    let resp = leader.raft.client_write(add_device("sw2")).await.unwrap();
+    for n in &nodes {
+        n.raft
+            .wait(WAIT)
+            .applied_index_at_least(Some(resp.log_id.index), "second device applied")
+            .await
+            .unwrap();
+        assert_eq!(n.shared.read(|s| s.devices.len()), 2);
+    }
+
+    stranger.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_state_survives_restart() {
+    let dir = TempDir::new().unwrap();
+    let node = TestNode::start(1, dir.path(), "s3cret", None).await;
+    let members = BTreeMap::from([(1, node.node())]);
+    node.raft.initialize(members).await.unwrap();
+    writable_leader(std::slice::from_ref(&node)).await;
+    let mut changes = node.shared.subscribe();
+    let resp = node.raft.client_write(add_device("sw1")).await.unwrap();
+    let index = resp.log_id.index;
+    assert!(
+        changes.has_changed().unwrap(),
+        "subscribers are woken by applies"
+    );
+    changes.borrow_and_update();
+    let addr = node.addr.clone();
+    node.stop().await;
+
+    // Same directory, same address: everything comes back from disk.
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let node = TestNode::start(1, dir.path(), "s3cret", Some(listener)).await;
+    node.raft
+        .wait(WAIT)
+        .applied_index_at_least(Some(index), "committed log re-applied")
+        .await
+        .unwrap();
+    assert!(node.shared.read(|s| s.devices.contains_key("sw1")));
+    assert_eq!(writable_leader(std::slice::from_ref(&node)).await.id, 1);
+    let resp = node.raft.client_write(add_device("sw1")).await.unwrap();
+    assert!(
+        matches!(resp.data, CommandResult::Rejected(_)),
+        "{:?}",
+        resp.data
+    );
+    node.stop().await;
+}
