@@ -104,6 +104,7 @@ pub struct AddDeviceArgs {
 #[derive(Debug, Clone)]
 pub enum Request {
     Status { json: bool },
+    Leave { node: Option<u64> },
     Device(DeviceCommand),
 }
 
@@ -184,6 +185,16 @@ pub async fn run(conn: &Connection, request: Request) -> Result<String, ClientEr
             } else {
                 status_table(&reply)
             })
+        }
+        Request::Leave { node } => {
+            let req = admin.request(pb::LeaveRequest { node_id: node });
+            let reply = admin
+                .client
+                .leave(req)
+                .await
+                .map_err(|s| admin.error(s))?
+                .into_inner();
+            Ok(format!("node {} left the cluster", reply.node_id))
         }
         Request::Device(DeviceCommand::List { json }) => {
             let req = admin.request(pb::ListDevicesRequest {});

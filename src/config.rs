@@ -112,6 +112,9 @@ pub struct RrdConfig {
     pub rrdcached: String,
     /// Updates held in memory while rrdcached is slow or away.
     pub queue_capacity: usize,
+    /// Bound on the on-disk spool (`data_dir/spool`) in MiB; past it the
+    /// oldest spooled updates are dropped.
+    pub spool_max_mb: u64,
 }
 
 impl Default for RrdConfig {
@@ -119,11 +122,13 @@ impl Default for RrdConfig {
         RrdConfig {
             rrdcached: "127.0.0.1:42217".into(),
             queue_capacity: 200_000,
+            spool_max_mb: 1024,
         }
     }
 }
 
-/// Raft timings. Defaults suit a LAN or loopback.
+/// Raft and failover timings. Defaults suit a LAN or loopback and move a
+/// dead node's devices within about 3 seconds.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
@@ -132,14 +137,30 @@ pub struct ClusterConfig {
     /// Election timeout range, milliseconds.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// A node that has not heard from a quorum-holding leader for this long
+    /// stops starting polls (fencing), milliseconds.
+    pub lease_ms: u64,
+    /// The leader declares a node dead (and moves its devices) after this
+    /// long without acknowledgement, milliseconds. Must exceed `lease_ms`
+    /// plus a margin so the old owner stops before the new one starts.
+    pub node_timeout_ms: u64,
+    /// A voter dead this long is replaced by a live learner, milliseconds.
+    pub voter_timeout_ms: u64,
+    /// A (re)joining node receives devices from others only after being
+    /// alive this long, milliseconds (avoids flapping).
+    pub join_debounce_ms: u64,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
-            heartbeat_ms: 150,
-            election_timeout_min_ms: 750,
-            election_timeout_max_ms: 1500,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            lease_ms: 1500,
+            node_timeout_ms: 2500,
+            voter_timeout_ms: 30_000,
+            join_debounce_ms: 5000,
         }
     }
 }
@@ -216,6 +237,15 @@ impl Config {
         if self.secret.expose().len() < 8 {
             return invalid("secret", "must be at least 8 characters");
         }
+        // It travels as an HTTP/2 header value.
+        if !self
+            .secret
+            .expose()
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b))
+        {
+            return invalid("secret", "must be printable ASCII without spaces");
+        }
         if self.node_name.trim().is_empty() {
             return invalid("node_name", "must not be empty");
         }
@@ -282,6 +312,10 @@ impl Config {
         if r.queue_capacity == 0 {
             return invalid("rrd.queue_capacity", "must be positive");
         }
+        // At least 1 MiB; at most 16 TiB (so bytes fit comfortably in u64).
+        if !(1..=16 << 20).contains(&r.spool_max_mb) {
+            return invalid("rrd.spool_max_mb", "must be from 1 to 16777216");
+        }
         let c = &self.cluster;
         if c.heartbeat_ms == 0 {
             return invalid("cluster.heartbeat_ms", "must be positive");
@@ -296,6 +330,25 @@ impl Config {
             return invalid(
                 "cluster.election_timeout_max_ms",
                 "must be greater than cluster.election_timeout_min_ms",
+            );
+        }
+        // Fencing: the old owner must have stopped before the new one starts.
+        if c.node_timeout_ms < c.lease_ms + 2 * c.heartbeat_ms {
+            return invalid(
+                "cluster.node_timeout_ms",
+                "must exceed cluster.lease_ms by at least two heartbeats",
+            );
+        }
+        if c.lease_ms <= c.heartbeat_ms * 2 {
+            return invalid(
+                "cluster.lease_ms",
+                "must be more than twice cluster.heartbeat_ms",
+            );
+        }
+        if c.voter_timeout_ms < c.node_timeout_ms {
+            return invalid(
+                "cluster.voter_timeout_ms",
+                "must not be shorter than cluster.node_timeout_ms",
             );
         }
         if self.log_format != "text" && self.log_format != "json" {
@@ -375,5 +428,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("poller.timeout_ms"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[cluster]\nlease_ms = 3000\nnode_timeout_ms = 3000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cluster.node_timeout_ms"), "{err}");
+        let err = load("data_dir = \"/tmp\"\nsecret = \"caf\u{e9}-secret\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("printable ASCII"), "{err}");
+    }
+
+    #[test]
+    fn rrd_spool_bound() {
+        assert_eq!(load(MINIMAL).expect("minimal").rrd.spool_max_mb, 1024);
+        let c = load(&format!("{MINIMAL}[rrd]\nspool_max_mb = 5\n")).expect("5 MiB");
+        assert_eq!(c.rrd.spool_max_mb, 5);
+        for bad in ["0", "16777217"] {
+            let err = load(&format!("{MINIMAL}[rrd]\nspool_max_mb = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rrd.spool_max_mb"), "{err}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`client`]: the operator CLI's client side.
 //! - [`node`]: starts and stops a node: every task, in order.
+//! - [`sim`]: `raftpoll-sim`, a fast SNMP responder serving `.snmprec` recordings for load tests.
 
 pub mod api;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod node;
 pub mod poller;
 pub mod rrd;
 pub mod secret;
+pub mod sim;
 pub mod snmp;
 pub mod storage;
 

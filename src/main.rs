@@ -30,6 +30,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Gracefully remove a node (default: the one at --addr): its devices
+    /// move first, leadership is handed over, then it exits.
+    Leave {
+        #[arg(long)]
+        node: Option<u64>,
+    },
     /// Manage devices.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -50,6 +56,10 @@ fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from),
             Command::Status { json } => client::run(&cli.conn, client::Request::Status { json })
+                .await
+                .map(|out| println!("{out}"))
+                .map_err(anyhow::Error::from),
+            Command::Leave { node } => client::run(&cli.conn, client::Request::Leave { node })
                 .await
                 .map(|out| println!("{out}"))
                 .map_err(anyhow::Error::from),

@@ -8,6 +8,7 @@ use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
 use crate::cluster::controller::{self, ControllerConfig};
 use crate::cluster::handle::ClusterHandle;
+use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::cluster::types::{Command, NodeId, NodeInfo};
@@ -55,6 +56,8 @@ pub enum NodeError {
     NothingToJoin,
     #[error("invalid rrd.rrdcached: {0}")]
     Rrdcached(String),
+    #[error("{0}")]
+    Join(String),
     #[error("SNMP engine: {0}")]
     Snmp(String),
     #[error("gRPC server: {0}")]
@@ -77,7 +80,9 @@ pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,openraft=warn,sled=warn,h2=warn,tower=warn,async_snmp=off",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -124,7 +129,7 @@ pub async fn run(
         source,
     })?;
     let store = Store::open(&config.data_dir.join("raft")).await?;
-    let node_id = node_id(&store, &config).await?;
+    let (node_id, found_cluster) = node_id(&store, &config).await?;
     tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
 
     // 2. Raft.
@@ -143,8 +148,10 @@ pub async fn run(
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret);
 
-    // 3. One shutdown signal for every task.
+    // 3. One shutdown signal for every task; `exit` is how a graceful leave
+    // asks for it.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let exit = Arc::new(tokio::sync::Notify::new());
 
     // 4. RRD writer (its status is served by Admin).
     let rrd_addr: RrdcachedAddr = config
@@ -154,7 +161,13 @@ pub async fn run(
         .map_err(|e: crate::rrd::client::RrdError| NodeError::Rrdcached(e.to_string()))?;
     let mut writer_cfg = RrdWriterConfig::new(rrd_addr, config.poller.frequency);
     writer_cfg.queue_capacity = config.rrd.queue_capacity;
-    let (writer, writer_task) = RrdWriter::spawn(writer_cfg, stop_rx.clone());
+    writer_cfg.spool_dir = Some(config.data_dir.join("spool"));
+    writer_cfg.spool_max_bytes = config.rrd.spool_max_mb.saturating_mul(1 << 20);
+    let (writer, writer_task) =
+        RrdWriter::spawn(writer_cfg, stop_rx.clone()).map_err(|e| NodeError::DataDir {
+            path: e.path.display().to_string(),
+            source: e.source,
+        })?;
 
     // 5. gRPC server: Raft, Peer, Admin, health, reflection.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -180,6 +193,7 @@ pub async fn run(
         .add_service(admin_service(
             cluster.clone(),
             rrd_status,
+            exit.clone(),
             config.secret.clone(),
         ))
         .add_service(health_service)
@@ -193,8 +207,8 @@ pub async fn run(
         );
     let server_task = tokio::spawn(server);
 
-    // 6. Bootstrap a new cluster, or find ours again.
-    if config.bootstrap
+    // 6. Bootstrap a new cluster (only a node that just found no existing one).
+    if found_cluster
         && !raft
             .is_initialized()
             .await
@@ -219,6 +233,12 @@ pub async fn run(
         addr: advertise.clone(),
         groups: config.groups.clone(),
     };
+    let join_task = tokio::spawn(membership::keep_joined(
+        cluster.clone(),
+        info.clone(),
+        seeds_except_self(&config),
+        stop_rx.clone(),
+    ));
     let register_task = tokio::spawn(register(cluster.clone(), info, stop_rx.clone()));
     let snmp = AsyncSnmpClient::new(SnmpClientConfig {
         source_ip: config.poller.source_ip,
@@ -242,6 +262,7 @@ pub async fn run(
             },
             discovery_frequency: u64::from(config.poller.discovery_frequency),
             max_concurrent_polls: config.poller.max_concurrent_polls,
+            lease: Duration::from_millis(config.cluster.lease_ms),
         },
         stop_rx.clone(),
     ));
@@ -254,9 +275,10 @@ pub async fn run(
     let controller_task = tokio::spawn(controller::run(
         cluster.clone(),
         ControllerConfig {
-            node_timeout: Duration::from_secs(3),
-            join_debounce: Duration::from_secs(5),
+            node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
+            join_debounce: Duration::from_millis(config.cluster.join_debounce_ms),
             default_cost_ms: 100.0,
+            voter_timeout: Duration::from_millis(config.cluster.voter_timeout_ms),
         },
         stop_rx.clone(),
     ));
@@ -267,6 +289,7 @@ pub async fn run(
     let mut server_task = server_task;
     let server_result = tokio::select! {
         _ = &mut shutdown => None,
+        _ = exit.notified() => None,
         r = &mut server_task => Some(r),
     };
     tracing::info!(node_id, "shutting down");
@@ -275,6 +298,7 @@ pub async fn run(
     let _ = reporter_task.await;
     let _ = controller_task.await;
     let _ = register_task.await;
+    let _ = join_task.await;
     let _ = writer_task.await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
@@ -290,19 +314,55 @@ pub async fn run(
     }
 }
 
-/// This node's id: kept in the data directory once allocated, never reused.
-async fn node_id(store: &Store, config: &Config) -> Result<NodeId, NodeError> {
+/// This node's id, and whether this node must bootstrap a new cluster.
+///
+/// The id is kept in the data directory once allocated and never reused. A
+/// node without one asks its seeds (any member forwards to the leader) to
+/// allocate it. `bootstrap = true` founds a cluster only when no seed answers
+/// as a member of one, so a second bootstrap node joins instead of forking.
+async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeError> {
     if let Some(bytes) = store.local_get(NODE_ID_KEY)? {
         if let Ok(arr) = <[u8; 8]>::try_from(bytes.as_slice()) {
-            return Ok(u64::from_be_bytes(arr));
+            // A bootstrap node that stopped before initializing still must.
+            return Ok((u64::from_be_bytes(arr), config.bootstrap));
         }
     }
-    if !config.bootstrap {
+    let seeds = seeds_except_self(config);
+    let (id, bootstrap) = if config.bootstrap {
+        match membership::allocate_node_id(&seeds, &config.secret, 1)
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?
+        {
+            Some(id) => {
+                tracing::warn!(
+                    ?seeds,
+                    "bootstrap = true, but the seeds already form a cluster: joining it instead"
+                );
+                (id, false)
+            }
+            None => (1, true),
+        }
+    } else if seeds.is_empty() {
         return Err(NodeError::NothingToJoin);
-    }
-    let id: NodeId = 1;
+    } else {
+        let id = membership::allocate_node_id(&seeds, &config.secret, u32::MAX)
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?
+            .ok_or(NodeError::NothingToJoin)?;
+        (id, false)
+    };
     store.local_set(NODE_ID_KEY, &id.to_be_bytes()).await?;
-    Ok(id)
+    Ok((id, bootstrap))
+}
+
+fn seeds_except_self(config: &Config) -> Vec<String> {
+    let me = [config.advertise_addr(), config.listen.to_string()];
+    config
+        .seeds
+        .iter()
+        .filter(|s| !me.contains(s))
+        .cloned()
+        .collect()
 }
 
 /// Records this node's name, address and groups in the replicated state,

@@ -352,7 +352,7 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
         started.elapsed()
     );
     let text = err.to_string();
-    eprintln!("DEBUG wrong auth: {text}");
+    assert!(text.contains("wrong authentication password"), "{text}");
     assert!(matches!(err, SnmpError::AuthFailure { .. }), "{err:?}");
     assert!(text.contains("'bob'"), "{text}");
     for secret in ["wrong-password-42", "privpass123", "authpass123"] {
@@ -367,6 +367,7 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
         .get(&target, &[oid(SYS_DESCR)])
         .await
         .expect_err("wrong privacy password");
+    // net-snmp drops what it cannot decrypt, so this one may only time out.
     assert!(
         matches!(
             err,
@@ -374,7 +375,6 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
         ),
         "{err:?}"
     );
-    eprintln!("DEBUG wrong priv: {err}");
     assert!(!err.to_string().contains("wrong-privacy-42"));
 
     usm.user = "mallory".into();
@@ -384,7 +384,6 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
         .await
         .expect_err("unknown user");
     assert!(matches!(err, SnmpError::AuthFailure { .. }), "{err:?}");
-    eprintln!("DEBUG unknown user: {err}");
     assert!(err.to_string().contains("'mallory'"), "{err}");
 }
 
@@ -461,6 +460,77 @@ async fn one_socket_serves_many_requests_in_flight() {
         2,
         "one handle per (address, credentials)"
     );
+    // The agent saw every request come from that one socket (plus the
+    // readiness probe's own socket).
+    let ours = format!("[127.0.0.1]:{}->", local.port());
+    let log = snmpd.log();
+    let from_us = log.lines().filter(|l| l.contains(&ours)).count();
+    assert!(
+        from_us >= 200,
+        "{from_us} requests from {local} in the agent log"
+    );
+    let sources: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("Connection from UDP: "))
+        .filter_map(|l| l.split("->").next())
+        .collect();
+    assert!(sources.len() <= 2, "sources: {sources:?}");
+}
+
+/// Requests that are never answered: how long a batch takes shows how many
+/// were in flight at once (each batch waits one full timeout).
+#[tokio::test]
+async fn in_flight_limits_per_device_and_node_wide() {
+    let timeout = Duration::from_millis(200);
+    let silent: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind silent socket"))
+        .collect();
+    let targets: Vec<SnmpTarget> = silent
+        .iter()
+        .map(|s| SnmpTarget::new(s.local_addr().expect("addr"), v2c("public")))
+        .collect();
+    let run = |client: AsyncSnmpClient, targets: Vec<SnmpTarget>| async move {
+        let started = Instant::now();
+        let requests = targets.into_iter().map(|target| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get(&target, &[oid(SYS_UPTIME)]).await })
+        });
+        for result in futures::future::join_all(requests).await {
+            assert!(matches!(
+                result.expect("task"),
+                Err(SnmpError::Timeout { .. })
+            ));
+        }
+        started.elapsed()
+    };
+    let limited = |max_in_flight, per_device_in_flight| {
+        AsyncSnmpClient::new(SnmpClientConfig {
+            source_ip: None,
+            timeout,
+            retries: 0,
+            max_in_flight,
+            per_device_in_flight,
+        })
+    };
+
+    // 8 requests to one device, 2 at a time: at least 4 timeouts in a row.
+    let client = limited(64, 2).await.expect("client");
+    let elapsed = run(client, vec![targets[0].clone(); 8]).await;
+    assert!(elapsed >= timeout * 4, "{elapsed:?}");
+
+    // 8 requests to each of two devices, 4 at a time node-wide: 4 in a row.
+    let client = limited(4, 8).await.expect("client");
+    let mut both = vec![targets[0].clone(); 8];
+    both.extend(vec![targets[1].clone(); 8]);
+    let elapsed = run(client, both).await;
+    assert!(elapsed >= timeout * 4, "{elapsed:?}");
+
+    // Without tight limits the same 16 requests overlap.
+    let client = limited(64, 8).await.expect("client");
+    let mut both = vec![targets[0].clone(); 8];
+    both.extend(vec![targets[1].clone(); 8]);
+    let elapsed = run(client, both).await;
+    assert!(elapsed < timeout * 3, "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -508,9 +578,16 @@ async fn modules_discover_and_poll_the_real_agent() {
         processors: discovery.processors.clone(),
         storages: discovery.storages.clone(),
     };
-    let out = modules::poll(&client, &target, "agent 1", &inventory, 300, 1_700_000_000)
+    // Spawned like the scheduler does, on the multi-threaded runtime.
+    let out = {
+        let (client, target, inventory) = (client.clone(), target.clone(), inventory.clone());
+        tokio::spawn(async move {
+            modules::poll(&client, &target, "agent 1", &inventory, 300, 1_700_000_000).await
+        })
         .await
-        .expect("poll");
+        .expect("poll task")
+        .expect("poll")
+    };
     assert_eq!(
         out.system.as_ref().map(|s| s.sys_name.as_str()),
         Some("raftpoll-test-agent")

@@ -6,12 +6,15 @@
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::cluster::types::*;
+use crate::proto::admin_client::AdminClient;
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::{self as pb};
 use crate::rrd::layout::rrd_path;
 use crate::secret::Secret;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -23,6 +26,8 @@ pub trait RrdStatusSource: Send + Sync + 'static {
 pub struct AdminRpc {
     cluster: ClusterHandle,
     rrd: Arc<dyn RrdStatusSource>,
+    /// Notified when this node has left the cluster and should exit.
+    exit: Arc<Notify>,
 }
 
 pub type AdminService = InterceptedService<AdminServer<AdminRpc>, BearerAuth>;
@@ -30,10 +35,11 @@ pub type AdminService = InterceptedService<AdminServer<AdminRpc>, BearerAuth>;
 pub fn admin_service(
     cluster: ClusterHandle,
     rrd: Arc<dyn RrdStatusSource>,
+    exit: Arc<Notify>,
     secret: Secret,
 ) -> AdminService {
     InterceptedService::new(
-        AdminServer::new(AdminRpc { cluster, rrd }),
+        AdminServer::new(AdminRpc { cluster, rrd, exit }),
         BearerAuth::new(secret),
     )
 }
@@ -53,6 +59,70 @@ fn rejection_status(r: Rejection) -> Status {
 }
 
 impl AdminRpc {
+    async fn leader_status(&self, addr: &str) -> Result<pb::StatusReply, Status> {
+        let channel = self.cluster.channel(addr).map_err(Status::unavailable)?;
+        let mut request = self.cluster.request(pb::StatusRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        Ok(AdminClient::new(channel)
+            .status(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Leaves the cluster gracefully: devices first, then leadership, then
+    /// membership; finally asks the process to exit.
+    async fn leave_here(&self) -> Result<(), Status> {
+        let me = self.cluster.node_id();
+        tracing::info!(node_id = me, "leaving the cluster");
+        // Unregistering unassigns this node's devices; the leader's controller
+        // hands them to the others right away.
+        match self.cluster.propose(Command::RemoveNode { id: me }).await {
+            Ok(_) => {}
+            Err(e) => return Err(cluster_status(e)),
+        }
+        self.wait_devices_moved(me).await;
+        if self.cluster.is_leader() {
+            self.cluster
+                .transfer_leadership()
+                .await
+                .map_err(cluster_status)?;
+        }
+        self.cluster
+            .remove_member(me)
+            .await
+            .map_err(cluster_status)?;
+        tracing::info!(node_id = me, "left the cluster; exiting");
+        self.exit.notify_one();
+        Ok(())
+    }
+
+    async fn wait_devices_moved(&self, me: NodeId) {
+        let mut changes = self.cluster.shared().subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (mine, orphans) = self.cluster.read(|s| {
+                (
+                    s.devices_of(me).count(),
+                    s.devices.values().filter(|d| d.owner.is_none()).count(),
+                )
+            });
+            if mine == 0 && orphans == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    remaining = mine,
+                    unassigned = orphans,
+                    "devices not all moved before leaving"
+                );
+                return;
+            }
+        }
+    }
+
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
         match self.cluster.propose(cmd).await.map_err(cluster_status)? {
             CommandResult::Rejected(r) => Err(rejection_status(r)),
@@ -257,6 +327,22 @@ impl Admin for AdminRpc {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
+        // Only the leader sees liveness: a follower relays its answer, so
+        // every node reports the same picture. Falls back to the local view.
+        if let Some((leader, addr)) = self
+            .cluster
+            .leader()
+            .filter(|(id, _)| *id != self.cluster.node_id())
+        {
+            match self.leader_status(&addr).await {
+                Ok(mut reply) => {
+                    reply.answered_by = self.cluster.node_id();
+                    reply.rrd = Some(self.rrd.rrd_status());
+                    return Ok(Response::new(reply));
+                }
+                Err(e) => tracing::debug!(leader, error = %e, "leader did not answer status"),
+            }
+        }
         let view = self.cluster.view();
         let (nodes, total, unassigned) = self.cluster.read(|s| {
             let nodes: Vec<pb::NodeStatus> = view
@@ -316,6 +402,32 @@ impl Admin for AdminRpc {
         let device = new_device(request.into_inner())?;
         self.write(Command::AddDevice(device)).await?;
         Ok(Response::new(pb::AddDeviceReply {}))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveReply>, Status> {
+        let me = self.cluster.node_id();
+        let target = request.into_inner().node_id.unwrap_or(me);
+        if target == me {
+            self.leave_here().await?;
+            return Ok(Response::new(pb::LeaveReply { node_id: me }));
+        }
+        // Another node: ask it to leave itself, so it moves its devices first.
+        let addr = self
+            .cluster
+            .view()
+            .members
+            .into_iter()
+            .find(|m| m.id == target)
+            .map(|m| m.addr)
+            .ok_or_else(|| rejection_status(Rejection::UnknownNode(target)))?;
+        let channel = self.cluster.channel(&addr).map_err(Status::unavailable)?;
+        let request = self.cluster.request(pb::LeaveRequest {
+            node_id: Some(target),
+        });
+        Ok(AdminClient::new(channel).leave(request).await?)
     }
 
     async fn remove_device(

@@ -37,6 +37,13 @@ impl Peer for PeerRpc {
     ) -> Result<Response<ProposeReply>, Status> {
         let cmd: Command = bincode::deserialize(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        // A node that is not in a cluster yet says so at once, so a joining
+        // or bootstrapping node does not wait on it.
+        if !self.cluster.in_cluster() {
+            return Err(Status::failed_precondition(
+                "this node is not a member of a cluster yet",
+            ));
+        }
         let result = self.cluster.propose(cmd).await.map_err(unavailable)?;
         let result = bincode::serialize(&result)
             .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;

@@ -5,7 +5,9 @@
 use super::assignment::{Balance, Candidate, Placement, assign};
 use super::handle::ClusterHandle;
 use super::types::{Command, NodeId};
-use std::collections::BTreeMap;
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -17,6 +19,48 @@ pub struct ControllerConfig {
     pub join_debounce: Duration,
     /// Cost assumed for a device never polled (ms).
     pub default_cost_ms: f64,
+    /// A voter dead this long is replaced by a live learner.
+    pub voter_timeout: Duration,
+}
+
+/// Most voters; more nodes stay learners (they still poll).
+pub const MAX_VOTERS: usize = 5;
+
+/// The membership change the leader should make, if any: promote live
+/// learners while voters are fewer than [`MAX_VOTERS`] (only to an odd
+/// count), or swap a voter dead past `voter_timeout` for a live learner.
+/// Returns the new voter set.
+pub fn plan_voters(
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    alive: &BTreeSet<NodeId>,
+    dead_too_long: &BTreeSet<NodeId>,
+) -> Option<BTreeSet<NodeId>> {
+    let mut spare: Vec<NodeId> = learners
+        .iter()
+        .copied()
+        .filter(|l| alive.contains(l))
+        .collect();
+    spare.reverse(); // pop() hands out the lowest id first
+    let mut next = voters.clone();
+    for dead in voters.intersection(dead_too_long) {
+        let Some(learner) = spare.pop() else { break };
+        next.remove(dead);
+        next.insert(learner);
+    }
+    while next.len() < MAX_VOTERS && !spare.is_empty() {
+        // Grow by two from an odd count, by one from an even count.
+        let want = if next.len() % 2 == 1 { 2 } else { 1 };
+        if spare.len() < want {
+            break;
+        }
+        for _ in 0..want {
+            if let Some(l) = spare.pop() {
+                next.insert(l);
+            }
+        }
+    }
+    (next != *voters).then_some(next)
 }
 
 /// Runs until `shutdown`; does work only while this node leads.
@@ -30,6 +74,8 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When each node was first seen alive in its current run of liveness.
     let mut alive_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut leading_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -38,10 +84,21 @@ pub async fn run(
         }
         if !cluster.is_leader() {
             alive_since.clear();
+            dead_since.clear();
+            leading_since = None;
             continue;
         }
-        let view = cluster.view_with(config.node_timeout);
         let now = Instant::now();
+        let since = *leading_since.get_or_insert(now);
+        let view = cluster.view_with(config.node_timeout, Some(since));
+        for m in &view.members {
+            if m.alive {
+                dead_since.remove(&m.id);
+            } else {
+                dead_since.entry(m.id).or_insert(now);
+            }
+        }
+        manage_voters(&cluster, &view, &dead_since, config.voter_timeout).await;
         alive_since.retain(|id, _| view.members.iter().any(|m| m.id == *id && m.alive));
         for m in view.members.iter().filter(|m| m.alive) {
             alive_since.entry(m.id).or_insert(now);
@@ -77,9 +134,106 @@ pub async fn run(
             continue;
         }
         let count = moves.len();
+        tracing::debug!(?moves, "assignment");
         match cluster.propose(Command::Assign { moves }).await {
             Ok(_) => tracing::info!(moved = count, "devices assigned"),
             Err(e) => tracing::warn!(error = %e, "cannot write assignment"),
         }
+    }
+}
+
+async fn manage_voters(
+    cluster: &ClusterHandle,
+    view: &super::handle::ClusterView,
+    dead_since: &BTreeMap<NodeId, Instant>,
+    voter_timeout: Duration,
+) {
+    let metrics = cluster.raft().metrics().borrow_watched().clone();
+    // One membership change at a time: wait until the last one is committed.
+    if metrics.membership_config.log_id() != metrics.committed_membership_config.log_id() {
+        return;
+    }
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+    let alive: BTreeSet<NodeId> = view
+        .members
+        .iter()
+        .filter(|m| m.alive)
+        .map(|m| m.id)
+        .collect();
+    let dead_too_long: BTreeSet<NodeId> = dead_since
+        .iter()
+        .filter(|(_, t)| t.elapsed() >= voter_timeout)
+        .map(|(id, _)| *id)
+        .collect();
+    let Some(next) = plan_voters(&voters, &learners, &alive, &dead_too_long) else {
+        return;
+    };
+    tracing::info!(?voters, ?next, "changing voters");
+    let change = cluster
+        .raft()
+        .change_membership(ChangeMembers::ReplaceAllVoters(next), false);
+    match tokio::time::timeout(Duration::from_secs(10), change).await {
+        Ok(Ok(_)) => tracing::info!("voters changed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot change voters"),
+        Err(_) => tracing::warn!("voter change timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn promotes_to_odd_counts_up_to_five() {
+        let none = set(&[]);
+        // One voter, one learner: stay at one (two voters tolerate no failure).
+        assert_eq!(
+            plan_voters(&set(&[1]), &set(&[2]), &set(&[1, 2]), &none),
+            None
+        );
+        assert_eq!(
+            plan_voters(&set(&[1]), &set(&[2, 3]), &set(&[1, 2, 3]), &none),
+            Some(set(&[1, 2, 3]))
+        );
+        assert_eq!(
+            plan_voters(
+                &set(&[1, 2, 3]),
+                &set(&[4, 5, 6, 7]),
+                &set(&[1, 2, 3, 4, 5, 6, 7]),
+                &none
+            ),
+            Some(set(&[1, 2, 3, 4, 5]))
+        );
+        assert_eq!(
+            plan_voters(
+                &set(&[1, 2, 3, 4, 5]),
+                &set(&[6, 7]),
+                &set(&[1, 2, 3, 4, 5, 6, 7]),
+                &none
+            ),
+            None
+        );
+        // Dead learners are not promoted.
+        assert_eq!(
+            plan_voters(&set(&[1]), &set(&[2, 3]), &set(&[1, 2]), &none),
+            None
+        );
+    }
+
+    #[test]
+    fn replaces_dead_voter_with_live_learner() {
+        let next = plan_voters(&set(&[1, 2, 3]), &set(&[4]), &set(&[1, 2, 4]), &set(&[3]));
+        assert_eq!(next, Some(set(&[1, 2, 4])));
+        // No live learner: keep the dead voter (the count stays odd).
+        assert_eq!(
+            plan_voters(&set(&[1, 2, 3]), &set(&[]), &set(&[1, 2]), &set(&[3])),
+            None
+        );
     }
 }

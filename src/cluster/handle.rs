@@ -77,6 +77,7 @@ struct Inner {
     raft: Raft,
     shared: SharedState,
     node_id: NodeId,
+    secret: Secret,
     auth: Option<AsciiMetadataValue>,
     channels: Mutex<HashMap<String, Channel>>,
 }
@@ -88,6 +89,7 @@ impl ClusterHandle {
                 raft,
                 shared,
                 node_id,
+                secret: secret.clone(),
                 auth: bearer_value(secret),
                 channels: Mutex::default(),
             }),
@@ -96,6 +98,10 @@ impl ClusterHandle {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.inner.secret
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -120,6 +126,52 @@ impl ClusterHandle {
             .get_node(&id)
             .map(|n| n.addr.clone())?;
         Some((id, addr))
+    }
+
+    /// Hands leadership to another live voter and waits until it has it.
+    pub async fn transfer_leadership(&self) -> Result<(), ClusterError> {
+        let view = self.view_with(Duration::from_secs(3), None);
+        let me = self.inner.node_id;
+        let Some(to) = view
+            .members
+            .iter()
+            .find(|m| m.id != me && m.alive && m.role == "follower")
+            .map(|m| m.id)
+        else {
+            return Err(ClusterError::Raft(
+                "no live voter to hand leadership to".into(),
+            ));
+        };
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metrics.borrow_watched().current_leader == Some(me) {
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(ClusterError::Raft(format!(
+                    "leadership did not move to node {to}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this node has ever been part of a Raft group.
+    pub fn in_cluster(&self) -> bool {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -274,7 +326,7 @@ impl ClusterHandle {
         }
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(PROPOSE_TIMEOUT);
         if let Some(auth) = &self.inner.auth {
@@ -323,7 +375,14 @@ impl ClusterHandle {
     /// Leader, term and members with roles. Liveness is exact on the leader
     /// (heartbeat acknowledgements within `alive_within`); a follower only
     /// vouches for itself and the leader it hears from.
-    pub fn view_with(&self, alive_within: Duration) -> ClusterView {
+    /// `leading_since`: when this node became leader; a member it has not
+    /// heard from yet counts as alive until `alive_within` after that, so a
+    /// new leader does not declare everyone dead on its first tick.
+    pub fn view_with(
+        &self,
+        alive_within: Duration,
+        leading_since: Option<std::time::Instant>,
+    ) -> ClusterView {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -341,11 +400,12 @@ impl ClusterHandle {
                 let alive = if id == me || Some(id) == metrics.current_leader {
                     true
                 } else {
-                    metrics
+                    let acked = metrics
                         .heartbeat
                         .as_ref()
                         .and_then(|h| h.get(&id).copied().flatten())
-                        .is_some_and(|acked| acked.elapsed() < alive_within)
+                        .is_some_and(|acked| acked.elapsed() < alive_within);
+                    acked || leading_since.is_some_and(|t| t.elapsed() < alive_within)
                 };
                 MemberView {
                     id,
@@ -363,19 +423,24 @@ impl ClusterHandle {
     }
 
     pub fn view(&self) -> ClusterView {
-        self.view_with(Duration::from_secs(3))
+        self.view_with(Duration::from_secs(3), None)
     }
 }
 
 impl ClusterHandle {
-    /// Whether this node may start polls: it must see a leader. (Lease-based
-    /// fencing against a partitioned leader is refined with the cluster work.)
-    pub fn may_poll(&self) -> bool {
-        self.inner
-            .raft
-            .metrics()
-            .borrow_watched()
-            .current_leader
-            .is_some()
+    /// Whether this node may start polls. A leader needs a quorum
+    /// acknowledgement within the lease; a follower needs a known leader.
+    /// This is only the cheap local half of fencing: every poll is also
+    /// claimed through the log ([`Command::ClaimPolls`]), which a node cut
+    /// off from the quorum cannot do.
+    pub fn may_poll(&self, lease: Duration) -> bool {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        match metrics.current_leader {
+            Some(id) if id == self.inner.node_id => metrics
+                .last_quorum_acked
+                .is_some_and(|acked| acked.elapsed() < lease),
+            Some(_) => true,
+            None => false,
+        }
     }
 }

@@ -3,6 +3,7 @@
 pub mod assignment;
 pub mod controller;
 pub mod handle;
+pub mod membership;
 pub mod network;
 pub mod raft;
 pub mod state;

@@ -2,7 +2,6 @@
 
 use crate::cluster::types::{Command, CommandResult, NodeId};
 use crate::storage::StateMachineStore;
-use std::fmt;
 use std::sync::Arc;
 
 openraft::declare_raft_types!(
@@ -74,28 +73,6 @@ pub fn default_raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigEr
         DEFAULT_ELECTION_MIN_MS,
         DEFAULT_ELECTION_MAX_MS,
     )
-}
-
-// openraft requires `Display` on log payloads (it shows them in its own logs).
-// Only names and hostnames: credentials never reach a log line.
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::AllocateNodeId => write!(f, "AllocateNodeId"),
-            Command::UpsertNode(n) => write!(f, "UpsertNode({} {})", n.id, n.name),
-            Command::RemoveNode { id } => write!(f, "RemoveNode({id})"),
-            Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
-            Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
-            Command::SetDeviceGroup { hostname, group } => {
-                write!(f, "SetDeviceGroup({hostname}, {group})")
-            }
-            Command::Assign { moves } => write!(f, "Assign({} moves)", moves.len()),
-            Command::PollReports { node, reports } => {
-                write!(f, "PollReports(node {node}, {} reports)", reports.len())
-            }
-            Command::Discovered { hostname, .. } => write!(f, "Discovered({hostname})"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,27 @@ impl ClusterState {
                 }
                 CommandResult::Ok
             }
+            Command::ClaimPolls {
+                node,
+                at,
+                min_gap,
+                hostnames,
+            } => {
+                let mut granted = Vec::with_capacity(hostnames.len());
+                for hostname in hostnames {
+                    let Some(device) = self.devices.get_mut(hostname) else {
+                        continue;
+                    };
+                    let recent = device
+                        .last_polled
+                        .is_some_and(|t| at.saturating_sub(t) < *min_gap);
+                    if device.owner == Some(*node) && !recent {
+                        device.last_polled = Some(*at);
+                        granted.push(hostname.clone());
+                    }
+                }
+                CommandResult::Claimed(granted)
+            }
             Command::PollReports { reports, .. } => {
                 for report in reports {
                     let Some(device) = self.devices.get_mut(&report.hostname) else {
@@ -322,6 +343,39 @@ mod tests {
         });
         let d = &s.devices["sw1"];
         assert_eq!((d.last_polled, d.status), (Some(200), DeviceStatus::Up));
+    }
+
+    #[test]
+    fn claims_only_for_owner_and_once_per_interval() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        s.apply(&Command::AddDevice(new_device("sw2")));
+        s.apply(&Command::Assign {
+            moves: vec![("sw1".into(), Some(1)), ("sw2".into(), Some(2))],
+        });
+        let claim = |node, at| Command::ClaimPolls {
+            node,
+            at,
+            min_gap: 150,
+            hostnames: vec!["sw1".into(), "sw2".into(), "gone".into()],
+        };
+        assert_eq!(
+            s.apply(&claim(1, 1000)),
+            CommandResult::Claimed(vec!["sw1".into()])
+        );
+        // Same interval: nothing granted, even after sw1 moved to node 2.
+        s.apply(&Command::Assign {
+            moves: vec![("sw1".into(), Some(2))],
+        });
+        assert_eq!(
+            s.apply(&claim(2, 1100)),
+            CommandResult::Claimed(vec!["sw2".into()])
+        );
+        assert_eq!(s.apply(&claim(1, 1200)), CommandResult::Claimed(vec![]));
+        assert_eq!(
+            s.apply(&claim(2, 1200)),
+            CommandResult::Claimed(vec!["sw1".into()])
+        );
     }
 
     #[test]

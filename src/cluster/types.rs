@@ -6,6 +6,7 @@
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 pub type NodeId = u64;
 pub type PortId = u64;
@@ -213,6 +214,18 @@ pub enum Command {
     Assign {
         moves: Vec<(String, Option<NodeId>)>,
     },
+    /// A node asks to start polling these devices at `at` (unix seconds).
+    /// Granted only for devices it owns that were not polled within
+    /// `min_gap` seconds: claims are serialised by the log, so two nodes can
+    /// never both poll a device in one interval, and a node cut off from the
+    /// quorum cannot claim at all.
+    ClaimPolls {
+        node: NodeId,
+        at: u64,
+        min_gap: u64,
+        hostnames: Vec<String>,
+    },
+    /// Outcomes of finished polls (status, duration, reason).
     PollReports {
         node: NodeId,
         reports: Vec<PollReport>,
@@ -224,6 +237,33 @@ pub enum Command {
     },
 }
 
+// openraft requires `Display` on log payloads (it shows them in its own logs).
+// Only names and hostnames: credentials never reach a log line.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::AllocateNodeId => write!(f, "AllocateNodeId"),
+            Command::UpsertNode(n) => write!(f, "UpsertNode({} {})", n.id, n.name),
+            Command::RemoveNode { id } => write!(f, "RemoveNode({id})"),
+            Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
+            Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
+            Command::SetDeviceGroup { hostname, group } => {
+                write!(f, "SetDeviceGroup({hostname}, {group})")
+            }
+            Command::Assign { moves } => write!(f, "Assign({} moves)", moves.len()),
+            Command::ClaimPolls {
+                node, hostnames, ..
+            } => {
+                write!(f, "ClaimPolls(node {node}, {} devices)", hostnames.len())
+            }
+            Command::PollReports { node, reports } => {
+                write!(f, "PollReports(node {node}, {} reports)", reports.len())
+            }
+            Command::Discovered { hostname, .. } => write!(f, "Discovered({hostname})"),
+        }
+    }
+}
+
 /// Deterministic result of applying a [`Command`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -231,6 +271,8 @@ pub enum CommandResult {
     NodeIdAllocated(NodeId),
     /// Port ids after a discovery, by ifindex.
     PortIds(BTreeMap<u32, PortId>),
+    /// Devices whose poll claim was granted.
+    Claimed(Vec<String>),
     Rejected(Rejection),
 }
 

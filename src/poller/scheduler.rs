@@ -23,6 +23,8 @@ pub struct SchedulerConfig {
     pub timing: Timing,
     pub discovery_frequency: u64,
     pub max_concurrent_polls: usize,
+    /// Fencing lease (see [`ClusterHandle::may_poll`]).
+    pub lease: Duration,
 }
 
 pub fn unix_now() -> u64 {
@@ -52,8 +54,21 @@ struct Context<C> {
     config: SchedulerConfig,
 }
 
+/// Outcome of one claim round-trip through the log.
+struct Claim {
+    at: u64,
+    /// Devices asked for; those not in `granted` go back to the schedule.
+    asked: Vec<String>,
+    granted: Result<Vec<String>, String>,
+}
+
 /// Runs until `shutdown`; polls already started finish (their results are
 /// reported) before it returns.
+///
+/// Every poll is first claimed in the Raft log ([`Command::ClaimPolls`]).
+/// Due devices are batched into one claim while the previous one is in
+/// flight, so a node costs about one log entry per commit latency, not one
+/// per poll.
 pub async fn run<C: SnmpClient>(
     cluster: ClusterHandle,
     client: Arc<C>,
@@ -71,12 +86,23 @@ pub async fn run<C: SnmpClient>(
         config,
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (claim_tx, mut claim_rx) = mpsc::unbounded_channel::<Claim>();
     let mut state_rx = ctx.cluster.shared().subscribe();
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut heap: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
+    let mut to_claim: Vec<String> = Vec::new();
+    let mut claim_in_flight = false;
     let mut running = 0usize;
     resync(&ctx, &mut entries, &mut heap);
     loop {
+        if !claim_in_flight && !to_claim.is_empty() {
+            claim_in_flight = true;
+            tokio::spawn(claim(
+                ctx.clone(),
+                std::mem::take(&mut to_claim),
+                claim_tx.clone(),
+            ));
+        }
         let next = heap.peek().map(|Reverse((due, _))| *due);
         let sleep = match next {
             Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms()).max(1)),
@@ -96,9 +122,44 @@ pub async fn run<C: SnmpClient>(
                     heap.push(Reverse((entry.due, done.hostname)));
                 }
             }
+            Some(claimed) = claim_rx.recv() => {
+                claim_in_flight = false;
+                let granted: HashSet<String> = match claimed.granted {
+                    Ok(g) => g.into_iter().collect(),
+                    Err(e) => {
+                        tracing::warn!(devices = claimed.asked.len(), error = %e, "cannot claim polls; retrying");
+                        HashSet::new()
+                    }
+                };
+                for hostname in claimed.asked {
+                    if granted.contains(&hostname) {
+                        running += 1;
+                        let ctx = ctx.clone();
+                        let done_tx = done_tx.clone();
+                        let permits = permits.clone();
+                        let at = claimed.at;
+                        tokio::spawn(async move {
+                            let Ok(_permit) = permits.acquire_owned().await else { return };
+                            let done = poll_device(&ctx, hostname, at).await;
+                            let _ = done_tx.send(done);
+                        });
+                    } else if let Some(entry) = entries.get_mut(&hostname) {
+                        // Refused (polled by someone in this interval, or no
+                        // longer ours) or the log was unreachable: back to
+                        // the replicated schedule, at least a second from now.
+                        entry.running = false;
+                        let (last, status) = ctx.cluster.read(|s| {
+                            s.devices.get(&hostname).map(|d| (d.last_polled, d.status)).unwrap_or_default()
+                        });
+                        let now = unix_now();
+                        entry.due = first_due(now, last, status, ctx.config.timing).max(now + 1) * 1000;
+                        heap.push(Reverse((entry.due, hostname)));
+                    }
+                }
+            }
             _ = tokio::time::sleep(sleep) => {
                 let now_ms = unix_now_ms();
-                let may_poll = ctx.cluster.may_poll();
+                let may_poll = ctx.cluster.may_poll(ctx.config.lease);
                 while let Some(Reverse((due, _))) = heap.peek() {
                     if *due > now_ms { break; }
                     let Some(Reverse((due, hostname))) = heap.pop() else { break };
@@ -107,21 +168,13 @@ pub async fn run<C: SnmpClient>(
                         continue; // stale heap item, or the poll is still going
                     }
                     if !may_poll {
-                        // Fenced: no quorum-backed leader. Try again shortly.
+                        // Fenced: no quorum-backed leader in sight. Try again shortly.
                         entry.due = now_ms + 500;
                         heap.push(Reverse((entry.due, hostname)));
                         continue;
                     }
                     entry.running = true;
-                    running += 1;
-                    let ctx = ctx.clone();
-                    let done_tx = done_tx.clone();
-                    let permits = permits.clone();
-                    tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
-                        let done = poll_device(&ctx, hostname).await;
-                        let _ = done_tx.send(done);
-                    });
+                    to_claim.push(hostname);
                 }
             }
         }
@@ -134,6 +187,31 @@ pub async fn run<C: SnmpClient>(
             _ => break,
         }
     }
+}
+
+async fn claim<C>(
+    ctx: Arc<Context<C>>,
+    hostnames: Vec<String>,
+    reply: mpsc::UnboundedSender<Claim>,
+) {
+    let at = unix_now();
+    let t = ctx.config.timing;
+    let cmd = Command::ClaimPolls {
+        node: ctx.cluster.node_id(),
+        at,
+        min_gap: t.frequency.min(t.down_retry).div_ceil(2),
+        hostnames: hostnames.clone(),
+    };
+    let granted = match ctx.cluster.propose(cmd).await {
+        Ok(CommandResult::Claimed(granted)) => Ok(granted),
+        Ok(other) => Err(format!("unexpected claim result {other:?}")),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = reply.send(Claim {
+        at,
+        asked: hostnames,
+        granted,
+    });
 }
 
 fn unix_now_ms() -> u64 {
@@ -174,8 +252,7 @@ fn resync<C>(
     entries.retain(|h, _| still_owned.contains(h));
 }
 
-async fn poll_device<C: SnmpClient>(ctx: &Context<C>, hostname: String) -> Done {
-    let started = unix_now();
+async fn poll_device<C: SnmpClient>(ctx: &Context<C>, hostname: String, started: u64) -> Done {
     let clock = Instant::now();
     let me = ctx.cluster.node_id();
     let device: Option<Device> = ctx.cluster.read(|s| {

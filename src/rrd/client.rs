@@ -351,6 +351,20 @@ impl RrdcachedClient {
         self.command(&update_command(u)).await.map(drop)
     }
 
+    /// `LAST <path>`: the file's last update time, as rrdcached knows it
+    /// (its cache included), rounded down to the file's step.
+    pub async fn last(&mut self, path: &str) -> Result<u64> {
+        let response = self.command(&format!("LAST {path}")).await?;
+        response
+            .message
+            .trim()
+            .parse()
+            .map_err(|_| RrdError::Protocol {
+                addr: self.addr.clone(),
+                line: format!("{} {}", response.status, response.message),
+            })
+    }
+
     /// `FLUSH <path>`: answers once the file's pending values are on disk.
     pub async fn flush(&mut self, path: &str) -> Result<()> {
         self.command(&format!("FLUSH {path}")).await.map(drop)
@@ -491,9 +505,10 @@ pub fn is_file_exists(message: &str) -> bool {
     message.contains("File exists")
 }
 
-/// rrdcached's answer to `UPDATE` or `FLUSH` of a file that is not there.
+/// rrdcached's answer to `UPDATE` or `FLUSH` of a file that is not there
+/// (`LAST` says "… No such file or directory").
 pub fn is_no_such_file(message: &str) -> bool {
-    message.starts_with("No such file")
+    message.starts_with("No such file") || message.ends_with("No such file or directory")
 }
 
 /// rrdcached's answer to an `UPDATE` not newer than the file's last one.

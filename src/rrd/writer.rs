@@ -1,15 +1,33 @@
-//! The RRD writer task: queue, file creation, batching and reconnects.
+//! The RRD writer task: queue, durable spool, file creation, batching and reconnects.
 //!
 //! Pollers hand samples to an [`RrdWriterHandle`]; one task owns the
-//! rrdcached connection. Samples flow: bounded channel → `pending` (FIFO, at
-//! most `batch_max` taken from the channel at a time, so the channel's bound
-//! is the memory bound while rrdcached is away) → one `BATCH` per round.
-//! Each file gets a `CREATE … -O` before its first update. Per file, only
-//! strictly increasing timestamps are admitted, so `pending` is already in
-//! timestamp order per file; a future on-disk spool can take the overflow of
-//! the channel and refill `pending` in the same order.
+//! rrdcached connection. Samples flow: bounded channel → admission (valid
+//! path, strictly increasing timestamp per file) → the on-disk
+//! [`Spool`](super::spool) when one is configured → `pending` (at most
+//! `batch_max` in memory) → one `BATCH` per round → the spool's cursor moves
+//! past what rrdcached confirmed. Each file gets a `CREATE … -O` before its
+//! first update.
+//!
+//! Every update goes through the spool, not only the overflow: appends are
+//! buffered and cost a memcpy; when the writer is caught up the update also
+//! goes straight to `pending` without being read back. So rrdcached being
+//! away for minutes only grows the spool (bounded by `spool_max_bytes`,
+//! oldest dropped first), memory stays at `batch_max` plus the channel, and
+//! a node killed at any moment replays its unconfirmed tail in the order it
+//! was accepted — timestamp order per file — when it starts again. The
+//! channel is drained to the spool before every round, so a kill loses at
+//! most what was submitted during the round in flight.
+//!
+//! Nothing written twice: records of a previous run that may have reached
+//! rrdcached (sent before the kill, not yet confirmed) are checked against
+//! rrdcached's `LAST` for their file and skipped when not newer, and a
+//! "illegal attempt to update … minimum one second step" answer for them (or
+//! for any update re-sent after a broken connection) counts as already
+//! written. Without a spool directory the writer keeps the old in-memory
+//! behaviour.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +42,7 @@ use super::client::{
     is_stale_update, update_command,
 };
 use super::layout::{RrdUpdate, is_valid_rrd_path};
+use super::spool::{Dropped, Spool, SpoolError};
 
 /// Timeout for connecting to rrdcached and for each of its answers.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +52,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long the writer keeps trying to hand over what it holds at shutdown
 /// (default; see [`RrdWriter::spawn_with_grace`]).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default bound on the spool's size on disk.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Longest time spooled updates wait for an fsync (a power loss can lose
+/// this much; a process kill loses nothing that reached the spool).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Sends of one update while rrdcached says its file is missing (each one
 /// preceded by a CREATE) before the update is dropped.
 const MAX_ATTEMPTS: u8 = 2;
@@ -40,6 +64,9 @@ const MAX_ATTEMPTS: u8 = 2;
 /// few per batch, and each one extends the wait for the batch's answer.
 const MAX_CREATES_PER_BATCH: usize = 64;
 const CREATE_ALLOWANCE: Duration = Duration::from_millis(200);
+/// Updates moved from the channel to the spool per loop turn, so a flood
+/// of submissions cannot starve sending.
+const DRAIN_MAX: usize = 20_000;
 
 /// Writer settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,16 +78,25 @@ pub struct RrdWriterConfig {
     pub queue_capacity: usize,
     /// Most updates in one `BATCH` (and in memory besides the channel).
     pub batch_max: usize,
+    /// Directory of the durable spool (the node uses `data_dir/spool`);
+    /// `None` keeps updates in memory only.
+    pub spool_dir: Option<PathBuf>,
+    /// Bound on the spool's size on disk; past it the oldest updates are
+    /// dropped and counted in `dropped_spool_full`.
+    pub spool_max_bytes: u64,
 }
 
 impl RrdWriterConfig {
-    /// Defaults: 10 000 queued updates, batches of up to 1 000.
+    /// Defaults: 10 000 queued updates, batches of up to 1 000, no spool
+    /// (1 GiB bound once `spool_dir` is set).
     pub fn new(addr: RrdcachedAddr, step: u32) -> Self {
         RrdWriterConfig {
             addr,
             step,
             queue_capacity: 10_000,
             batch_max: 1_000,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
         }
     }
 }
@@ -70,18 +106,31 @@ impl RrdWriterConfig {
 pub struct WriterStats {
     /// Accepted by `submit` and not yet written or dropped.
     pub queued: u64,
-    /// Updates rrdcached accepted (in its cache; it writes them to disk later).
+    /// Updates rrdcached accepted (in its cache; it writes them to disk
+    /// later), including spooled ones of a previous run it already had.
     pub written: u64,
     /// Dropped: a second update for a file in the same second.
     pub dropped_duplicate: u64,
     /// Dropped: older than the last update sent for that file.
     pub dropped_stale: u64,
-    /// Failed connects, broken connections and commands rrdcached refused.
+    /// Dropped: the spool reached `spool_max_bytes`, oldest first.
+    pub dropped_spool_full: u64,
+    /// Failed connects, broken connections, commands rrdcached refused and
+    /// spool I/O errors.
     pub errors: u64,
     /// Whether the writer holds a working connection to rrdcached.
     pub connected: bool,
-    /// The most recent error, naming the rrdcached address.
+    /// The most recent error, naming the rrdcached address or spool file.
     pub last_error: Option<String>,
+    /// Size of the spool's segment files on disk.
+    pub spool_bytes: u64,
+    /// Updates in the spool that rrdcached has not confirmed yet.
+    pub spool_records: u64,
+    /// Unix seconds of the oldest unconfirmed spooled update (None when
+    /// the spool holds none).
+    pub spool_oldest_ts: Option<u64>,
+    /// Damaged spool regions skipped (e.g. a record torn by a kill -9).
+    pub spool_corrupt: u64,
 }
 
 /// Why an update was not queued; the update is handed back.
@@ -99,9 +148,15 @@ struct Shared {
     written: AtomicU64,
     dropped_duplicate: AtomicU64,
     dropped_stale: AtomicU64,
+    dropped_spool_full: AtomicU64,
     errors: AtomicU64,
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    spool_bytes: AtomicU64,
+    spool_records: AtomicU64,
+    /// 0 is "none".
+    spool_oldest_ts: AtomicU64,
+    spool_corrupt: AtomicU64,
 }
 
 impl Shared {
@@ -160,6 +215,7 @@ impl RrdWriterHandle {
             written: s.written.load(Ordering::Relaxed),
             dropped_duplicate: s.dropped_duplicate.load(Ordering::Relaxed),
             dropped_stale: s.dropped_stale.load(Ordering::Relaxed),
+            dropped_spool_full: s.dropped_spool_full.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
             last_error: s
@@ -167,6 +223,10 @@ impl RrdWriterHandle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            spool_bytes: s.spool_bytes.load(Ordering::Relaxed),
+            spool_records: s.spool_records.load(Ordering::Relaxed),
+            spool_oldest_ts: Some(s.spool_oldest_ts.load(Ordering::Relaxed)).filter(|t| *t > 0),
+            spool_corrupt: s.spool_corrupt.load(Ordering::Relaxed),
         }
     }
 }
@@ -177,21 +237,53 @@ pub struct RrdWriter {
     rx: mpsc::Receiver<RrdUpdate>,
     shared: Arc<Shared>,
     pending: VecDeque<Pending>,
+    /// Accepted updates not in the spool (no spool, or it failed), in
+    /// order after everything spooled.
+    memory: VecDeque<RrdUpdate>,
+    spool: Option<Spool>,
+    /// Spooled records below this seq are from a previous run.
+    run_first_seq: u64,
+    /// Records of a previous run below this seq may be in rrdcached.
+    maybe_sent_end: u64,
+    /// Their files, to ask rrdcached's `LAST` for at the first connect.
+    last_to_query: HashSet<String>,
+    /// rrdcached's `LAST` for those files.
+    last_known: HashMap<String, u64>,
     files: HashMap<String, FileState>,
     conn: Option<RrdcachedClient>,
     backoff: Duration,
+    retry_at: Option<Instant>,
+    next_sync: Instant,
     /// Set after a failure has been logged at warn, so an outage logs once.
     failing: bool,
+    spool_failing: bool,
     /// Limit on the hand-over at shutdown.
     grace: Duration,
 }
 
 struct Pending {
     update: RrdUpdate,
+    /// Its spool seq; None when held in memory only.
+    seq: Option<u64>,
+    /// Counted in `queued` (submitted during this run).
+    counted: bool,
     /// Sends so far that rrdcached answered with "No such file".
     attempts: u8,
-    /// Was in a batch whose connection broke: rrdcached may have it already.
+    /// May be in rrdcached already (re-sent after a broken connection, or
+    /// sent before a restart): a "too old" answer means written.
     resent: bool,
+}
+
+impl Pending {
+    fn new(update: RrdUpdate, seq: Option<u64>) -> Self {
+        Pending {
+            update,
+            seq,
+            counted: true,
+            attempts: 0,
+            resent: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -208,14 +300,15 @@ enum Line {
 }
 
 impl RrdWriter {
-    /// Starts the writer on the current tokio runtime. It stops when
-    /// `shutdown` becomes `true` (or its sender is dropped) or when every
-    /// handle is gone, after handing what it holds to rrdcached (trying for
-    /// at most [`SHUTDOWN_GRACE`]).
+    /// Opens the spool (if configured; replaying it comes first) and starts
+    /// the writer on the current tokio runtime. It stops when `shutdown`
+    /// becomes `true` (or its sender is dropped) or when every handle is
+    /// gone, after handing what it holds to rrdcached (trying for at most
+    /// [`SHUTDOWN_GRACE`]; with a spool, what is left stays spooled).
     pub fn spawn(
         config: RrdWriterConfig,
         shutdown: watch::Receiver<bool>,
-    ) -> (RrdWriterHandle, JoinHandle<()>) {
+    ) -> Result<(RrdWriterHandle, JoinHandle<()>), SpoolError> {
         Self::spawn_with_grace(config, shutdown, SHUTDOWN_GRACE)
     }
 
@@ -224,93 +317,198 @@ impl RrdWriter {
         config: RrdWriterConfig,
         shutdown: watch::Receiver<bool>,
         grace: Duration,
-    ) -> (RrdWriterHandle, JoinHandle<()>) {
+    ) -> Result<(RrdWriterHandle, JoinHandle<()>), SpoolError> {
+        let (mut writer, handle) = Self::new(config, grace)?;
+        let task = tokio::spawn(async move { writer.run(shutdown).await });
+        Ok((handle, task))
+    }
+
+    fn new(
+        config: RrdWriterConfig,
+        grace: Duration,
+    ) -> Result<(Self, RrdWriterHandle), SpoolError> {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let shared = Arc::new(Shared::default());
-        let writer = RrdWriter {
-            config,
+        let mut writer = RrdWriter {
             rx,
             shared: shared.clone(),
             pending: VecDeque::new(),
+            memory: VecDeque::new(),
+            spool: None,
+            run_first_seq: 0,
+            maybe_sent_end: 0,
+            last_to_query: HashSet::new(),
+            last_known: HashMap::new(),
             files: HashMap::new(),
             conn: None,
             backoff: BACKOFF_MIN,
+            retry_at: None,
+            next_sync: Instant::now() + SYNC_INTERVAL,
             failing: false,
+            spool_failing: false,
             grace,
+            config,
         };
-        let task = tokio::spawn(writer.run(shutdown));
-        (RrdWriterHandle { tx, shared }, task)
+        if let Some(dir) = &writer.config.spool_dir {
+            let (spool, recovery) = Spool::open(dir, writer.config.spool_max_bytes)?;
+            if recovery.records > 0 || recovery.corrupt > 0 {
+                info!(dir = %dir.display(), records = recovery.records, files = recovery.last_ts.len(),
+                    corrupt = recovery.corrupt, "replaying RRD spool");
+            }
+            writer.run_first_seq = spool.next_seq();
+            writer.maybe_sent_end = recovery.maybe_sent_end;
+            writer.last_to_query = recovery.maybe_sent_files;
+            // New samples must be newer than spooled ones of the same file.
+            for (path, ts) in recovery.last_ts {
+                writer.files.entry(path).or_default().last_ts = Some(ts);
+            }
+            writer.spool = Some(spool);
+            writer.publish();
+        }
+        Ok((writer, RrdWriterHandle { tx, shared }))
     }
 
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
         loop {
             // Checked here too: under steady load `pending` is never empty.
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 break;
             }
-            if self.pending.is_empty() {
+            self.drain();
+            self.refill();
+            self.flush_spool();
+            if Instant::now() >= self.next_sync {
+                self.sync_spool().await;
+            }
+            self.publish();
+            let blocked = self.retry_at.filter(|t| *t > Instant::now());
+            if self.pending.is_empty() || blocked.is_some() {
+                let wake = match (blocked, self.sync_due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let room = self.has_room();
                 tokio::select! {
                     _ = signalled(&mut shutdown) => break,
-                    next = self.rx.recv() => match next {
+                    next = self.rx.recv(), if room => match next {
                         Some(update) => self.admit(update),
                         None => break,
                     },
+                    _ = sleep_until(wake) => {}
                 }
-            }
-            self.top_up();
-            if self.pending.is_empty() {
                 continue;
             }
-            if !self.round(IO_TIMEOUT).await {
-                tokio::select! {
-                    _ = signalled(&mut shutdown) => break,
-                    _ = tokio::time::sleep(self.backoff) => {}
-                }
+            if self.round(IO_TIMEOUT).await {
+                self.retry_at = None;
+            } else {
+                self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
+            self.publish();
         }
         self.finish().await;
     }
 
-    /// Hands everything still queued to rrdcached, within the grace period.
+    /// Hands what it can to rrdcached within the grace period; with a spool
+    /// the rest stays on disk for the next start.
     async fn finish(&mut self) {
         self.rx.close();
         while let Ok(update) = self.rx.try_recv() {
             self.admit(update);
         }
         let deadline = Instant::now() + self.grace;
-        while !self.pending.is_empty() {
+        loop {
+            self.refill();
+            if self.pending.is_empty() {
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             if !self.round(left.min(IO_TIMEOUT)).await {
+                if self.spool.is_some() {
+                    break;
+                }
                 tokio::time::sleep(self.backoff.min(left)).await;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
         }
-        if !self.pending.is_empty() {
-            let lost = self.pending.len();
+        let lost = self.pending.iter().filter(|p| p.seq.is_none()).count() + self.memory.len();
+        if lost > 0 {
             warn!(addr = %self.config.addr, lost, "rrd writer stopping with updates rrdcached did not take");
-            for _ in 0..lost {
-                self.shared.done();
-            }
             self.shared.error(format!(
                 "{lost} updates not written: rrdcached at {} unreachable at shutdown",
                 self.config.addr
             ));
-            self.pending.clear();
         }
+        self.pending.clear();
+        self.memory.clear();
+        self.flush_spool();
+        self.sync_spool().await;
+        self.publish();
+        if let Some(spool) = &self.spool {
+            let kept = spool.records();
+            if kept > 0 {
+                info!(dir = %spool.dir().display(), kept, "rrd writer stopping; updates kept in the spool for the next start");
+            }
+        }
+        // Nothing of this run is queued any more: written, dropped or spooled.
+        self.shared.queued.store(0, Ordering::Relaxed);
         self.conn = None;
         self.shared.connected.store(false, Ordering::Relaxed);
     }
 
-    /// Moves updates from the channel into `pending`, up to `batch_max`.
-    fn top_up(&mut self) {
-        while self.pending.len() < self.config.batch_max.max(1) {
+    /// Whether the channel may be drained now: always with a working spool,
+    /// else while the in-memory queue is below `batch_max`.
+    fn has_room(&self) -> bool {
+        self.memory.len() < self.config.batch_max.max(1)
+    }
+
+    /// Moves updates from the channel into the spool (or memory).
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_MAX {
+            if !self.has_room() {
+                break;
+            }
             match self.rx.try_recv() {
                 Ok(update) => self.admit(update),
                 Err(_) => break,
+            }
+        }
+    }
+
+    /// Fills `pending` up to `batch_max`: spooled records first (oldest
+    /// first), then updates held only in memory.
+    fn refill(&mut self) {
+        let max = self.config.batch_max.max(1);
+        while self.pending.len() < max {
+            if let Some(spool) = self.spool.as_mut()
+                && !spool.caught_up()
+            {
+                match spool.read_next() {
+                    Ok(Some(rec)) => {
+                        self.pending.push_back(Pending {
+                            counted: rec.seq >= self.run_first_seq,
+                            resent: rec.seq < self.maybe_sent_end,
+                            ..Pending::new(rec.update, Some(rec.seq))
+                        });
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Order matters more than progress: retry next turn.
+                        self.spool_error(&e);
+                        break;
+                    }
+                }
+                if !spool.caught_up() {
+                    break;
+                }
+            }
+            match self.memory.pop_front() {
+                Some(update) => self.pending.push_back(Pending::new(update, None)),
+                None => break,
             }
         }
     }
@@ -349,19 +547,146 @@ impl RrdWriter {
             }
             _ => {
                 state.last_ts = Some(update.timestamp);
-                self.pending.push_back(Pending {
-                    update,
-                    attempts: 0,
-                    resent: false,
-                });
+                self.accept(update);
             }
+        }
+    }
+
+    /// Appends an admitted update to the spool (and to `pending` when the
+    /// writer is caught up), or keeps it in memory without a spool.
+    fn accept(&mut self, update: RrdUpdate) {
+        let max = self.config.batch_max.max(1);
+        if let Some(spool) = self.spool.as_mut()
+            && self.memory.is_empty()
+        {
+            let caught_up = spool.caught_up();
+            match spool.append(&update) {
+                Ok(seq) => {
+                    self.spool_failing = false;
+                    if caught_up && self.pending.len() < max {
+                        spool.skip_to_end();
+                        self.pending.push_back(Pending::new(update, Some(seq)));
+                    }
+                    match spool.enforce_limit() {
+                        Ok(dropped) => self.forget_dropped(dropped),
+                        Err(e) => self.spool_error(&e),
+                    }
+                    return;
+                }
+                Err(e) => self.spool_error(&e),
+            }
+        }
+        self.memory.push_back(update);
+    }
+
+    /// Accounts for spooled records the size bound deleted.
+    fn forget_dropped(&mut self, dropped: Dropped) {
+        let Some((from, to)) = dropped.seqs else {
+            return;
+        };
+        let floor = self.spool.as_ref().map_or(0, Spool::ack_seq);
+        self.pending.retain(|p| p.seq.is_none_or(|s| s >= floor));
+        self.shared
+            .dropped_spool_full
+            .fetch_add(dropped.records, Ordering::Relaxed);
+        let ours = to.saturating_sub(from.max(self.run_first_seq));
+        self.shared.queued.fetch_sub(
+            ours.min(self.shared.queued.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn spool_error(&mut self, e: &SpoolError) {
+        if self.spool_failing {
+            debug!(error = %e, "RRD spool still failing");
+        } else {
+            warn!(error = %e, "RRD spool I/O failed; keeping updates in memory meanwhile");
+            self.spool_failing = true;
+        }
+        self.shared.error(e.to_string());
+    }
+
+    /// Hands buffered spool appends to the OS.
+    fn flush_spool(&mut self) {
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.flush()
+        {
+            self.spool_error(&e);
+        }
+    }
+
+    /// When the next fsync is due, if anything awaits one.
+    fn sync_due(&self) -> Option<Instant> {
+        self.spool
+            .as_ref()
+            .filter(|s| s.needs_sync())
+            .map(|_| self.next_sync)
+    }
+
+    /// fsyncs the spool off the async threads.
+    async fn sync_spool(&mut self) {
+        self.next_sync = Instant::now() + SYNC_INTERVAL;
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        if !spool.needs_sync() {
+            return;
+        }
+        let dir = spool.dir().to_path_buf();
+        let files = match spool.sync_handles() {
+            Ok(files) => files,
+            Err(e) => return self.spool_error(&e),
+        };
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_all())).await;
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => self.spool_error(&SpoolError { path: dir, source }),
+            Err(join) => self.spool_error(&SpoolError {
+                path: dir,
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+
+    /// Publishes the spool's size for status output.
+    fn publish(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let s = &self.shared;
+        let records = spool.records();
+        s.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        s.spool_records.store(records, Ordering::Relaxed);
+        s.spool_corrupt.store(spool.corrupt(), Ordering::Relaxed);
+        if records == 0 {
+            s.spool_oldest_ts.store(0, Ordering::Relaxed);
+        } else if let Some(p) = self.pending.iter().find(|p| p.seq.is_some()) {
+            s.spool_oldest_ts
+                .store(p.update.timestamp.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the spool's cursor past everything rrdcached confirmed: up to
+    /// the first spooled record still pending (or still unread).
+    fn ack_spool(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let first = self
+            .pending
+            .iter()
+            .find_map(|p| p.seq)
+            .unwrap_or_else(|| spool.read_seq());
+        if let Err(e) = spool.ack(first) {
+            self.spool_error(&e);
         }
     }
 
     /// Connects if needed and sends one batch. False when rrdcached could
     /// not be reached or the connection broke: the caller backs off.
     async fn round(&mut self, timeout: Duration) -> bool {
-        self.connect(timeout).await && self.send_batch().await
+        self.connect(timeout).await && self.query_last().await && self.send_batch().await
     }
 
     /// Makes sure a connection is open; on failure records the error.
@@ -387,6 +712,37 @@ impl RrdWriter {
         }
     }
 
+    /// Once after a restart: asks rrdcached how far each file whose spooled
+    /// records may have been sent already got, so they are not sent twice.
+    async fn query_last(&mut self) -> bool {
+        if self.last_to_query.is_empty() {
+            return true;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        conn.set_timeout(IO_TIMEOUT);
+        let mut paths: Vec<String> = self.last_to_query.iter().cloned().collect();
+        paths.sort();
+        for path in paths {
+            match conn.last(&path).await {
+                Ok(ts) => {
+                    self.last_known.insert(path.clone(), ts);
+                }
+                Err(RrdError::Command { message, .. }) if is_no_such_file(&message) => {}
+                Err(RrdError::Command { message, .. }) => {
+                    debug!(path = %path, message = %message, "rrdcached LAST refused; relying on its stale-update answers");
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    return false;
+                }
+            }
+            self.last_to_query.remove(&path);
+        }
+        true
+    }
+
     fn failed(&mut self, e: &RrdError) {
         if self.failing {
             debug!(error = %e, "rrdcached still unavailable");
@@ -399,22 +755,46 @@ impl RrdWriter {
         self.shared.error(e.to_string());
     }
 
+    /// Whether rrdcached has `item` already: a record of a previous run
+    /// not newer than the file's `LAST`.
+    fn already_there(&self, item: &Pending) -> bool {
+        item.seq.is_some_and(|s| s < self.maybe_sent_end)
+            && self
+                .last_known
+                .get(&item.update.path)
+                .is_some_and(|last| item.update.timestamp <= *last)
+    }
+
+    /// The update went into rrdcached.
+    fn written(&self, item: &Pending) {
+        self.shared.written.fetch_add(1, Ordering::Relaxed);
+        if item.counted {
+            self.shared.done();
+        }
+    }
+
     /// Sends up to `batch_max` pending updates, with a CREATE before the
     /// first update of each file not yet created. On a broken connection the
     /// updates go back to the front of `pending` and this returns false.
     async fn send_batch(&mut self) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
         let max = self.config.batch_max.max(1);
         let mut items: Vec<Pending> = Vec::with_capacity(max.min(self.pending.len()));
         let mut commands = Vec::with_capacity(items.capacity() + 8);
         let mut lines = Vec::with_capacity(items.capacity() + 8);
         let mut creating = HashSet::new();
+        let mut skipped = false;
         while items.len() < max {
             let Some(front) = self.pending.front() else {
                 break;
             };
+            if self.already_there(front) {
+                if let Some(item) = self.pending.pop_front() {
+                    debug!(path = %item.update.path, ts = item.update.timestamp, "spooled update already in rrdcached");
+                    self.written(&item);
+                    skipped = true;
+                }
+                continue;
+            }
             let u = &front.update;
             let created = self.files.get(&u.path).is_some_and(|f| f.created);
             if !created && !creating.contains(&u.path) {
@@ -433,7 +813,26 @@ impl RrdWriter {
                 items.push(item);
             }
         }
+        if items.is_empty() {
+            if skipped {
+                self.ack_spool();
+            }
+            return true;
+        }
+        // Recorded before sending: after a kill these may be in rrdcached.
+        if let Some(last_seq) = items.iter().filter_map(|p| p.seq).max()
+            && let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.mark_sent(last_seq)
+        {
+            self.spool_error(&e);
+        }
 
+        let Some(conn) = self.conn.as_mut() else {
+            for item in items.into_iter().rev() {
+                self.pending.push_front(item);
+            }
+            return false;
+        };
         let creates = u32::try_from(creating.len()).unwrap_or(u32::MAX);
         conn.set_timeout(IO_TIMEOUT + CREATE_ALLOWANCE * creates);
         let outcome = match conn.batch(&commands).await {
@@ -480,15 +879,12 @@ impl RrdWriter {
                         continue;
                     };
                     match error {
-                        None => {
-                            self.shared.written.fetch_add(1, Ordering::Relaxed);
-                            self.shared.done();
-                        }
+                        None => self.written(&item),
                         Some(msg) if item.resent && is_stale_update(msg) => {
-                            // Reached rrdcached before the connection broke.
+                            // Reached rrdcached before the connection broke
+                            // (or before the restart).
                             debug!(path = %item.update.path, "update already taken before reconnect");
-                            self.shared.written.fetch_add(1, Ordering::Relaxed);
-                            self.shared.done();
+                            self.written(&item);
                         }
                         Some(msg) if is_no_such_file(msg) && item.attempts + 1 < MAX_ATTEMPTS => {
                             debug!(path = %item.update.path, "rrdcached lost the file; creating it again");
@@ -503,7 +899,9 @@ impl RrdWriter {
                             first_refusal.get_or_insert_with(|| {
                                 format!("UPDATE of {}: {msg}", item.update.path)
                             });
-                            self.shared.done();
+                            if item.counted {
+                                self.shared.done();
+                            }
                         }
                     }
                 }
@@ -512,6 +910,7 @@ impl RrdWriter {
         for item in retry.into_iter().rev() {
             self.pending.push_front(item);
         }
+        self.ack_spool();
         if let Some(first) = first_refusal {
             warn!(addr = %self.config.addr, refused, first = %first, "rrdcached refused commands");
             self.shared
@@ -521,6 +920,14 @@ impl RrdWriter {
                 .error(format!("rrdcached at {} refused {first}", self.config.addr));
         }
         true
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -558,20 +965,9 @@ mod tests {
     }
 
     fn writer() -> (RrdWriter, RrdWriterHandle) {
-        let (tx, rx) = mpsc::channel(8);
-        let shared = Arc::new(Shared::default());
-        let w = RrdWriter {
-            config: RrdWriterConfig::new("127.0.0.1:1".parse().expect("addr"), 300),
-            rx,
-            shared: shared.clone(),
-            pending: VecDeque::new(),
-            files: HashMap::new(),
-            conn: None,
-            backoff: BACKOFF_MIN,
-            failing: false,
-            grace: SHUTDOWN_GRACE,
-        };
-        (w, RrdWriterHandle { tx, shared })
+        let mut config = RrdWriterConfig::new("127.0.0.1:1".parse().expect("addr"), 300);
+        config.queue_capacity = 8;
+        RrdWriter::new(config, SHUTDOWN_GRACE).expect("no spool to open")
     }
 
     #[tokio::test]
@@ -586,7 +982,8 @@ mod tests {
         ] {
             h.submit(update(path, ts)).await.expect("room");
         }
-        w.top_up();
+        w.drain();
+        w.refill();
         let kept: Vec<(&str, u64)> = w
             .pending
             .iter()
@@ -610,7 +1007,8 @@ mod tests {
         let mut wrong = update("h/a.rrd", 1);
         wrong.values.push(RrdValue::Unknown);
         h.submit(wrong).await.expect("room");
-        w.top_up();
+        w.drain();
+        w.refill();
         assert!(w.pending.is_empty());
         let stats = h.stats();
         assert_eq!((stats.queued, stats.errors), (0, 2));
@@ -647,7 +1045,8 @@ mod tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_millis(300);
         let (h, task) =
-            RrdWriter::spawn_with_grace(RrdWriterConfig::new(addr, 300), stop_rx, grace);
+            RrdWriter::spawn_with_grace(RrdWriterConfig::new(addr, 300), stop_rx, grace)
+                .expect("no spool to open");
         h.submit(update("h/a.rrd", 1)).await.expect("room");
         let deadline = Instant::now() + Duration::from_secs(5);
         while h.stats().last_error.is_none() {

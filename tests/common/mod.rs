@@ -14,7 +14,7 @@ pub mod snmp;
 pub mod snmpd;
 pub mod snmpsim;
 
-pub use process::{free_tcp_port, free_udp_port, wait_until};
+pub use process::{free_tcp_port, free_udp_port, wait_until, wait_until_every};
 pub use raftpoll::{NodeConfig, RaftpollNode, TEST_SECRET};
 pub use rrdcached::Rrdcached;
 pub use snmp::{SnmpCreds, snmpget, snmpget_u64, snmpwalk};

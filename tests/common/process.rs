@@ -17,7 +17,18 @@ const PORT_ATTEMPTS: usize = 5;
 const LOG_TAIL_LINES: usize = 80;
 
 /// Polls `f` until it returns `Some`, panicking with `what` once `deadline` has passed.
-pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(deadline: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_until_every(deadline, POLL_INTERVAL, what, f)
+}
+
+/// `wait_until` re-checking every `interval`: for conditions that are costly to check (a CLI
+/// run, `rrdtool fetch`) and change only every few seconds.
+pub fn wait_until_every<T>(
+    deadline: Duration,
+    interval: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -26,7 +37,7 @@ pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Opti
         if start.elapsed() >= deadline {
             panic!("timed out after {deadline:?} waiting for {what}");
         }
-        thread::sleep(POLL_INTERVAL);
+        thread::sleep(interval);
     }
 }
 

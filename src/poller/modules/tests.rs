@@ -387,3 +387,16 @@ fn rrd_file_names_are_sanitised() {
     assert_eq!(rrd_file("", "uptime"), "_/uptime.rrd");
     assert_eq!(rrd_file("h", "café,1"), "h/caf_,1.rrd");
 }
+
+/// The scheduler spawns polls on the multi-threaded runtime: the futures must be `Send`.
+#[test]
+fn module_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let fake = device();
+    let inv = Inventory::default();
+    let target = target();
+    let polling = poll(&fake, &target, "sw1", &inv, 300, 1);
+    assert_send(&polling);
+    let discovering = discover(&fake, &target);
+    assert_send(&discovering);
+}

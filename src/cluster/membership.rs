@@ -1,0 +1,140 @@
+//! Joining a cluster through a seed list: allocating a node id, asking the
+//! leader to add this node, and asking again whenever this node finds itself
+//! outside the group (removed while it was dead, or restarted after that).
+
+use super::handle::{ClusterHandle, join_request};
+use super::network::bearer_value;
+use super::types::{Command, CommandResult, NodeId, NodeInfo};
+use crate::proto::ProposeRequest;
+use crate::proto::peer_client::PeerClient;
+use crate::secret::Secret;
+use openraft::async_runtime::WatchReceiver;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+const SEED_TIMEOUT: Duration = Duration::from_secs(5);
+/// A member without a leader for this long asks the seeds to take it back.
+const LEADERLESS_REJOIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("every seed ({0}) refused our cluster secret: check `secret` in the config")]
+    SecretRefused(String),
+    #[error("invalid seed address '{0}'")]
+    BadSeed(String),
+}
+
+async fn peer(addr: &str) -> Result<PeerClient<tonic::transport::Channel>, JoinError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| JoinError::BadSeed(addr.to_string()))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(SEED_TIMEOUT);
+    Ok(PeerClient::new(endpoint.connect_lazy()))
+}
+
+fn authorized<T>(message: T, secret: &Secret) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(auth) = bearer_value(secret) {
+        request.metadata_mut().insert("authorization", auth);
+    }
+    request
+}
+
+/// Asks the seeds, in turn, for a fresh node id, for at most `rounds` rounds
+/// (one second apart, growing to five). `None` when no seed answered.
+pub async fn allocate_node_id(
+    seeds: &[String],
+    secret: &Secret,
+    rounds: u32,
+) -> Result<Option<NodeId>, JoinError> {
+    let command = bincode::serialize(&Command::AllocateNodeId).unwrap_or_default();
+    let mut pause = Duration::from_secs(1);
+    for round in 0..rounds {
+        let mut refused = 0;
+        for seed in seeds {
+            let mut client = peer(seed).await?;
+            let request = authorized(
+                ProposeRequest {
+                    command: command.clone(),
+                },
+                secret,
+            );
+            match client.propose(request).await {
+                Ok(reply) => match bincode::deserialize(&reply.into_inner().result) {
+                    Ok(CommandResult::NodeIdAllocated(id)) => {
+                        tracing::info!(node_id = id, %seed, "node id allocated");
+                        return Ok(Some(id));
+                    }
+                    other => tracing::warn!(%seed, ?other, "unexpected answer to id allocation"),
+                },
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    tracing::error!(%seed, "seed refused our cluster secret");
+                    refused += 1;
+                }
+                Err(status) => tracing::debug!(%seed, error = %status.message(), "seed not ready"),
+            }
+        }
+        if !seeds.is_empty() && refused == seeds.len() {
+            return Err(JoinError::SecretRefused(seeds.join(", ")));
+        }
+        if round + 1 < rounds {
+            tracing::warn!(?seeds, "no seed answered yet; retrying in {pause:?}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+    Ok(None)
+}
+
+/// Keeps this node in the Raft group until shutdown: joins through the seeds
+/// when it is not a member, or when it has had no leader for a while (it
+/// may have been removed while it was away).
+pub async fn keep_joined(
+    cluster: ClusterHandle,
+    info: NodeInfo,
+    seeds: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let metrics = cluster.raft().metrics().borrow_watched().clone();
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&info.id)
+            .is_some();
+        if metrics.current_leader.is_some() {
+            leaderless_since = None;
+        } else {
+            leaderless_since.get_or_insert_with(Instant::now);
+        }
+        let lost = leaderless_since.is_some_and(|t| t.elapsed() >= LEADERLESS_REJOIN);
+        if (member && !lost) || seeds.is_empty() {
+            continue;
+        }
+        for seed in &seeds {
+            let Ok(mut client) = peer(seed).await else {
+                continue;
+            };
+            let mut request = authorized(join_request(&info), cluster.secret());
+            // Joining waits until this node has caught up with the log.
+            request.set_timeout(Duration::from_secs(60));
+            match client.join(request).await {
+                Ok(reply) => {
+                    tracing::info!(%seed, leader = reply.into_inner().leader_id, "joined the cluster");
+                    leaderless_since = None;
+                    break;
+                }
+                Err(status) => {
+                    tracing::debug!(%seed, error = %status.message(), "join attempt failed")
+                }
+            }
+        }
+    }
+}
