@@ -208,7 +208,7 @@ impl Writer {
 
     fn start_with(config: RrdWriterConfig) -> Self {
         let (stop, stop_rx) = watch::channel(false);
-        let (handle, task) = RrdWriter::spawn(config, stop_rx);
+        let (handle, task) = RrdWriter::spawn(config, stop_rx).expect("no spool to open");
         Writer { handle, stop, task }
     }
 

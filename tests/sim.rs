@@ -80,9 +80,11 @@ fn net_snmp(tool: &str, args: &[&str]) -> (bool, String) {
 }
 
 fn get_u64(target: &str, community: &str, oid: &str) -> u64 {
-    let (ok, text) = net_snmp("snmpget", &["-v2c", "-c", community, "-Oqv", target, oid]);
+    let (ok, text) = net_snmp("snmpget", &["-v2c", "-c", community, "-Oqvt", target, oid]);
     assert!(ok, "snmpget {oid}: {text}");
-    text.trim().parse().unwrap_or_else(|_| panic!("not a number: {text}"))
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {text}"))
 }
 
 /// Expected net-snmp rendering of a static recording line, for the types it prints plainly.
@@ -129,7 +131,11 @@ fn serves_recorded_values_to_net_snmp_clients() {
     let mut checked = 0;
     for line in text.lines() {
         let mut parts = line.splitn(3, '|');
-        let (oid, tag, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let (oid, tag, value) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
         if let Some(want) = expected_rendering(tag, value) {
             let want = format!(".{oid} = {want}");
             assert!(walk.lines().any(|l| l == want), "missing `{want}` in walk");
@@ -137,24 +143,51 @@ fn serves_recorded_values_to_net_snmp_clients() {
         }
     }
     assert!(checked > 50, "only {checked} values compared");
-    assert_eq!(walk.lines().count(), text.lines().count());
+    // net-snmp prints the agent's endOfMibView as a last line when walking from the root.
+    let end = "No more variables left in this MIB View";
+    assert!(
+        walk.lines().last().is_some_and(|l| l.contains(end)),
+        "{walk}"
+    );
+    let objects = walk
+        .lines()
+        .filter(|l| l.starts_with(".1.") && !l.contains(end));
+    assert_eq!(objects.count(), text.lines().count());
 
     // GET of a Counter64 and v1 GET work too.
-    let (ok, out) = net_snmp("snmpget", &["-v2c", "-c", "dev0", &target, IF_HC_IN_OCTETS_1]);
+    let (ok, out) = net_snmp(
+        "snmpget",
+        &["-v2c", "-c", "dev0", &target, IF_HC_IN_OCTETS_1],
+    );
     assert!(ok && out.contains("Counter64: "), "{out}");
-    let (ok, out) = net_snmp("snmpget", &["-v1", "-c", "dev0", &target, ".1.3.6.1.2.1.1.5.0"]);
+    let (ok, out) = net_snmp(
+        "snmpget",
+        &["-v1", "-c", "dev0", &target, ".1.3.6.1.2.1.1.5.0"],
+    );
     assert!(ok && out.contains("STRING: \"moving-sim\""), "{out}");
 
     // Missing objects and instances.
-    let (_, out) = net_snmp("snmpget", &["-v2c", "-c", "dev0", &target, ".1.3.6.1.2.1.1.5.7"]);
+    let (_, out) = net_snmp(
+        "snmpget",
+        &["-v2c", "-c", "dev0", &target, ".1.3.6.1.2.1.1.5.7"],
+    );
     assert!(out.contains("No Such Instance"), "{out}");
-    let (_, out) = net_snmp("snmpget", &["-v2c", "-c", "dev0", &target, ".1.3.6.1.2.1.99.1"]);
+    let (_, out) = net_snmp(
+        "snmpget",
+        &["-v2c", "-c", "dev0", &target, ".1.3.6.1.2.1.99.1"],
+    );
     assert!(out.contains("No Such Object"), "{out}");
 
     // dev1 serves the gzipped Linux recording: sysName from the file.
-    let (ok, out) = net_snmp("snmpget", &["-v2c", "-c", "dev1", "-Oqv", &target, ".1.3.6.1.2.1.1.5.0"]);
+    let (ok, out) = net_snmp(
+        "snmpget",
+        &["-v2c", "-c", "dev1", "-Oqv", &target, ".1.3.6.1.2.1.1.5.0"],
+    );
     assert!(ok, "{out}");
-    assert!(!out.contains("moving-sim"), "dev1 answered with dev0's data: {out}");
+    assert!(
+        !out.contains("moving-sim"),
+        "dev1 answered with dev0's data: {out}"
+    );
 }
 
 #[test]
@@ -162,23 +195,48 @@ fn whole_tree_walk_terminates_with_end_of_mib_view() {
     let sim = Sim::start(&["--listen", "127.0.0.1:0", "--recording", LINUX_GZ]);
     let target = sim.target();
     let recorded = String::from_utf8(
-        Command::new("gzip").args(["-dc", LINUX_GZ]).output().unwrap().stdout,
+        Command::new("gzip")
+            .args(["-dc", LINUX_GZ])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
-    let last_oid = recorded.lines().filter_map(|l| l.split('|').next()).last().unwrap();
+    let last_oid = recorded
+        .lines()
+        .filter_map(|l| l.split('|').next())
+        .last()
+        .unwrap();
 
     for tool in ["snmpwalk", "snmpbulkwalk"] {
         let (ok, walk) = net_snmp(tool, &["-v2c", "-c", "public", &target, ".1"]);
         assert!(ok, "{tool}: {walk}");
-        let last = walk.lines().filter(|l| l.starts_with(".1.")).last().unwrap();
-        assert!(last.starts_with(&format!(".{last_oid} = ")), "{tool} ended at {last}");
+        let mut lines = walk.lines().rev();
+        let (end, last) = (lines.next().unwrap(), lines.next().unwrap());
+        assert!(
+            end.contains("No more variables left in this MIB View"),
+            "{tool}: {end}"
+        );
+        assert!(
+            last.starts_with(&format!(".{last_oid} = ")),
+            "{tool} ended at {last}"
+        );
         assert!(!walk.contains("OID not increasing"), "{tool}: {walk}");
     }
     let (ok, out) = net_snmp("snmpwalk", &["-v1", "-c", "public", &target, ".1"]);
-    assert!(ok && !out.contains("Counter64"), "v1 walk must skip Counter64");
+    assert!(
+        ok && !out.contains("Counter64"),
+        "v1 walk must skip Counter64"
+    );
 
-    let (_, out) = net_snmp("snmpgetnext", &["-v2c", "-c", "public", &target, &format!(".{last_oid}")]);
-    assert!(out.contains("No more variables left in this MIB View"), "{out}");
+    let (_, out) = net_snmp(
+        "snmpgetnext",
+        &["-v2c", "-c", "public", &target, &format!(".{last_oid}")],
+    );
+    assert!(
+        out.contains("No more variables left in this MIB View"),
+        "{out}"
+    );
 }
 
 /// Reads `oid` twice at least `span` apart and returns the rate per second.
@@ -196,7 +254,10 @@ fn measure_rate(target: &str, community: &str, oid: &str, span: Duration) -> f64
 }
 
 fn assert_rate(got: f64, want: f64) {
-    assert!((got - want).abs() <= want * 0.02, "rate {got:.1}/s, want {want}/s ± 2%");
+    assert!(
+        (got - want).abs() <= want * 0.02,
+        "rate {got:.1}/s, want {want}/s ± 2%"
+    );
 }
 
 #[test]
@@ -214,13 +275,32 @@ fn counters_move_at_the_known_rate() {
     ]);
     // Rates from moving.snmprec (testbed/README.md): 1000/s in, 100 ticks/s uptime.
     let span = Duration::from_secs(3);
-    assert_rate(measure_rate(&sim.target(), "dev1", IF_HC_IN_OCTETS_1, span), 1000.0);
-    assert_rate(measure_rate(&sim.target(), "dev0", IF_IN_OCTETS_1, span), 1000.0);
-    assert_rate(measure_rate(&sim.target(), "dev0", ".1.3.6.1.2.1.1.3.0", span), 100.0);
+    assert_rate(
+        measure_rate(&sim.target(), "dev1", IF_HC_IN_OCTETS_1, span),
+        1000.0,
+    );
+    assert_rate(
+        measure_rate(&sim.target(), "dev0", IF_IN_OCTETS_1, span),
+        1000.0,
+    );
+    assert_rate(
+        measure_rate(&sim.target(), "dev0", ".1.3.6.1.2.1.1.3.0", span),
+        100.0,
+    );
 
     // --rate makes the static counters of a plain recording move.
-    let rated = Sim::start(&["--listen", "127.0.0.1:0", "--recording", LINUX_GZ, "--rate", "5000"]);
-    assert_rate(measure_rate(&rated.target(), "public", IF_HC_IN_OCTETS_1, span), 5000.0);
+    let rated = Sim::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--recording",
+        LINUX_GZ,
+        "--rate",
+        "5000",
+    ]);
+    assert_rate(
+        measure_rate(&rated.target(), "public", IF_HC_IN_OCTETS_1, span),
+        5000.0,
+    );
 }
 
 /// Starts the simulator on a range of `n` consecutive free-looking ports (retrying).
@@ -247,19 +327,43 @@ fn devices_by_port_and_unknown_communities_get_no_answer() {
     let moving = moving();
     let sim = start_on_port_range(
         2,
-        &["--recording", moving.to_str().unwrap(), "--devices", "4", "--community-prefix", "dev"],
+        &[
+            "--recording",
+            moving.to_str().unwrap(),
+            "--devices",
+            "4",
+            "--community-prefix",
+            "dev",
+        ],
     );
     assert_eq!(sim.ports.len(), 2);
     let on = |port: u16| format!("127.0.0.1:{port}");
     let sys_name = ".1.3.6.1.2.1.1.5.0";
     // Device i listens on port first + i mod 2.
-    for (community, port) in [("dev0", sim.ports[0]), ("dev1", sim.ports[1]), ("dev2", sim.ports[0])] {
+    for (community, port) in [
+        ("dev0", sim.ports[0]),
+        ("dev1", sim.ports[1]),
+        ("dev2", sim.ports[0]),
+    ] {
         let (ok, out) = net_snmp("snmpget", &["-v2c", "-c", community, &on(port), sys_name]);
-        assert!(ok && out.contains("moving-sim"), "{community}@{port}: {out}");
+        assert!(
+            ok && out.contains("moving-sim"),
+            "{community}@{port}: {out}"
+        );
     }
-    for (community, port) in [("dev1", sim.ports[0]), ("nobody", sim.ports[0]), ("dev9", sim.ports[1])] {
-        let (ok, out) = net_snmp("snmpget", &["-v2c", "-c", community, "-r", "0", &on(port), sys_name]);
-        assert!(!ok && out.contains("Timeout"), "{community}@{port} answered: {out}");
+    for (community, port) in [
+        ("dev1", sim.ports[0]),
+        ("nobody", sim.ports[0]),
+        ("dev9", sim.ports[1]),
+    ] {
+        let (ok, out) = net_snmp(
+            "snmpget",
+            &["-v2c", "-c", community, "-r", "0", &on(port), sys_name],
+        );
+        assert!(
+            !ok && out.contains("Timeout"),
+            "{community}@{port} answered: {out}"
+        );
     }
 }
 
@@ -281,7 +385,18 @@ fn record_file_lists_answered_requests() {
         record.to_str().unwrap(),
     ]);
     for community in ["dev0", "dev1", "dev1", "nobody"] {
-        net_snmp("snmpget", &["-v2c", "-c", community, "-r", "0", &sim.target(), ".1.3.6.1.2.1.1.5.0"]);
+        net_snmp(
+            "snmpget",
+            &[
+                "-v2c",
+                "-c",
+                community,
+                "-r",
+                "0",
+                &sim.target(),
+                ".1.3.6.1.2.1.1.5.0",
+            ],
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let lines = loop {
@@ -324,14 +439,24 @@ fn measure_throughput() {
         "--community-prefix",
         "dev",
     ]);
-    let total: usize = std::env::var("SIM_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let total: usize = std::env::var("SIM_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(sim.target()).unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let oids: Vec<Vec<u32>> = ["1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.2.2.1.10.1", "1.3.6.1.2.1.31.1.1.1.6.1", "1.3.6.1.2.1.1.5.0"]
-        .iter()
-        .map(|o| o.split('.').map(|a| a.parse().unwrap()).collect())
-        .collect();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let oids: Vec<Vec<u32>> = [
+        "1.3.6.1.2.1.1.3.0",
+        "1.3.6.1.2.1.2.2.1.10.1",
+        "1.3.6.1.2.1.31.1.1.1.6.1",
+        "1.3.6.1.2.1.1.5.0",
+    ]
+    .iter()
+    .map(|o| o.split('.').map(|a| a.parse().unwrap()).collect())
+    .collect();
     let refs: Vec<&[u32]> = oids.iter().map(|o| &o[..]).collect();
     let requests: Vec<Vec<u8>> = (0..1000)
         .map(|d| encode_request(1, format!("dev{d}").as_bytes(), tag::GET, d, 0, 0, &refs).unwrap())

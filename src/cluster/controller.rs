@@ -23,6 +23,14 @@ pub struct ControllerConfig {
     pub voter_timeout: Duration,
 }
 
+/// How long a new leader waits for a member's first acknowledgement before
+/// counting it dead: live members answer within a heartbeat or two.
+const NEW_LEADER_GRACE: Duration = Duration::from_secs(1);
+
+/// Cost-driven rebalancing runs at most this often (membership changes
+/// trigger one sooner, after the join debounce).
+const REBALANCE_EVERY: Duration = Duration::from_secs(600);
+
 /// Most voters; more nodes stay learners (they still poll).
 pub const MAX_VOTERS: usize = 5;
 
@@ -76,6 +84,9 @@ pub async fn run(
     let mut alive_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut leading_since: Option<Instant> = None;
+    let mut last_live_set: BTreeSet<NodeId> = BTreeSet::new();
+    let mut rebalance_due = false;
+    let mut last_rebalance: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -90,7 +101,8 @@ pub async fn run(
         }
         let now = Instant::now();
         let since = *leading_since.get_or_insert(now);
-        let view = cluster.view_with(config.node_timeout, Some(since));
+        let grace = config.node_timeout.min(NEW_LEADER_GRACE);
+        let view = cluster.view_with(config.node_timeout, Some(since + grace));
         for m in &view.members {
             if m.alive {
                 dead_since.remove(&m.id);
@@ -103,9 +115,23 @@ pub async fn run(
         for m in view.members.iter().filter(|m| m.alive) {
             alive_since.entry(m.id).or_insert(now);
         }
+        // Rebalance once after the set of live nodes changed and stayed put
+        // for the debounce, and otherwise at most every REBALANCE_EVERY:
+        // poll durations jitter, and chasing them would make devices flap.
+        let live_set: BTreeSet<NodeId> = alive_since.keys().copied().collect();
+        if live_set != last_live_set {
+            last_live_set = live_set;
+            rebalance_due = true;
+        }
         let settled = alive_since
             .values()
             .all(|t| now.duration_since(*t) >= config.join_debounce);
+        let periodic = last_rebalance.is_none_or(|t| now.duration_since(t) >= REBALANCE_EVERY);
+        let rebalance = settled && (rebalance_due || periodic);
+        if rebalance {
+            rebalance_due = false;
+            last_rebalance = Some(now);
+        }
         let moves = cluster.read(|s| {
             let live: Vec<Candidate> = alive_since
                 .keys()
@@ -122,13 +148,15 @@ pub async fn run(
                     hostname: &d.hostname,
                     group: d.group,
                     owner: d.owner,
+                    // Below the default, durations are noise: count such
+                    // devices as equal.
                     cost: d
                         .last_poll_ms
-                        .map(|ms| ms.max(1) as f64)
+                        .map(|ms| (ms as f64).max(config.default_cost_ms))
                         .unwrap_or(config.default_cost_ms),
                 })
                 .collect();
-            assign(&live, &placements, settled.then(Balance::default))
+            assign(&live, &placements, rebalance.then(Balance::default))
         });
         if moves.is_empty() {
             continue;

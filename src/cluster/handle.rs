@@ -375,13 +375,13 @@ impl ClusterHandle {
     /// Leader, term and members with roles. Liveness is exact on the leader
     /// (heartbeat acknowledgements within `alive_within`); a follower only
     /// vouches for itself and the leader it hears from.
-    /// `leading_since`: when this node became leader; a member it has not
-    /// heard from yet counts as alive until `alive_within` after that, so a
-    /// new leader does not declare everyone dead on its first tick.
+    /// `grace_until`: a member this new leader has not heard from yet counts
+    /// as alive until then, so it does not declare everyone dead on its first
+    /// tick. (Double polls are prevented by poll claims, not by this.)
     pub fn view_with(
         &self,
         alive_within: Duration,
-        leading_since: Option<std::time::Instant>,
+        grace_until: Option<std::time::Instant>,
     ) -> ClusterView {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
@@ -405,7 +405,7 @@ impl ClusterHandle {
                         .as_ref()
                         .and_then(|h| h.get(&id).copied().flatten())
                         .is_some_and(|acked| acked.elapsed() < alive_within);
-                    acked || leading_since.is_some_and(|t| t.elapsed() < alive_within)
+                    acked || grace_until.is_some_and(|t| std::time::Instant::now() < t)
                 };
                 MemberView {
                     id,

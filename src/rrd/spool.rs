@@ -353,7 +353,11 @@ impl Spool {
                 if is_last {
                     return Ok(None);
                 }
-                self.read_seg += 1;
+                let next = &self.segments[index + 1];
+                self.read_seg = next.id;
+                self.read_off = SEGMENT_MAGIC.len() as u64;
+                self.read_seq = next.first_seq;
+                self.reader = None;
                 continue;
             }
             if is_last {

@@ -215,7 +215,8 @@ pub fn put_oid(out: &mut Vec<u8>, arcs: &[u32]) -> Option<()> {
 }
 
 fn put_subid(out: &mut Vec<u8>, v: u64) {
-    let mut shift = 63 - 63 % 7;
+    // 63 is the largest multiple of 7 below 64.
+    let mut shift = 63;
     while shift > 0 && (v >> shift) == 0 {
         shift -= 7;
     }
