@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Local demo of raftpoll, all on 127.0.0.1: starts rrdcached, a real net-snmp agent (v3
 # authPriv), snmpsimd with recorded devices from the snmpsim package plus one whose counters
-# move at a known rate (1000 octets/s in, 2000 out, per port), and one raftpoll node
-# (bootstrap, polling every 10 s). Adds the devices with the CLI, waits for a few polls, then
+# move at a known rate (1000 octets/s in, 2000 out, per port), and a local cluster of three
+# raftpoll nodes (polling every 10 s). Adds the devices with the CLI, waits for a few polls, then
 # prints the cluster status, the devices, the RRD files and one port's RRD. Stops everything on
 # exit; the files stay in $RAFTPOLL_DEMO_DIR (default /tmp/raftpoll-demo) for a look afterwards.
 #
@@ -126,7 +126,7 @@ SNMPD_PORT=$(free_port udp)
 say "snmpd (this machine's live counters, SNMPv3 authPriv) on 127.0.0.1:$SNMPD_PORT"
 cat >"$DEMO/snmpd.conf" <<EOF
 agentAddress udp:127.0.0.1:$SNMPD_PORT
-rocommunity public 127.0.0.1
+rocommunity public 127.0.0.0/8
 createUser $V3_USER SHA "$V3_AUTH_PASS" AES "$V3_PRIV_PASS"
 rouser $V3_USER priv
 EOF
@@ -148,16 +148,23 @@ for c in linux winxp moving; do
     wait_for "snmpsimd ($c)" 60 snmpget -m "" -t 0.5 -r 0 -v2c -c "$c" "127.0.0.1:$SIM_PORT" 1.3.6.1.2.1.1.3.0
 done
 
-# --- raftpoll -----------------------------------------------------------------------------
-NODE_PORT=$(free_port tcp)
-export RAFTPOLL_ADDR="127.0.0.1:$NODE_PORT"
+# --- raftpoll: a 3-node cluster -----------------------------------------------------------
+NODES=3
+PORTS=()
+for n in $(seq 1 $NODES); do PORTS+=("$(free_port tcp)"); done
+SEEDS=$(printf '"127.0.0.1:%s", ' "${PORTS[@]}")
+SEEDS="[${SEEDS%, }]"
+export RAFTPOLL_ADDR="127.0.0.1:${PORTS[0]}"
 RAFTPOLL_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export RAFTPOLL_SECRET
-cat >"$DEMO/raftpoll.toml" <<EOF
-node_name = "demo-1"
-data_dir = "$DEMO/node"
-listen = "127.0.0.1:$NODE_PORT"
-bootstrap = true
+for n in $(seq 1 $NODES); do
+    mkdir -p "$DEMO/node$n"
+    cat >"$DEMO/node$n.toml" <<EOF
+node_name = "demo-$n"
+data_dir = "$DEMO/node$n"
+listen = "127.0.0.1:${PORTS[$((n - 1))]}"
+seeds = $SEEDS
+bootstrap = $([ "$n" = 1 ] && echo true || echo false)
 secret = "$RAFTPOLL_SECRET"
 groups = [0]
 
@@ -166,16 +173,20 @@ frequency = $FREQ
 down_retry = $FREQ
 timeout_ms = 1000
 retries = 1
-source_ip = "127.0.0.1"
+# each node polls from its own loopback address
+source_ip = "127.0.0.$n"
 
 [rrd]
 rrdcached = "127.0.0.1:$RRD_PORT"
 EOF
-chmod 600 "$DEMO/raftpoll.toml"
-say "raftpoll node on $RAFTPOLL_ADDR (config $DEMO/raftpoll.toml)"
-start raftpoll "$DEMO/raftpoll.log" env RUST_LOG="${RUST_LOG:-info}" "$BIN" node --config "$DEMO/raftpoll.toml"
-has_leader() { rp status --json | json 'd.get("leader_id")' | grep -q '[0-9]'; }
-wait_for "a raft leader" 60 has_leader
+    chmod 600 "$DEMO/node$n.toml"
+    say "raftpoll node demo-$n on 127.0.0.1:${PORTS[$((n - 1))]} (config $DEMO/node$n.toml)"
+    start "node$n" "$DEMO/node$n.log" env RUST_LOG="${RUST_LOG:-info}" "$BIN" node --config "$DEMO/node$n.toml"
+done
+cluster_formed() {
+    rp status --json | json 'd.get("leader_id") is not None and sum(1 for n in d["nodes"] if n["alive"]) == '"$NODES" | grep -qx True
+}
+wait_for "a leader and $NODES live nodes" 60 cluster_formed
 
 say "adding devices"
 add() { echo "+ raftpoll device add $*" | sed -E 's/(--(auth|priv)-pass) [^ ]+/\1 ***/g'; rp device add "$@"; }

@@ -284,7 +284,7 @@ fn add_request(a: AddDeviceArgs) -> pb::AddDeviceRequest {
 }
 
 pub fn status_json(s: &pb::StatusReply) -> Value {
-    let devices = s.devices.clone().unwrap_or_default();
+    let devices = s.devices.unwrap_or_default();
     let rrd = s.rrd.clone().unwrap_or_default();
     json!({
         "leader_id": s.leader_id,
@@ -342,7 +342,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 fn status_table(s: &pb::StatusReply) -> String {
-    let devices = s.devices.clone().unwrap_or_default();
+    let devices = s.devices.unwrap_or_default();
     let mut out = format!(
         "leader: {}   term: {}   devices: {} ({} unassigned)\n\n",
         opt(s.leader_id),

@@ -252,10 +252,11 @@ impl Config {
         if self.groups.is_empty() {
             return invalid("groups", "must list at least one poller group");
         }
-        if let Some(adv) = &self.advertise {
-            if adv.parse::<SocketAddr>().is_err() && !adv.contains(':') {
-                return invalid("advertise", "must be host:port");
-            }
+        if let Some(adv) = &self.advertise
+            && adv.parse::<SocketAddr>().is_err()
+            && !adv.contains(':')
+        {
+            return invalid("advertise", "must be host:port");
         }
         for seed in &self.seeds {
             if !seed.contains(':') {
@@ -263,8 +264,8 @@ impl Config {
             }
         }
         let p = &self.poller;
-        if p.frequency < 5 {
-            return invalid("poller.frequency", "must be at least 5 seconds");
+        if p.frequency < 1 {
+            return invalid("poller.frequency", "must be at least 1 second");
         }
         if p.down_retry == 0 {
             return invalid("poller.down_retry", "must be at least 1 second");

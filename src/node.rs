@@ -322,10 +322,10 @@ pub async fn run(
 /// as a member of one, so a second bootstrap node joins instead of forking.
 async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeError> {
     if let Some(bytes) = store.local_get(NODE_ID_KEY)? {
-        if let Ok(arr) = <[u8; 8]>::try_from(bytes.as_slice()) {
-            // A bootstrap node that stopped before initializing still must.
-            return Ok((u64::from_be_bytes(arr), config.bootstrap));
-        }
+        let arr = <[u8; 8]>::try_from(bytes.as_slice())
+            .map_err(|_| NodeError::Join(format!("corrupt node id in {}", store.path().display())))?;
+        // A bootstrap node that stopped before initializing still must.
+        return Ok((u64::from_be_bytes(arr), config.bootstrap));
     }
     let seeds = seeds_except_self(config);
     let (id, bootstrap) = if config.bootstrap {

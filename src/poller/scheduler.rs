@@ -54,6 +54,10 @@ struct Context<C> {
     config: SchedulerConfig,
 }
 
+/// Due devices are gathered this long into one claim, so the log sees a
+/// handful of claim entries per second however many devices a node polls.
+const CLAIM_WINDOW: Duration = Duration::from_millis(100);
+
 /// Outcome of one claim round-trip through the log.
 struct Claim {
     at: u64,
@@ -92,11 +96,14 @@ pub async fn run<C: SnmpClient>(
     let mut heap: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
     let mut to_claim: Vec<String> = Vec::new();
     let mut claim_in_flight = false;
+    let mut last_claim = Instant::now() - CLAIM_WINDOW;
     let mut running = 0usize;
     resync(&ctx, &mut entries, &mut heap);
     loop {
-        if !claim_in_flight && !to_claim.is_empty() {
+        let claim_wait = CLAIM_WINDOW.saturating_sub(last_claim.elapsed());
+        if !claim_in_flight && !to_claim.is_empty() && claim_wait.is_zero() {
             claim_in_flight = true;
+            last_claim = Instant::now();
             tokio::spawn(claim(
                 ctx.clone(),
                 std::mem::take(&mut to_claim),
@@ -104,10 +111,13 @@ pub async fn run<C: SnmpClient>(
             ));
         }
         let next = heap.peek().map(|Reverse((due, _))| *due);
-        let sleep = match next {
+        let mut sleep = match next {
             Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms()).max(1)),
             None => Duration::from_secs(3600),
         };
+        if !to_claim.is_empty() && !claim_in_flight {
+            sleep = sleep.min(claim_wait.max(Duration::from_millis(1)));
+        }
         tokio::select! {
             _ = shutdown.changed() => break,
             changed = state_rx.changed() => {

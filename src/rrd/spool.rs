@@ -1131,3 +1131,41 @@ mod tests {
         assert_eq!(got.last().map(|g| g.2), Some(1999));
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[test]
+    fn time_append_and_read() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut s, _) = Spool::open(tmp.path(), 1 << 30).expect("open");
+        let def = Arc::new(RrdDef {
+            ds: (0..15)
+                .map(|_| DsDef {
+                    name: "INOCTETS",
+                    kind: DsType::Derive,
+                    min: Some(0.0),
+                    max: Some(1e10),
+                })
+                .collect(),
+        });
+        let t = std::time::Instant::now();
+        for i in 0..6000u64 {
+            let u = RrdUpdate {
+                path: format!("h/port-id{}.rrd", i % 20),
+                def: def.clone(),
+                timestamp: i,
+                values: vec![RrdValue::Counter(i); 15],
+            };
+            s.append(&u).expect("append");
+        }
+        s.flush().expect("flush");
+        let appended = t.elapsed();
+        let mut n = 0;
+        while s.read_next().expect("read").is_some() {
+            n += 1;
+        }
+        eprintln!("append {appended:?} read {:?} n {n}", t.elapsed() - appended);
+    }
+}

@@ -10,6 +10,9 @@ use super::snmprec::{Entry, Recording, Value};
 /// Default maximum response size: one unfragmented Ethernet frame (1500 − IP − UDP).
 pub const DEFAULT_MAX_SIZE: usize = 1472;
 
+/// Largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65507;
+
 /// Error-status values used in responses.
 mod status {
     pub const NO_ERROR: i64 = 0;
@@ -46,7 +49,7 @@ pub enum Outcome {
 }
 
 impl Agent {
-    /// Builds the lookup index. Later duplicates of a (port, community) pair are ignored.
+    /// Builds the lookup index; `max_size` is clamped to 64..=65507 bytes. Later duplicates of a (port, community) pair are ignored.
     pub fn new(devices: Vec<Device>, max_size: usize) -> Self {
         let mut by_port: HashMap<u16, HashMap<Box<[u8]>, u32>> = HashMap::new();
         for (i, d) in devices.iter().enumerate() {
@@ -59,7 +62,7 @@ impl Agent {
         Self {
             devices,
             by_port,
-            max_size: max_size.max(64),
+            max_size: max_size.clamp(64, MAX_UDP_PAYLOAD),
         }
     }
 
