@@ -298,6 +298,8 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
         "rrd": {
             "rrdcached": rrd.rrdcached, "connected": rrd.connected, "queued": rrd.queued,
             "written": rrd.written, "dropped": rrd.dropped, "errors": rrd.errors,
+            "spool_bytes": rrd.spool_bytes, "spool_records": rrd.spool_records,
+            "spool_oldest": rrd.spool_oldest, "spool_dropped": rrd.spool_dropped,
         },
     })
 }
@@ -384,6 +386,16 @@ fn status_table(s: &pb::StatusReply) -> String {
             r.dropped,
             r.errors
         );
+        if r.spool_records > 0 || r.spool_dropped > 0 {
+            let _ = write!(
+                out,
+                "\nspool: {} updates waiting ({} bytes, oldest {}), {} dropped for space",
+                r.spool_records,
+                r.spool_bytes,
+                opt(r.spool_oldest),
+                r.spool_dropped
+            );
+        }
     }
     out
 }

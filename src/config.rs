@@ -453,4 +453,20 @@ mod tests {
             assert!(err.contains("rrd.spool_max_mb"), "{err}");
         }
     }
+
+    #[test]
+    fn shipped_cluster_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs");
+        let mut checked = 0;
+        for sub in ["3-node", "5-node"] {
+            let entries = std::fs::read_dir(dir.join(sub)).expect("cluster-configs dir");
+            for entry in entries {
+                let path = entry.expect("dir entry").path();
+                let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(config.seeds.len() >= 3, "{}", path.display());
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 8);
+    }
 }

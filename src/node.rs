@@ -322,8 +322,9 @@ pub async fn run(
 /// as a member of one, so a second bootstrap node joins instead of forking.
 async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeError> {
     if let Some(bytes) = store.local_get(NODE_ID_KEY)? {
-        let arr = <[u8; 8]>::try_from(bytes.as_slice())
-            .map_err(|_| NodeError::Join(format!("corrupt node id in {}", store.path().display())))?;
+        let arr = <[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
+            NodeError::Join(format!("corrupt node id in {}", store.path().display()))
+        })?;
         // A bootstrap node that stopped before initializing still must.
         return Ok((u64::from_be_bytes(arr), config.bootstrap));
     }
@@ -402,6 +403,10 @@ impl RrdStatusSource for WriterStatus {
             written: s.written,
             dropped: s.dropped_duplicate + s.dropped_stale,
             errors: s.errors,
+            spool_bytes: s.spool_bytes,
+            spool_records: s.spool_records,
+            spool_oldest: s.spool_oldest_ts,
+            spool_dropped: s.dropped_spool_full,
         }
     }
 }

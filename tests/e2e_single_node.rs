@@ -16,10 +16,13 @@ use common::raftpoll::run_node_expecting_exit;
 use common::snmpd::{V3_AUTH_PASS, V3_PRIV_PASS};
 use common::snmpsim::moving;
 use common::{
-    NodeConfig, RaftpollNode, Rrdcached, SimDevice, SnmpCreds, Snmpd, Snmpsim, wait_until_every,
+    NodeConfig, RaftpollNode, Rrdcached, SimDevice, SnmpCreds, Snmpd, Snmpsim, snmpwalk,
+    wait_until_every,
 };
 use serde_json::Value;
 
+/// hrProcessorLoad column.
+const HR_PROCESSOR_LOAD: &str = "1.3.6.1.2.1.25.3.3.1.2";
 /// Poll frequency of the test nodes (the RRD step).
 const FREQUENCY: u32 = 10;
 /// Distinctive secrets, searched for in every output and log.
@@ -219,15 +222,19 @@ impl Bed {
 
     /// Asserts that no CLI output and no node log contains any of `secrets`.
     fn assert_no_secrets(&self, secrets: &[&str]) {
-        let logs = self.node.logs();
-        assert!(!logs.trim().is_empty(), "the node wrote no logs at all");
+        let logs = self.node.full_logs();
+        assert!(
+            logs.contains("starting node"),
+            "the node's start is not in its logs:\n{logs}"
+        );
         let transcript = self.transcript.borrow();
         for s in secrets {
-            assert!(!logs.contains(s), "node logs contain secret {s:?}:\n{logs}");
-            assert!(
-                !transcript.contains(s),
-                "CLI output contains secret {s:?}:\n{transcript}"
-            );
+            if let Some(line) = logs.lines().find(|l| l.contains(s)) {
+                panic!("node logs contain secret {s:?}: {line}");
+            }
+            if let Some(line) = transcript.lines().find(|l| l.contains(s)) {
+                panic!("CLI output contains secret {s:?}: {line}");
+            }
         }
     }
 
@@ -475,7 +482,15 @@ fn polls_real_agents_into_rrdcached() {
                 "{h}: {port_file} not in {files:?}"
             );
         }
+        // This machine's snmpd may list CPUs without a load (containers): nothing to write then.
+        let no_cpu_load = *h == "snmpd-v3"
+            && snmpwalk(&snmpd.addr(), &snmpd.v3(), HR_PROCESSOR_LOAD)
+                .expect("walk hrProcessorLoad")
+                .is_empty();
         for f in &files {
+            if no_cpu_load && f.contains("/processor-hr-") {
+                continue;
+            }
             wait_file(&rrd, f);
             let name = Path::new(f)
                 .file_name()
@@ -518,8 +533,16 @@ fn polls_real_agents_into_rrdcached() {
     let out_rows = known_rates(&rrd, &eth0, "OUTOCTETS", added_at);
     assert!(out_rows.len() >= 4, "OUTOCTETS rows: {out_rows:?}");
     assert_rate(&out_rows, moving::KNOWN_OUT_RATE, "OUTOCTETS");
+    // Packet counters move by only ~100 per poll, so one row is ±1% from rounding alone:
+    // compare their mean.
     let pkt_rows = known_rates(&rrd, &eth0, "INUCASTPKTS", added_at);
-    assert_rate(&pkt_rows, moving::KNOWN_IN_PKT_RATE, "INUCASTPKTS");
+    let full = &pkt_rows[1..];
+    let mean = full.iter().map(|r| r.1).sum::<f64>() / full.len() as f64;
+    assert!(
+        (mean - moving::KNOWN_IN_PKT_RATE).abs() / moving::KNOWN_IN_PKT_RATE <= 0.02,
+        "INUCASTPKTS: mean {mean}/s, expected {}/s ±2% (rows: {pkt_rows:?})",
+        moving::KNOWN_IN_PKT_RATE
+    );
 
     bed.read_everything_as_text(&hosts);
     bed.assert_no_secrets(&[

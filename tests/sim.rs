@@ -39,14 +39,19 @@ impl Sim {
             .expect("spawn raftpoll-sim");
         let stdout = child.stdout.take().expect("stdout");
         let mut ports = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.ok()?;
+        let mut ready = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("listening ") {
-                ports.push(addr.rsplit(':').next()?.parse().ok()?);
+                ports.extend(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
             } else if line.starts_with("ready") {
-                return Some(Sim { child, ports });
+                ready = true;
+                break;
             }
         }
+        if ready {
+            return Some(Sim { child, ports });
+        }
+        let _ = child.kill();
         let _ = child.wait();
         None
     }
@@ -205,7 +210,7 @@ fn whole_tree_walk_terminates_with_end_of_mib_view() {
     let last_oid = recorded
         .lines()
         .filter_map(|l| l.split('|').next())
-        .last()
+        .next_back()
         .unwrap();
 
     for tool in ["snmpwalk", "snmpbulkwalk"] {

@@ -436,9 +436,17 @@ impl ClusterHandle {
     pub fn may_poll(&self, lease: Duration) -> bool {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         match metrics.current_leader {
-            Some(id) if id == self.inner.node_id => metrics
-                .last_quorum_acked
-                .is_some_and(|acked| acked.elapsed() < lease),
+            Some(id) if id == self.inner.node_id => {
+                // The only voter is its own quorum; openraft refreshes
+                // `last_quorum_acked` only from followers' answers, so a
+                // cluster of one would otherwise fence itself for good.
+                let mut voters = metrics.membership_config.voter_ids();
+                let alone = voters.next() == Some(id) && voters.next().is_none();
+                alone
+                    || metrics
+                        .last_quorum_acked
+                        .is_some_and(|acked| acked.elapsed() < lease)
+            }
             Some(_) => true,
             None => false,
         }

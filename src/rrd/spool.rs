@@ -97,6 +97,8 @@ pub struct Recovery {
     pub maybe_sent_files: HashSet<String>,
     /// Damaged regions skipped (each a cut tail of one segment).
     pub corrupt: u64,
+    /// Oldest timestamp among unconfirmed records.
+    pub oldest_ts: Option<u64>,
 }
 
 /// Records the size bound deleted.
@@ -226,6 +228,7 @@ impl Spool {
             }
             for (path, ts, seq) in &scan.unconfirmed {
                 recovery.records += 1;
+                recovery.oldest_ts = Some(recovery.oldest_ts.map_or(*ts, |o| o.min(*ts)));
                 let e = recovery.last_ts.entry(path.clone()).or_insert(*ts);
                 *e = (*e).max(*ts);
                 if *seq < sent_end {
@@ -1129,43 +1132,5 @@ mod tests {
         assert_eq!(got.len() as u64, s.records());
         assert_eq!(got.first().map(|g| g.0), total.seqs.map(|t| t.1));
         assert_eq!(got.last().map(|g| g.2), Some(1999));
-    }
-}
-
-#[cfg(test)]
-mod bench {
-    use super::*;
-
-    #[test]
-    fn time_append_and_read() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let (mut s, _) = Spool::open(tmp.path(), 1 << 30).expect("open");
-        let def = Arc::new(RrdDef {
-            ds: (0..15)
-                .map(|_| DsDef {
-                    name: "INOCTETS",
-                    kind: DsType::Derive,
-                    min: Some(0.0),
-                    max: Some(1e10),
-                })
-                .collect(),
-        });
-        let t = std::time::Instant::now();
-        for i in 0..6000u64 {
-            let u = RrdUpdate {
-                path: format!("h/port-id{}.rrd", i % 20),
-                def: def.clone(),
-                timestamp: i,
-                values: vec![RrdValue::Counter(i); 15],
-            };
-            s.append(&u).expect("append");
-        }
-        s.flush().expect("flush");
-        let appended = t.elapsed();
-        let mut n = 0;
-        while s.read_next().expect("read").is_some() {
-            n += 1;
-        }
-        eprintln!("append {appended:?} read {:?} n {n}", t.elapsed() - appended);
     }
 }

@@ -364,6 +364,12 @@ impl RrdWriter {
             }
             writer.spool = Some(spool);
             writer.publish();
+            if let Some(ts) = recovery.oldest_ts {
+                writer
+                    .shared
+                    .spool_oldest_ts
+                    .store(ts.max(1), Ordering::Relaxed);
+            }
         }
         Ok((writer, RrdWriterHandle { tx, shared }))
     }

@@ -7,6 +7,7 @@
 //! Everything here is blocking (std::process): use it from plain `#[test]` functions.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod process;
 pub mod raftpoll;
 pub mod rrdcached;

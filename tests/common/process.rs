@@ -248,6 +248,17 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// Everything this daemon logged (all of its log files, whole), for checks that must see
+    /// every line, e.g. that no secret was ever printed.
+    pub fn full_logs(&self) -> String {
+        [&self.stdout, &self.stderr]
+            .into_iter()
+            .chain(&self.extra_logs)
+            .map(|p| fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The tails of all log files of this daemon.
     pub fn logs(&self) -> String {
         let mut out = String::new();

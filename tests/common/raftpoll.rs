@@ -265,6 +265,11 @@ impl RaftpollNode {
     pub fn logs(&self) -> String {
         self.daemon.logs()
     }
+
+    /// The node's whole stdout and stderr (all runs), not just the tails.
+    pub fn full_logs(&self) -> String {
+        self.daemon.full_logs()
+    }
 }
 
 fn node_daemon(name: &str, dir: &Path, config: &Path) -> Daemon {
