@@ -39,6 +39,8 @@ enum Command {
     /// Manage devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Run a local cluster in network namespaces, inject faults, check the invariants.
+    Chaos(raftpoll::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,9 @@ fn main() -> ExitCode {
             Command::Leave { node } => client::run(&cli.conn, client::Request::Leave { node })
                 .await
                 .map(|out| println!("{out}"))
+                .map_err(anyhow::Error::from),
+            Command::Chaos(args) => raftpoll::chaos::main(args)
+                .await
                 .map_err(anyhow::Error::from),
             Command::Device(cmd) => client::run(&cli.conn, client::Request::Device(cmd))
                 .await

@@ -256,8 +256,11 @@ fn node_config(name: &str, rrdcached: &str) -> NodeConfig {
     cfg
 }
 
-/// The `ports` of a `device show --json`, as (port_id, ifindex, ifname, rrd), sorted by port_id.
-fn ports(show: &Value) -> Vec<(u64, u64, String, String)> {
+/// One port of `device show --json`: (port_id, ifindex, ifname, rrd).
+type PortRow = (u64, u64, String, String);
+
+/// The `ports` of a `device show --json`, sorted by port_id.
+fn ports(show: &Value) -> Vec<PortRow> {
     let mut out: Vec<_> = show["ports"]
         .as_array()
         .unwrap_or_else(|| panic!("no ports array: {show}"))
@@ -672,7 +675,8 @@ fn restart_keeps_devices_ports_and_groups() {
     // Files land through the unix socket too.
     wait_file(&rrd, "moving-sim/uptime.rrd");
 
-    let snapshot = |bed: &Bed| -> BTreeMap<String, (u64, Vec<(u64, u64, String, String)>)> {
+    // hostname → (group, ports)
+    let snapshot = |bed: &Bed| -> BTreeMap<String, (u64, Vec<PortRow>)> {
         bed.list()
             .keys()
             .map(|h| {

@@ -100,6 +100,7 @@ pub async fn run(
             continue;
         }
         let now = Instant::now();
+        let new_leader = leading_since.is_none();
         let since = *leading_since.get_or_insert(now);
         let grace = config.node_timeout.min(NEW_LEADER_GRACE);
         let view = cluster.view_with(config.node_timeout, Some(since + grace));
@@ -119,6 +120,14 @@ pub async fn run(
         // for the debounce, and otherwise at most every REBALANCE_EVERY:
         // poll durations jitter, and chasing them would make devices flap.
         let live_set: BTreeSet<NodeId> = alive_since.keys().copied().collect();
+        if new_leader {
+            // Taking over is no reason to move devices: the previous leader
+            // balanced them (a restarted cluster keeps its owners). Only
+            // changes seen from now on, or the periodic pass, rebalance.
+            last_live_set = live_set.clone();
+            rebalance_due = false;
+            last_rebalance = Some(now);
+        }
         if live_set != last_live_set {
             last_live_set = live_set;
             rebalance_due = true;

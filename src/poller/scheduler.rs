@@ -89,7 +89,8 @@ pub async fn run<C: SnmpClient>(
         reports,
         config,
     });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    // Each result comes with the time (unix ms) its poll really began.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Done, u64)>();
     let (claim_tx, mut claim_rx) = mpsc::unbounded_channel::<Claim>();
     let mut state_rx = ctx.cluster.shared().subscribe();
     let mut entries: HashMap<String, Entry> = HashMap::new();
@@ -124,11 +125,15 @@ pub async fn run<C: SnmpClient>(
                 if changed.is_err() { break; }
                 resync(&ctx, &mut entries, &mut heap);
             }
-            Some(done) = done_rx.recv() => {
+            Some((done, began_ms)) = done_rx.recv() => {
                 running -= 1;
                 if let Some(entry) = entries.get_mut(&done.hostname) {
                     entry.running = false;
-                    entry.due = next_due(&done.hostname, done.started, done.status, ctx.config.timing) * 1000;
+                    // `started` is the claim's whole second; the poll may have
+                    // begun up to a commit later. Counting from the real start
+                    // keeps two polls at least `frequency / 2` apart on the wire.
+                    let began = done.started.max(began_ms.div_ceil(1000));
+                    entry.due = next_due(&done.hostname, began, done.status, ctx.config.timing) * 1000;
                     heap.push(Reverse((entry.due, done.hostname)));
                 }
             }
@@ -150,8 +155,9 @@ pub async fn run<C: SnmpClient>(
                         let at = claimed.at;
                         tokio::spawn(async move {
                             let Ok(_permit) = permits.acquire_owned().await else { return };
+                            let began_ms = unix_now_ms();
                             let done = poll_device(&ctx, hostname, at).await;
-                            let _ = done_tx.send(done);
+                            let _ = done_tx.send((done, began_ms));
                         });
                     } else if let Some(entry) = entries.get_mut(&hostname) {
                         // Refused (polled by someone in this interval, or no
