@@ -1,5 +1,5 @@
 //! End-to-end tests of `raftpoll-sim` with real net-snmp clients (snmpget, snmpwalk,
-//! snmpbulkwalk) on loopback, plus an ignored throughput measurement.
+//! snmpbulkwalk) on loopback.
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use raftpoll::sim::ber::{decode_response, encode_request, tag};
 
 const LINUX_GZ: &str = "/usr/share/doc/snmpsim/examples/data/recorded/linux-full-walk.snmprec.gz";
 const IF_HC_IN_OCTETS_1: &str = ".1.3.6.1.2.1.31.1.1.1.6.1";
@@ -427,78 +426,3 @@ fn record_file_lists_answered_requests() {
     }
 }
 
-/// Throughput measurement (not a correctness test): `cargo test --release --test sim --
-/// --ignored --nocapture measure_throughput`. Set RAFTPOLL_SIM_BIN to a release binary.
-/// Sends SIM_REQUESTS (default 200000) 4-varbind GETs over 1000 devices with 64 in flight.
-#[test]
-#[ignore]
-fn measure_throughput() {
-    let moving = moving();
-    let sim = Sim::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--recording",
-        moving.to_str().unwrap(),
-        "--devices",
-        "1000",
-        "--community-prefix",
-        "dev",
-    ]);
-    let total: usize = std::env::var("SIM_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(sim.target()).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let oids: Vec<Vec<u32>> = [
-        "1.3.6.1.2.1.1.3.0",
-        "1.3.6.1.2.1.2.2.1.10.1",
-        "1.3.6.1.2.1.31.1.1.1.6.1",
-        "1.3.6.1.2.1.1.5.0",
-    ]
-    .iter()
-    .map(|o| o.split('.').map(|a| a.parse().unwrap()).collect())
-    .collect();
-    let refs: Vec<&[u32]> = oids.iter().map(|o| &o[..]).collect();
-    let requests: Vec<Vec<u8>> = (0..1000)
-        .map(|d| encode_request(1, format!("dev{d}").as_bytes(), tag::GET, d, 0, 0, &refs).unwrap())
-        .collect();
-    let cpu0 = process_cpu_secs(sim.child.id());
-    let start = Instant::now();
-    let (mut sent, mut got, mut lost) = (0usize, 0usize, 0usize);
-    let mut buf = [0u8; 2048];
-    while got + lost < total {
-        while sent < total && sent - got - lost < 64 {
-            socket.send(&requests[sent % requests.len()]).unwrap();
-            sent += 1;
-        }
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                assert!(decode_response(&buf[..n]).is_some());
-                got += 1;
-            }
-            Err(_) => lost = sent - got,
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = process_cpu_secs(sim.child.id()) - cpu0;
-    println!(
-        "raftpoll-sim: {got} answers ({lost} lost) in {secs:.2}s = {:.0} req/s; \
-         server CPU {cpu:.2}s = {:.0} req per CPU-second",
-        got as f64 / secs,
-        got as f64 / cpu.max(1e-9)
-    );
-}
-
-/// utime + stime of a process, from /proc (clock ticks assumed 100/s, as on Linux).
-fn process_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
