@@ -127,7 +127,11 @@ pub struct Fault {
 impl Fault {
     /// `kill leader`, `pause follower`, …: the row of the failover table.
     pub fn label(&self) -> String {
-        let role = if self.was_leader { "leader" } else { "follower" };
+        let role = if self.was_leader {
+            "leader"
+        } else {
+            "follower"
+        };
         format!("{} {role}", self.kind.name())
     }
 }
@@ -222,8 +226,7 @@ pub fn analyze(requests: &[Request], inputs: &Inputs<'_>) -> PollAnalysis {
             .cloned()
             .unwrap_or_else(|| "(unknown device)".into())
     };
-    let by_host: BTreeMap<String, &Vec<Poll>> =
-        polls.iter().map(|(c, ps)| (host(c), ps)).collect();
+    let by_host: BTreeMap<String, &Vec<Poll>> = polls.iter().map(|(c, ps)| (host(c), ps)).collect();
 
     let half = inputs.frequency_ms / 2;
     let mut double_polls = Vec::new();
@@ -409,11 +412,7 @@ impl Report {
             self.run.duration_ms as f64 / 1000.0,
             p.faults.len()
         );
-        let _ = writeln!(
-            s,
-            "agent saw {} requests in {} polls",
-            p.requests, p.polls
-        );
+        let _ = writeln!(s, "agent saw {} requests in {} polls", p.requests, p.polls);
         let _ = writeln!(s, "\nfaults:");
         for f in &p.faults {
             let _ = writeln!(
@@ -426,8 +425,7 @@ impl Report {
                 f.fault.healed_ms.saturating_sub(f.fault.at_ms) as f64 / 1000.0,
                 f.fault.affected.len(),
                 f.moved,
-                f.recovered_ms
-                    .map_or("-".into(), |ms| format!("{ms} ms")),
+                f.recovered_ms.map_or("-".into(), |ms| format!("{ms} ms")),
                 if f.not_recovered.is_empty() {
                     String::new()
                 } else {
@@ -463,7 +461,11 @@ impl Report {
                 );
             }
         };
-        list(&mut s, "devices polled twice within one interval", &p.double_polls);
+        list(
+            &mut s,
+            "devices polled twice within one interval",
+            &p.double_polls,
+        );
         list(&mut s, "intervals missed", &p.missed_intervals);
         if !p.never_polled.is_empty() {
             let _ = writeln!(s, "\nnever polled: {}", p.never_polled.join(", "));

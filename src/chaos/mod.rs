@@ -359,9 +359,17 @@ impl Session {
             .map_err(io_err("cannot open", &path))
     }
 
-    fn spawn(&self, ns: &str, program: &Path, args: &[String], log: &str) -> Result<Daemon, ChaosError> {
+    fn spawn(
+        &self,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        log: &str,
+    ) -> Result<Daemon, ChaosError> {
         let out = self.log_file(log)?;
-        let err = out.try_clone().map_err(io_err("cannot open", &self.dir.join(log)))?;
+        let err = out
+            .try_clone()
+            .map_err(io_err("cannot open", &self.dir.join(log)))?;
         let child = Net::exec(ns, program)
             .args(args)
             .stdin(Stdio::null())
@@ -396,7 +404,12 @@ impl Session {
             "-p".into(),
             self.dir.join("rrdcached.pid").display().to_string(),
         ];
-        let mut d = self.spawn(&self.net.hub(), Path::new("rrdcached"), &args, "rrdcached.log")?;
+        let mut d = self.spawn(
+            &self.net.hub(),
+            Path::new("rrdcached"),
+            &args,
+            "rrdcached.log",
+        )?;
         self.sleep(Duration::from_millis(300))?;
         if d.exited() {
             return Err(ChaosError::Setup(format!(
@@ -503,7 +516,11 @@ impl Session {
         let log = format!("n{i}/node.log");
         let mut f = self.log_file(&log)?;
         let _ = writeln!(f, "=== chaos: starting n{i} at unix_ms {}", unix_ms());
-        let args = vec!["node".into(), "--config".into(), config.display().to_string()];
+        let args = vec![
+            "node".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
         let exe = self.exe.clone();
         let d = self.spawn(&self.net.node(i), &exe, &args, &log)?;
         self.nodes[i - 1] = NodeSlot {
@@ -574,12 +591,17 @@ impl Session {
             s.status(1).filter(|st| st["leader_id"].is_u64())
         })?;
         if ok.is_none() {
-            return Err(ChaosError::Setup("n1 did not bootstrap a cluster; see n1/node.log".into()));
+            return Err(ChaosError::Setup(
+                "n1 did not bootstrap a cluster; see n1/node.log".into(),
+            ));
         }
         for i in 2..=self.args.nodes {
             self.start_node(i)?;
         }
-        if self.wait_for(Duration::from_secs(90), |s| s.healthy())?.is_none() {
+        if self
+            .wait_for(Duration::from_secs(90), |s| s.healthy())?
+            .is_none()
+        {
             return Err(ChaosError::Setup(format!(
                 "the {}-node cluster did not form; see the node logs in {}",
                 self.args.nodes,
@@ -596,7 +618,15 @@ impl Session {
             let port = AGENT_PORT.to_string();
             let ip = HUB_SERVICE_IP.to_string();
             let args = [
-                "device", "add", &host, "--ip", &ip, "--port", &port, "--community", &comm,
+                "device",
+                "add",
+                &host,
+                "--ip",
+                &ip,
+                "--port",
+                &port,
+                "--community",
+                &comm,
             ];
             let added = self.wait_for(Duration::from_secs(30), |s| {
                 (1..=s.args.nodes).find_map(|n| s.cli(n, &args).ok())
@@ -622,7 +652,9 @@ impl Session {
             want.is_subset(&seen).then_some(())
         })?;
         if ok.is_none() {
-            return Err(ChaosError::Setup("not every device got polled within 60 s".into()));
+            return Err(ChaosError::Setup(
+                "not every device got polled within 60 s".into(),
+            ));
         }
         // Let the join debounce pass and devices spread over the nodes.
         self.sleep(Duration::from_secs(3 * u64::from(self.args.frequency)))?;
@@ -645,15 +677,24 @@ impl Session {
                     })
                     .collect();
                 let leader_id = st["leader_id"].as_u64()?;
-                let leader = ids.iter().find(|(_, id)| **id == leader_id).map(|(i, _)| *i);
+                let leader = ids
+                    .iter()
+                    .find(|(_, id)| **id == leader_id)
+                    .map(|(i, _)| *i);
                 let list: Value =
                     serde_json::from_str(&self.cli(i, &["device", "list", "--json"]).ok()?).ok()?;
                 let owners = list
                     .as_array()?
                     .iter()
-                    .filter_map(|d| Some((d["hostname"].as_str()?.to_string(), d["node_id"].as_u64())))
+                    .filter_map(|d| {
+                        Some((d["hostname"].as_str()?.to_string(), d["node_id"].as_u64()))
+                    })
                     .collect();
-                Some(Snapshot { ids, leader, owners })
+                Some(Snapshot {
+                    ids,
+                    leader,
+                    owners,
+                })
             })
     }
 
@@ -669,7 +710,10 @@ impl Session {
             }
             leader = Some(l);
             let nodes = st["nodes"].as_array()?;
-            let alive = nodes.iter().filter(|n| n["alive"].as_bool() == Some(true)).count();
+            let alive = nodes
+                .iter()
+                .filter(|n| n["alive"].as_bool() == Some(true))
+                .count();
             if nodes.len() != self.args.nodes || alive != self.args.nodes {
                 return None;
             }
@@ -680,10 +724,7 @@ impl Session {
         Some(())
     }
 
-    fn inject_faults(
-        &mut self,
-        rng: &mut StdRng,
-    ) -> Result<(Vec<Fault>, Vec<String>), ChaosError> {
+    fn inject_faults(&mut self, rng: &mut StdRng) -> Result<(Vec<Fault>, Vec<String>), ChaosError> {
         let rounds = match (self.args.rounds, self.args.duration) {
             (Some(r), _) => Some(r),
             (None, Some(_)) => None,
@@ -814,12 +855,17 @@ impl Session {
                     s.nodes[node - 1]
                         .proc
                         .as_ref()
-                        .map(|p| !Path::new(&format!("/proc/{}/status", p.pid())).exists() || zombie(&p.pid()))
+                        .map(|p| {
+                            !Path::new(&format!("/proc/{}/status", p.pid())).exists()
+                                || zombie(&p.pid())
+                        })
                         .unwrap_or(true)
                         .then_some(())
                 })?;
                 if stopped.is_none() {
-                    self.say(format!("n{node} did not stop within 15 s of SIGTERM: killing it"));
+                    self.say(format!(
+                        "n{node} did not stop within 15 s of SIGTERM: killing it"
+                    ));
                 }
                 self.start_node(node)?;
             }
@@ -892,7 +938,8 @@ impl Session {
                 Some((s0, o0)) => {
                     if *s0 != st || *o0 != owners {
                         c.identical = false;
-                        c.problem = Some(format!("n{i}'s status or device owners differ from n1's"));
+                        c.problem =
+                            Some(format!("n{i}'s status or device owners differ from n1's"));
                     }
                 }
             }
@@ -928,7 +975,11 @@ impl Session {
 /// Whether process `pid` is a zombie (exited, not yet reaped).
 fn zombie(pid: &str) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

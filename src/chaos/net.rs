@@ -91,25 +91,38 @@ impl Net {
         for (bridge, addr) in [("brc", None), ("brs", Some(HUB_SERVICE_IP))] {
             ip(&["-n", &hub, "link", "add", bridge, "type", "bridge"])?;
             if let Some(addr) = addr {
-                ip(&["-n", &hub, "addr", "add", &format!("{addr}/24"), "dev", bridge])?;
+                ip(&[
+                    "-n",
+                    &hub,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    bridge,
+                ])?;
             }
             ip(&["-n", &hub, "link", "set", bridge, "up"])?;
         }
         for i in 1..=nodes {
             let ns = net.node(i);
             net.add_ns(&ns)?;
-            for (link, bridge, addr) in [
-                ("c", "brc", cluster_ip(i)),
-                ("s", "brs", service_ip(i)),
-            ] {
+            for (link, bridge, addr) in [("c", "brc", cluster_ip(i)), ("s", "brs", service_ip(i))] {
                 let hub_end = format!("{link}{i}");
                 let node_end = format!("{link}0");
                 ip(&[
-                    "-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name",
-                    &node_end, "netns", &ns,
+                    "-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", &node_end,
+                    "netns", &ns,
                 ])?;
                 ip(&["-n", &hub, "link", "set", &hub_end, "master", bridge, "up"])?;
-                ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &node_end])?;
+                ip(&[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    &node_end,
+                ])?;
                 ip(&["-n", &ns, "link", "set", &node_end, "up"])?;
             }
         }

@@ -67,7 +67,8 @@ impl ClusterState {
             Command::ClaimPolls {
                 node,
                 at,
-                min_gap,
+                up_gap,
+                down_gap,
                 hostnames,
             } => {
                 let mut granted = Vec::with_capacity(hostnames.len());
@@ -75,9 +76,14 @@ impl ClusterState {
                     let Some(device) = self.devices.get_mut(hostname) else {
                         continue;
                     };
-                    let recent = device
-                        .last_polled
-                        .is_some_and(|t| at.saturating_sub(t) < *min_gap);
+                    let recent = device.last_polled.is_some_and(|t| {
+                        let gap = if device.status == DeviceStatus::Down {
+                            down_gap
+                        } else {
+                            up_gap
+                        };
+                        at.saturating_sub(t) < *gap
+                    });
                     if device.owner == Some(*node) && !recent {
                         device.last_polled = Some(*at);
                         granted.push(hostname.clone());
@@ -356,7 +362,8 @@ mod tests {
         let claim = |node, at| Command::ClaimPolls {
             node,
             at,
-            min_gap: 150,
+            up_gap: 150,
+            down_gap: 30,
             hostnames: vec!["sw1".into(), "sw2".into(), "gone".into()],
         };
         assert_eq!(

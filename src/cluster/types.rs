@@ -215,14 +215,15 @@ pub enum Command {
         moves: Vec<(String, Option<NodeId>)>,
     },
     /// A node asks to start polling these devices at `at` (unix seconds).
-    /// Granted only for devices it owns that were not polled within
-    /// `min_gap` seconds: claims are serialised by the log, so two nodes can
-    /// never both poll a device in one interval, and a node cut off from the
-    /// quorum cannot claim at all.
+    /// Granted only for devices it owns that were not polled within the last
+    /// `up_gap` seconds (`down_gap` for a device that is down): claims are
+    /// serialised by the log, so two nodes can never both poll a device in
+    /// one interval, and a node cut off from the quorum cannot claim at all.
     ClaimPolls {
         node: NodeId,
         at: u64,
-        min_gap: u64,
+        up_gap: u64,
+        down_gap: u64,
         hostnames: Vec<String>,
     },
     /// Outcomes of finished polls (status, duration, reason).

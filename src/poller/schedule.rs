@@ -39,15 +39,16 @@ pub fn first_due(now: u64, last_polled: Option<u64>, status: DeviceStatus, t: Ti
 }
 
 /// When the next poll is due after a poll that started at `started`.
-/// An up device moves to its own phase slot, at least half an interval
-/// later, so the gap never falls below `frequency / 2` and, once aligned,
-/// is exactly `frequency`.
+/// An up device moves to its own phase slot at least one interval later, so
+/// the gap is never shorter than `frequency` (no double poll in an interval),
+/// always shorter than `2 × frequency` (the RRD heartbeat: no gap in the
+/// graphs) and, once aligned, exactly `frequency`.
 pub fn next_due(hostname: &str, started: u64, status: DeviceStatus, t: Timing) -> u64 {
     if status == DeviceStatus::Down {
         return started + t.down_retry;
     }
     let f = t.frequency.max(1);
-    let earliest = started + f.div_ceil(2);
+    let earliest = started + f;
     let slot = phase(hostname, f);
     let base = earliest - earliest % f + slot;
     if base >= earliest { base } else { base + f }
@@ -81,7 +82,7 @@ mod tests {
             let first = next_due(host, 1_000_003, DeviceStatus::Up, T);
             assert_eq!(first % 300, p, "{host}");
             let gap = first - 1_000_003;
-            assert!((150..450).contains(&gap), "{host}: gap {gap}");
+            assert!((300..600).contains(&gap), "{host}: gap {gap}");
             // Once aligned, exactly one interval.
             assert_eq!(next_due(host, first, DeviceStatus::Up, T), first + 300);
         }

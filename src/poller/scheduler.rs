@@ -215,7 +215,8 @@ async fn claim<C>(
     let cmd = Command::ClaimPolls {
         node: ctx.cluster.node_id(),
         at,
-        min_gap: t.frequency.min(t.down_retry).div_ceil(2),
+        up_gap: t.frequency.div_ceil(2),
+        down_gap: t.down_retry.div_ceil(2),
         hostnames: hostnames.clone(),
     };
     let granted = match ctx.cluster.propose(cmd).await {
@@ -343,13 +344,17 @@ async fn poll_owned<C: SnmpClient>(
         device.inventory.clone()
     };
     let step = u32::try_from(ctx.config.timing.frequency).unwrap_or(u32::MAX);
+    // Stamp samples when the counters are read, not when the poll was
+    // claimed: a discovery in between can take seconds, and a sample stamped
+    // early reads as a wrong rate.
+    let sampled = unix_now().max(started);
     let out = modules::poll(
         ctx.client.as_ref(),
         &target,
         &device.hostname,
         &inventory,
         step,
-        started,
+        sampled,
     )
     .await
     .map_err(|e| e.to_string())?;
