@@ -34,7 +34,10 @@ fn short_chaos_run_keeps_every_invariant() {
         panic!("no JSON report ({e}); stderr:\n{stderr}");
     });
     let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
-    let context = format!("seed {seed}, files in {}\n{pretty}\n{stderr}", workdir.display());
+    let context = format!(
+        "seed {seed}, files in {}\n{pretty}\n{stderr}",
+        workdir.display()
+    );
 
     // At least 20 faults, every kind, leader faults among them.
     let faults = report["faults"].as_array().expect("faults");
@@ -55,12 +58,32 @@ fn short_chaos_run_keeps_every_invariant() {
     }
 
     // The invariants.
-    assert_eq!(report["double_polls"].as_array().map(Vec::len), Some(0), "{context}");
-    assert_eq!(report["missed_intervals"].as_array().map(Vec::len), Some(0), "{context}");
-    assert_eq!(report["never_polled"].as_array().map(Vec::len), Some(0), "{context}");
-    assert_eq!(report["unhealed"].as_array().map(Vec::len), Some(0), "{context}");
+    assert_eq!(
+        report["double_polls"].as_array().map(Vec::len),
+        Some(0),
+        "{context}"
+    );
+    assert_eq!(
+        report["missed_intervals"].as_array().map(Vec::len),
+        Some(0),
+        "{context}"
+    );
+    assert_eq!(
+        report["never_polled"].as_array().map(Vec::len),
+        Some(0),
+        "{context}"
+    );
+    assert_eq!(
+        report["unhealed"].as_array().map(Vec::len),
+        Some(0),
+        "{context}"
+    );
     for f in faults {
-        assert_eq!(f["not_recovered"].as_array().map(Vec::len), Some(0), "{context}");
+        assert_eq!(
+            f["not_recovered"].as_array().map(Vec::len),
+            Some(0),
+            "{context}"
+        );
     }
     let c = &report["convergence"];
     assert_eq!(c["converged"], true, "{context}");
@@ -72,10 +95,17 @@ fn short_chaos_run_keeps_every_invariant() {
     // plus an interval (a device polled just before the fault waits for its next slot).
     for (label, stats) in report["failover"].as_object().expect("failover") {
         let max = stats["max_ms"].as_u64().unwrap_or(u64::MAX);
-        assert!(max <= 5000 + FREQUENCY_S * 1000, "{label}: {max} ms: {context}");
+        assert!(
+            max <= 5000 + FREQUENCY_S * 1000,
+            "{label}: {max} ms: {context}"
+        );
     }
     assert_eq!(report["violations"], 0, "{context}");
     assert_eq!(report["passed"], true, "{context}");
-    assert!(out.status.success(), "exit status {:?}: {context}", out.status);
+    assert!(
+        out.status.success(),
+        "exit status {:?}: {context}",
+        out.status
+    );
     let _ = std::fs::remove_dir_all(&workdir);
 }

@@ -158,7 +158,11 @@ fn assert_no_double_polls(agent: &RecordingAgent) {
     let polls = agent.polls(BURST_GAP_MS);
     let mut bad = Vec::new();
     for (community, ps) in &polls {
-        for w in ps.windows(2) {
+        // A device's first poll discovers it and writes the discovery to the log between its
+        // discovery walks and its GETs: under load that commit splits it into two bursts from
+        // one node. Discovery happens once per device here (discovery_frequency 3600 s), so
+        // the first burst is left out.
+        for w in ps.windows(2).skip(1) {
             let gap = w[1].start_ms - w[0].start_ms;
             if gap < DOUBLE_POLL_MS {
                 bad.push(format!(

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 const LINUX_GZ: &str = "/usr/share/doc/snmpsim/examples/data/recorded/linux-full-walk.snmprec.gz";
 const IF_HC_IN_OCTETS_1: &str = ".1.3.6.1.2.1.31.1.1.1.6.1";
 const IF_IN_OCTETS_1: &str = ".1.3.6.1.2.1.2.2.1.10.1";
@@ -425,4 +424,3 @@ fn record_file_lists_answered_requests() {
         assert_eq!(f[3], sim.ports[0].to_string());
     }
 }
-

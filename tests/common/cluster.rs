@@ -186,12 +186,15 @@ pub struct DeviceRow {
     pub status: String,
 }
 
+/// Adjusts node `index`'s config before it starts.
+type Configure = Box<dyn Fn(usize, &mut NodeConfig) + Send + Sync>;
+
 /// Nodes of one cluster, with the rrdcached they write to.
 pub struct Cluster {
     pub rrd: Rrdcached,
     nodes: Vec<RaftpollNode>,
     up: Vec<bool>,
-    configure: Box<dyn Fn(usize, &mut NodeConfig) + Send + Sync>,
+    configure: Configure,
 }
 
 impl Cluster {
