@@ -24,7 +24,10 @@ const FREQUENCY_MS: u64 = FREQUENCY as u64 * 1000;
 const BURST_GAP_MS: u64 = 1000;
 /// Two polls of one device starting closer than this are "two polls in one interval": see
 /// [`assert_no_double_polls`].
-const DOUBLE_POLL_MS: u64 = FREQUENCY_MS / 2;
+const DOUBLE_POLL_MS: u64 = FREQUENCY_MS / 2 - SLACK_MS;
+/// How much later than its real start a poll's first request may reach the agent on a
+/// loaded machine.
+const SLACK_MS: u64 = 250;
 /// A killed node's devices must be polled again by a survivor within this of the kill.
 const FAILOVER_BOUND_MS: u64 = 5000;
 /// A killed leader must be replaced within this (issue 3).
@@ -146,10 +149,13 @@ fn repoll_delays(
 ///
 /// Every poll is claimed through the Raft log, and a claim less than ceil(frequency/2) s
 /// (2 s here) after the device's last one is refused, whichever node asks; a device keeps its
-/// phase in the interval, so consecutive polls are normally one interval (3 s) apart, and the
-/// first gap after an owner change or a re-phase is at least frequency/2. Two polls of one
-/// device — by the same node or by two nodes — whose starts (first request the agent saw)
-/// are less than frequency/2 = 1.5 s apart are therefore two polls in one interval. Polls are
+/// phase in the interval, so consecutive polls are normally one interval (3 s) apart, the
+/// first gap after an owner change or a re-phase is at least frequency/2, and a node never
+/// starts a device's next poll less than frequency/2 after the real start of the last one.
+/// Two polls of one device — by the same node or by two nodes — whose starts (first request
+/// the agent saw) are less than frequency/2 = 1.5 s apart, minus [`SLACK_MS`] for the lag
+/// between a poll's start and its first request, are therefore two polls in one interval.
+/// Polls are
 /// told apart by source address and by silences of [`BURST_GAP_MS`] (no resends, see
 /// [`base`]). Blind spot: a second poll by the same node starting within BURST_GAP_MS of the
 /// end of its previous one merges with it; a node never runs two polls of one device at once

@@ -27,6 +27,9 @@ pub struct ControllerConfig {
 /// counting it dead: live members answer within a heartbeat or two.
 const NEW_LEADER_GRACE: Duration = Duration::from_secs(1);
 
+/// A gap between controller ticks this long means this process stalled.
+const STALL: Duration = Duration::from_secs(1);
+
 /// Cost-driven rebalancing runs at most this often (membership changes
 /// trigger one sooner, after the join debounce).
 const REBALANCE_EVERY: Duration = Duration::from_secs(600);
@@ -84,6 +87,7 @@ pub async fn run(
     let mut alive_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut leading_since: Option<Instant> = None;
+    let mut last_tick: Option<Instant> = None;
     let mut last_live_set: BTreeSet<NodeId> = BTreeSet::new();
     let mut rebalance_due = false;
     let mut last_rebalance: Option<Instant> = None;
@@ -97,9 +101,18 @@ pub async fn run(
             alive_since.clear();
             dead_since.clear();
             leading_since = None;
+            last_tick = None;
             continue;
         }
         let now = Instant::now();
+        // After a stall (process paused, machine overloaded) every
+        // acknowledgement looks old: start the grace period again rather
+        // than declare everyone dead from a stale view.
+        if last_tick.is_some_and(|t| now.duration_since(t) > STALL) {
+            tracing::warn!("controller stalled; re-checking liveness before any move");
+            leading_since = Some(now);
+        }
+        last_tick = Some(now);
         let new_leader = leading_since.is_none();
         let since = *leading_since.get_or_insert(now);
         let grace = config.node_timeout.min(NEW_LEADER_GRACE);
@@ -172,7 +185,7 @@ pub async fn run(
         }
         let count = moves.len();
         tracing::debug!(?moves, "assignment");
-        match cluster.propose(Command::Assign { moves }).await {
+        match cluster.propose_as_leader(Command::Assign { moves }).await {
             Ok(_) => tracing::info!(moved = count, "devices assigned"),
             Err(e) => tracing::warn!(error = %e, "cannot write assignment"),
         }

@@ -24,6 +24,10 @@ use tonic::transport::{Channel, Endpoint};
 /// Metadata key a follower uses to name the leader's address.
 pub const LEADER_METADATA: &str = "x-raftpoll-leader";
 
+/// How long one forwarded attempt may take before trying the (maybe new)
+/// leader again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a proposal may wait for a leader to exist and answer.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -200,6 +204,17 @@ impl ClusterHandle {
         self.on_leader(Op::Remove(id)).await.map(|_| ())
     }
 
+    /// Appends `cmd` only if this node leads, without forwarding: for
+    /// decisions (assignment) that are only valid from the leader's own view.
+    pub async fn propose_as_leader(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        self.inner
+            .raft
+            .client_write(cmd)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| ClusterError::Raft(e.to_string()))
+    }
+
     /// Runs `op` on the leader: here if this node leads, else over gRPC.
     /// Retries across leader changes until [`PROPOSE_TIMEOUT`].
     async fn on_leader(&self, op: Op) -> Result<Done, ClusterError> {
@@ -299,10 +314,11 @@ impl ClusterHandle {
             Op::Propose(cmd) => {
                 let bytes =
                     bincode::serialize(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
-                let reply = client
-                    .propose(self.request(ProposeRequest { command: bytes }))
-                    .await
-                    .map_err(status_err)?;
+                let mut request = self.request(ProposeRequest { command: bytes });
+                // Per attempt: a hung leader must not hold a proposal past
+                // the election that replaces it.
+                request.set_timeout(ATTEMPT_TIMEOUT);
+                let reply = client.propose(request).await.map_err(status_err)?;
                 bincode::deserialize(&reply.into_inner().result)
                     .map(Done::Applied)
                     .map_err(|e| ClusterError::Codec(e.to_string()))
@@ -317,10 +333,9 @@ impl ClusterHandle {
                 })
             }
             Op::Remove(id) => {
-                client
-                    .remove(self.request(RemoveRequest { node_id: *id }))
-                    .await
-                    .map_err(status_err)?;
+                let mut request = self.request(RemoveRequest { node_id: *id });
+                request.set_timeout(ATTEMPT_TIMEOUT);
+                client.remove(request).await.map_err(status_err)?;
                 Ok(Done::Removed)
             }
         }

@@ -66,9 +66,9 @@ impl ClusterState {
             }
             Command::ClaimPolls {
                 node,
-                at,
-                up_gap,
-                down_gap,
+                at_ms,
+                up_gap_ms,
+                down_gap_ms,
                 hostnames,
             } => {
                 let mut granted = Vec::with_capacity(hostnames.len());
@@ -76,16 +76,17 @@ impl ClusterState {
                     let Some(device) = self.devices.get_mut(hostname) else {
                         continue;
                     };
-                    let recent = device.last_polled.is_some_and(|t| {
-                        let gap = if device.status == DeviceStatus::Down {
-                            down_gap
-                        } else {
-                            up_gap
-                        };
-                        at.saturating_sub(t) < *gap
-                    });
+                    let gap = if device.status == DeviceStatus::Down {
+                        down_gap_ms
+                    } else {
+                        up_gap_ms
+                    };
+                    let recent = device
+                        .last_claim_ms
+                        .is_some_and(|t| at_ms.saturating_sub(t) < *gap);
                     if device.owner == Some(*node) && !recent {
-                        device.last_polled = Some(*at);
+                        device.last_claim_ms = Some(*at_ms);
+                        device.last_polled = Some(at_ms / 1000);
                         granted.push(hostname.clone());
                     }
                 }
@@ -132,6 +133,7 @@ impl ClusterState {
                 status: DeviceStatus::Pending,
                 reason: None,
                 last_polled: None,
+                last_claim_ms: None,
                 last_poll_ms: None,
                 last_discovered: None,
                 inventory: Inventory::default(),
@@ -359,11 +361,11 @@ mod tests {
         s.apply(&Command::Assign {
             moves: vec![("sw1".into(), Some(1)), ("sw2".into(), Some(2))],
         });
-        let claim = |node, at| Command::ClaimPolls {
+        let claim = |node, at: u64| Command::ClaimPolls {
             node,
-            at,
-            up_gap: 150,
-            down_gap: 30,
+            at_ms: at * 1000,
+            up_gap_ms: 150_000,
+            down_gap_ms: 30_000,
             hostnames: vec!["sw1".into(), "sw2".into(), "gone".into()],
         };
         assert_eq!(

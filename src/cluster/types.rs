@@ -164,8 +164,10 @@ pub struct Device {
     pub status: DeviceStatus,
     /// Why the device is down (timeout, authentication failure, …).
     pub reason: Option<String>,
-    /// Unix seconds of the start of the last completed poll.
+    /// Unix seconds of the start of the last poll.
     pub last_polled: Option<u64>,
+    /// Unix milliseconds of the last granted poll claim.
+    pub last_claim_ms: Option<u64>,
     pub last_poll_ms: Option<u64>,
     /// Unix seconds of the last discovery.
     pub last_discovered: Option<u64>,
@@ -216,14 +218,15 @@ pub enum Command {
     },
     /// A node asks to start polling these devices at `at` (unix seconds).
     /// Granted only for devices it owns that were not polled within the last
-    /// `up_gap` seconds (`down_gap` for a device that is down): claims are
+    /// `up_gap_ms` (`down_gap_ms` for a device that is down): claims are
     /// serialised by the log, so two nodes can never both poll a device in
     /// one interval, and a node cut off from the quorum cannot claim at all.
     ClaimPolls {
         node: NodeId,
-        at: u64,
-        up_gap: u64,
-        down_gap: u64,
+        /// Unix milliseconds.
+        at_ms: u64,
+        up_gap_ms: u64,
+        down_gap_ms: u64,
         hostnames: Vec<String>,
     },
     /// Outcomes of finished polls (status, duration, reason).

@@ -11,10 +11,12 @@ use crate::cluster::types::{
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::rrd::writer::RrdWriterHandle;
-use crate::snmp::{SnmpClient, SnmpTarget};
+use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, VarBind};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -58,9 +60,16 @@ struct Context<C> {
 /// handful of claim entries per second however many devices a node polls.
 const CLAIM_WINDOW: Duration = Duration::from_millis(100);
 
+/// Safety margin between a poll's last request and the earliest moment
+/// another node could claim the device.
+const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
+
 /// Outcome of one claim round-trip through the log.
 struct Claim {
     at: u64,
+    /// When the claim was made (monotonic: it keeps running while the
+    /// process is stopped, which is the point).
+    claimed_at: Instant,
     /// Devices asked for; those not in `granted` go back to the schedule.
     asked: Vec<String>,
     granted: Result<Vec<String>, String>,
@@ -130,10 +139,11 @@ pub async fn run<C: SnmpClient>(
                 if let Some(entry) = entries.get_mut(&done.hostname) {
                     entry.running = false;
                     // `started` is the claim's whole second; the poll may have
-                    // begun up to a commit later. Counting from the real start
-                    // keeps two polls at least `frequency / 2` apart on the wire.
-                    let began = done.started.max(began_ms.div_ceil(1000));
-                    entry.due = next_due(&done.hostname, began, done.status, ctx.config.timing) * 1000;
+                    // begun up to a commit later. Never start the next one less
+                    // than half an interval after this one really began.
+                    let t = ctx.config.timing;
+                    let due = next_due(&done.hostname, done.started, done.status, t) * 1000;
+                    entry.due = due.max(began_ms + t.frequency.min(t.down_retry) * 500);
                     heap.push(Reverse((entry.due, done.hostname)));
                 }
             }
@@ -153,10 +163,11 @@ pub async fn run<C: SnmpClient>(
                         let done_tx = done_tx.clone();
                         let permits = permits.clone();
                         let at = claimed.at;
+                        let claimed_at = claimed.claimed_at;
                         tokio::spawn(async move {
                             let Ok(_permit) = permits.acquire_owned().await else { return };
                             let began_ms = unix_now_ms();
-                            let done = poll_device(&ctx, hostname, at).await;
+                            let done = poll_device(&ctx, hostname, at, claimed_at).await;
                             let _ = done_tx.send((done, began_ms));
                         });
                     } else if let Some(entry) = entries.get_mut(&hostname) {
@@ -210,22 +221,31 @@ async fn claim<C>(
     hostnames: Vec<String>,
     reply: mpsc::UnboundedSender<Claim>,
 ) {
-    let at = unix_now();
+    let at_ms = unix_now_ms();
+    let claimed_at = Instant::now();
     let t = ctx.config.timing;
+    let (up_gap_ms, down_gap_ms) = (t.frequency * 500, t.down_retry * 500);
     let cmd = Command::ClaimPolls {
         node: ctx.cluster.node_id(),
-        at,
-        up_gap: t.frequency.div_ceil(2),
-        down_gap: t.down_retry.div_ceil(2),
+        at_ms,
+        up_gap_ms,
+        down_gap_ms,
         hostnames: hostnames.clone(),
     };
-    let granted = match ctx.cluster.propose(cmd).await {
-        Ok(CommandResult::Claimed(granted)) => Ok(granted),
-        Ok(other) => Err(format!("unexpected claim result {other:?}")),
-        Err(e) => Err(e.to_string()),
+    // A claim stuck on a hung or cut-off leader must not hold up polling
+    // once a new leader exists: give up after the lease and claim again.
+    let granted = match tokio::time::timeout(ctx.config.lease, ctx.cluster.propose(cmd)).await {
+        Ok(Ok(CommandResult::Claimed(granted))) => Ok(granted),
+        Ok(Ok(other)) => Err(format!("unexpected claim result {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the leader within {:?}",
+            ctx.config.lease
+        )),
     };
     let _ = reply.send(Claim {
-        at,
+        at: at_ms / 1000,
+        claimed_at,
         asked: hostnames,
         granted,
     });
@@ -269,7 +289,12 @@ fn resync<C>(
     entries.retain(|h, _| still_owned.contains(h));
 }
 
-async fn poll_device<C: SnmpClient>(ctx: &Context<C>, hostname: String, started: u64) -> Done {
+async fn poll_device<C: SnmpClient>(
+    ctx: &Context<C>,
+    hostname: String,
+    started: u64,
+    claimed_at: Instant,
+) -> Done {
     let clock = Instant::now();
     let me = ctx.cluster.node_id();
     let device: Option<Device> = ctx.cluster.read(|s| {
@@ -286,7 +311,21 @@ async fn poll_device<C: SnmpClient>(ctx: &Context<C>, hostname: String, started:
             status: DeviceStatus::Pending,
         };
     };
-    let outcome = poll_owned(ctx, &device, started).await;
+    // Another node may claim the device once the claim gap has passed: this
+    // poll must have sent its last request by then (a node paused mid-poll
+    // must not carry on when it resumes).
+    let t = ctx.config.timing;
+    let gap_s = if device.status == DeviceStatus::Down {
+        t.down_retry
+    } else {
+        t.frequency
+    };
+    let budget = Duration::from_millis(gap_s * 500).saturating_sub(POLL_BUDGET_MARGIN);
+    let client = Fenced {
+        inner: ctx.client.clone(),
+        deadline: claimed_at + budget,
+    };
+    let outcome = poll_owned(ctx, &client, &device, started).await;
     let duration_ms = clock.elapsed().as_millis() as u64;
     let (status, reason) = match outcome {
         Ok(()) => (DeviceStatus::Up, None),
@@ -327,6 +366,7 @@ async fn submit<C>(ctx: &Context<C>, update: RrdUpdate) {
 /// Discovers when due, then polls. The error is the operator-readable reason.
 async fn poll_owned<C: SnmpClient>(
     ctx: &Context<C>,
+    client: &Fenced<C>,
     device: &Device,
     started: u64,
 ) -> Result<(), String> {
@@ -336,7 +376,7 @@ async fn poll_owned<C: SnmpClient>(
         .last_discovered
         .is_none_or(|t| started >= t + ctx.config.discovery_frequency);
     let inventory = if discovery_due {
-        let found = modules::discover(ctx.client.as_ref(), &target)
+        let found = modules::discover(client, &target)
             .await
             .map_err(|e: ModuleError| e.to_string())?;
         record_discovery(ctx, &device.hostname, started, found).await
@@ -348,16 +388,9 @@ async fn poll_owned<C: SnmpClient>(
     // claimed: a discovery in between can take seconds, and a sample stamped
     // early reads as a wrong rate.
     let sampled = unix_now().max(started);
-    let out = modules::poll(
-        ctx.client.as_ref(),
-        &target,
-        &device.hostname,
-        &inventory,
-        step,
-        sampled,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let out = modules::poll(client, &target, &device.hostname, &inventory, step, sampled)
+        .await
+        .map_err(|e| e.to_string())?;
     for note in &out.skipped {
         tracing::debug!(device = %device.hostname, note, "skipped");
     }
@@ -422,4 +455,46 @@ async fn resolve(address: &str, port: u16) -> Result<std::net::SocketAddr, Strin
             .ok_or_else(|| format!("'{host}' resolves to no address")),
         Err(e) => Err(format!("cannot resolve '{host}': {e}")),
     }
+}
+
+/// The SNMP client as one poll sees it: no request starts, and none in
+/// progress is driven further, once the poll's deadline has passed.
+struct Fenced<C> {
+    inner: Arc<C>,
+    deadline: Instant,
+}
+
+impl<C: SnmpClient> SnmpClient for Fenced<C> {
+    async fn get(&self, target: &SnmpTarget, oids: &[Oid]) -> Result<Vec<VarBind>, SnmpError> {
+        fenced(self.deadline, self.inner.get(target, oids)).await
+    }
+
+    async fn walk(&self, target: &SnmpTarget, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
+        fenced(self.deadline, self.inner.walk(target, root)).await
+    }
+}
+
+/// Polls `request` only while `deadline` has not passed. Unlike a timeout,
+/// the clock is checked *before* the request is driven, so after a process
+/// pause the request is dropped without sending its retries.
+async fn fenced<T>(
+    deadline: Instant,
+    request: impl Future<Output = Result<T, SnmpError>>,
+) -> Result<T, SnmpError> {
+    let mut request = std::pin::pin!(request);
+    let mut alarm = std::pin::pin!(tokio::time::sleep_until(deadline.into()));
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(SnmpError::Other {
+                detail: "poll ran past its claim (time budget exhausted)".into(),
+            }));
+        }
+        if let Poll::Ready(result) = request.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        // Wake at the deadline even if the request never answers.
+        let _ = alarm.as_mut().poll(cx);
+        Poll::Pending
+    })
+    .await
 }

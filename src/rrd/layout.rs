@@ -66,8 +66,12 @@ pub fn sanitize_name(s: &str) -> String {
 /// `<hostname>/<name>.rrd`, relative to rrdcached's base directory. Brackets
 /// around an IPv6 literal are dropped first, like LibreNMS does.
 pub fn rrd_path(hostname: &str, name: &str) -> String {
-    let host = hostname.trim_matches(|c| c == '[' || c == ']');
-    format!("{}/{}.rrd", sanitize_name(host), sanitize_name(name))
+    let mut host = sanitize_name(hostname.trim_matches(|c| c == '[' || c == ']'));
+    // A hostname of only dots (or nothing) must never name a parent directory.
+    if host.chars().all(|c| c == '.') {
+        host = "_".repeat(host.len().max(1));
+    }
+    format!("{host}/{}.rrd", sanitize_name(name))
 }
 
 /// Whether `path` is safe to put on an rrdcached command line: relative,

@@ -92,27 +92,8 @@ pub async fn poll<C: SnmpClient>(
 /// Updates and notes one module produced.
 type Produced = (Vec<RrdUpdate>, Vec<String>);
 
-/// `<hostname>/<name>.rrd` with every character outside `[A-Za-z0-9,._-]`
-/// replaced by `_` in both parts, as LibreNMS does. A hostname of only dots
-/// is neutralised so it can never climb out of rrdcached's base directory.
-pub fn rrd_file(hostname: &str, name: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, ',' | '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let mut host = clean(hostname);
-    if host.is_empty() || host.chars().all(|c| c == '.') {
-        host = "_".repeat(host.len().max(1));
-    }
-    format!("{host}/{}.rrd", clean(name))
-}
+/// `<hostname>/<name>.rrd`, sanitised as LibreNMS does (see [`rrd_path`]).
+pub use crate::rrd::layout::rrd_path as rrd_file;
 
 /// Walks one table column into `index → value`, skipping exception values
 /// and rows whose index is not a single arc. A column the agent cannot
