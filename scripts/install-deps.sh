@@ -4,9 +4,9 @@
 # for the Rust toolchain. Runs as root, or through sudo when available.
 set -euo pipefail
 
-PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim)
+PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2)
 # One program per package above, looked up in PATH and the sbin dirs.
-PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd)
+PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip)
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
@@ -65,7 +65,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         have "$p" || { say "still missing after install: $p" >&2; exit 1; }
     done
 else
-    say "rrdcached, rrdtool, snmpd, snmpget, snmpsimd: present"
+    say "rrdcached, rrdtool, snmpd, snmpget, snmpsimd, ip: present"
 fi
 
 # The snmpsim package keeps its example recordings here; the test bed serves some of them.
