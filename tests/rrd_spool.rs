@@ -56,6 +56,7 @@ fn sample(path: &str, t0: u64, i: u64) -> RrdUpdate {
         path: path.to_string(),
         def: port_def(),
         timestamp: t0 + STEP * i,
+        millis: 0,
         values,
     }
 }

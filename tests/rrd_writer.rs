@@ -56,6 +56,7 @@ fn port_update(path: &str, t0: u64, ts: u64) -> RrdUpdate {
         path: path.to_string(),
         def: port_def(),
         timestamp: ts,
+        millis: 0,
         values,
     }
 }
@@ -540,6 +541,7 @@ async fn unreachable_rrdcached_is_named_then_catches_up() -> Result<()> {
                 path: path.clone(),
                 def: def.clone(),
                 timestamp: t0 + 10 * i,
+                millis: 0,
                 values: vec![RrdValue::Gauge(1234.5)],
             })
             .await?;
@@ -663,6 +665,7 @@ async fn many_new_files_in_one_go() -> Result<()> {
                 path: rrd_path(&format!("host{}", i % 3), &format!("processor-hr-{i}")),
                 def: def.clone(),
                 timestamp: t0,
+                millis: 0,
                 values: vec![RrdValue::Gauge(f64::from(i))],
             })
             .await?;

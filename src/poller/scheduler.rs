@@ -339,6 +339,7 @@ async fn poll_device<C: SnmpClient>(
             path: modules::rrd_file(&hostname, "poller-perf"),
             def: defs::poller_perf_def(),
             timestamp: started,
+            millis: 0,
             values: vec![RrdValue::Gauge(duration_ms as f64 / 1000.0)],
         };
         submit(ctx, perf).await;
@@ -387,14 +388,16 @@ async fn poll_owned<C: SnmpClient>(
     // Stamp samples when the counters are read, not when the poll was
     // claimed: a discovery in between can take seconds, and a sample stamped
     // early reads as a wrong rate.
-    let sampled = unix_now().max(started);
+    let sampled_ms = unix_now_ms().max(started * 1000);
+    let sampled = sampled_ms / 1000;
     let out = modules::poll(client, &target, &device.hostname, &inventory, step, sampled)
         .await
         .map_err(|e| e.to_string())?;
     for note in &out.skipped {
         tracing::debug!(device = %device.hostname, note, "skipped");
     }
-    for update in out.updates {
+    for mut update in out.updates {
+        update.millis = (sampled_ms % 1000) as u16;
         submit(ctx, update).await;
     }
     Ok(())

@@ -42,6 +42,10 @@ pub struct RrdUpdate {
     pub def: Arc<RrdDef>,
     /// Unix seconds, absolute.
     pub timestamp: u64,
+    /// Sub-second part of the sample time, 0–999 ms. rrdtool takes
+    /// fractional timestamps; without them a sample read at 12.9 s but
+    /// stamped 12 s skews the rate of a 10 s step by up to 10%.
+    pub millis: u16,
     /// One value per data source of `def`, in order.
     pub values: Vec<RrdValue>,
 }
@@ -152,6 +156,9 @@ pub fn create_args(def: &RrdDef, step: u32, start: u64) -> String {
 /// non-finite gauge), integers for counters, plain decimals for gauges.
 pub fn update_line(u: &RrdUpdate) -> String {
     let mut line = u.timestamp.to_string();
+    if u.millis > 0 {
+        line.push_str(&format!(".{:03}", u.millis.min(999)));
+    }
     for v in &u.values {
         line.push(':');
         match v {
@@ -294,6 +301,7 @@ mod tests {
             path: "h/x.rrd".into(),
             def: Arc::new(port_like()),
             timestamp: 1_700_000_300,
+            millis: 0,
             values: vec![
                 RrdValue::Counter(18_446_744_073_709_551_615),
                 RrdValue::Gauge(0.000_000_1),

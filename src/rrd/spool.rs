@@ -43,7 +43,7 @@ use tracing::warn;
 use super::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, is_valid_rrd_path};
 
 /// First bytes of every segment file.
-pub const SEGMENT_MAGIC: &[u8; 8] = b"RPSPOOL1";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"RPSPOOL2";
 /// `[len u32][crc u32]` before each payload.
 pub const RECORD_HEADER: u64 = 8;
 /// No real update comes near this; a larger length means damage.
@@ -728,6 +728,7 @@ pub fn encode(seq: u64, u: &RrdUpdate) -> Vec<u8> {
     let mut b = Vec::with_capacity(32 + u.path.len() + u.def.ds.len() * 40);
     b.extend_from_slice(&seq.to_le_bytes());
     b.extend_from_slice(&u.timestamp.to_le_bytes());
+    b.extend_from_slice(&u.millis.to_le_bytes());
     let path = u.path.as_bytes();
     b.extend_from_slice(&(path.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
     b.extend_from_slice(&path[..path.len().min(usize::from(u16::MAX))]);
@@ -776,6 +777,7 @@ pub fn decode(p: &[u8], defs: &mut HashMap<Vec<u8>, Arc<RrdDef>>) -> Option<(u64
     let mut c = Cursor { p, at: 0 };
     let seq = c.u64()?;
     let timestamp = c.u64()?;
+    let millis = c.u16()?.min(999);
     let path_len = usize::from(c.u16()?);
     let path = std::str::from_utf8(c.take(path_len)?).ok()?.to_string();
     if !is_valid_rrd_path(&path) {
@@ -849,6 +851,7 @@ pub fn decode(p: &[u8], defs: &mut HashMap<Vec<u8>, Arc<RrdDef>>) -> Option<(u64
             path,
             def,
             timestamp,
+            millis,
             values,
         },
     ))
@@ -948,6 +951,7 @@ mod tests {
             path: path.to_string(),
             def: def(),
             timestamp: ts,
+            millis: 0,
             values: vec![RrdValue::Counter(ts * 7), RrdValue::Gauge(0.25)],
         }
     }

@@ -966,6 +966,7 @@ mod tests {
                 }],
             }),
             timestamp: ts,
+            millis: 0,
             values: vec![RrdValue::Gauge(1.0)],
         }
     }

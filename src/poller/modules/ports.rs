@@ -206,6 +206,7 @@ pub(super) async fn poll<C: SnmpClient>(
             path: rrd_file(hostname, &format!("port-id{}", port.port_id)),
             def: port_def(),
             timestamp: now,
+            millis: 0,
             values: row
                 .into_iter()
                 .map(|v| v.map_or(RrdValue::Unknown, RrdValue::Counter))

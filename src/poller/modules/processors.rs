@@ -88,6 +88,7 @@ pub(super) async fn poll<C: SnmpClient>(
                 path: rrd_file(hostname, &format!("processor-hr-{}", processor.index)),
                 def: processor_def(),
                 timestamp: now,
+                millis: 0,
                 values: vec![RrdValue::Gauge(load as f64)],
             }),
             None => notes.push(format!(

@@ -131,6 +131,7 @@ pub(super) async fn poll<C: SnmpClient>(
             path: rrd_file(hostname, &name),
             def,
             timestamp: now,
+            millis: 0,
             values: vec![bytes(used_units), bytes(size.saturating_sub(used_units))],
         });
     }

@@ -55,6 +55,7 @@ pub(super) fn updates(read: &SystemRead, hostname: &str, now: u64, out: &mut Pol
             path: rrd_file(hostname, "uptime"),
             def: uptime_def(),
             timestamp: now,
+            millis: 0,
             values: vec![RrdValue::Gauge((ticks / 100) as f64)],
         }),
         None => out
