@@ -68,6 +68,15 @@ impl Peer for PeerRpc {
         Ok(Response::new(JoinReply { leader_id }))
     }
 
+    async fn drain(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveReply>, Status> {
+        let id = request.into_inner().node_id;
+        self.cluster.drain(id).await.map_err(unavailable)?;
+        Ok(Response::new(RemoveReply {}))
+    }
+
     async fn remove(
         &self,
         request: Request<RemoveRequest>,

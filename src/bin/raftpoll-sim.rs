@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use raftpoll::sim::{self, Agent, Device, LoadOptions, Recorder, Recording, Stats};
+use raftpoll::sim::{self, Agent, Device, LoadOptions, Misbehave, Recorder, Recording, Stats};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +45,10 @@ struct Cli {
     /// Append `unix_ms src_addr community port` for every answered request to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Fault injection, repeatable: `COMMUNITY=MODE` makes the device(s) with that community
+    /// misbehave. MODE: silent, slow:<ms>, error-status[:<n>], garbage, truncated, wrong-reqid.
+    #[arg(long = "misbehave", value_parser = parse_misbehave)]
+    misbehave: Vec<(String, Misbehave)>,
     /// Runtime worker threads (1 = everything on one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -164,16 +168,42 @@ fn build_devices(
             ports.len()
         );
     }
-    Ok((0..count)
-        .map(|i| Device {
-            port: ports[i % ports.len()],
-            community: match &cli.community_prefix {
-                Some(p) => format!("{p}{i}").into_bytes(),
-                None => cli.community.clone().into_bytes(),
-            },
-            recording: recordings[i % recordings.len()].clone(),
+    let devices: Vec<Device> = (0..count)
+        .map(|i| {
+            let community = match &cli.community_prefix {
+                Some(p) => format!("{p}{i}"),
+                None => cli.community.clone(),
+            };
+            let misbehave = cli
+                .misbehave
+                .iter()
+                .find(|(c, _)| *c == community)
+                .map(|(_, m)| *m);
+            Device {
+                port: ports[i % ports.len()],
+                community: community.into_bytes(),
+                recording: recordings[i % recordings.len()].clone(),
+                misbehave,
+            }
         })
-        .collect())
+        .collect();
+    for (community, mode) in &cli.misbehave {
+        if !devices.iter().any(|d| d.community == community.as_bytes()) {
+            bail!("--misbehave {mode}: no device has the given community");
+        }
+    }
+    Ok(devices)
+}
+
+/// `COMMUNITY=MODE` of `--misbehave`.
+fn parse_misbehave(s: &str) -> Result<(String, Misbehave), String> {
+    let (community, mode) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "--misbehave wants COMMUNITY=MODE, e.g. dev3=slow:900".to_string())?;
+    if community.is_empty() {
+        return Err("--misbehave: empty community".into());
+    }
+    Ok((community.to_string(), mode.parse()?))
 }
 
 async fn shutdown_signal() {

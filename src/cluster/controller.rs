@@ -192,6 +192,43 @@ pub async fn run(
     }
 }
 
+/// Where a leaving node's devices go: the least-loaded live nodes serving
+/// their groups (none if no other node serves a group). Pure.
+pub fn drain_moves(
+    state: &super::state::ClusterState,
+    alive: &BTreeSet<NodeId>,
+    leaving: NodeId,
+) -> Vec<(String, Option<NodeId>)> {
+    let live: Vec<Candidate> = alive
+        .iter()
+        .filter(|id| **id != leaving)
+        .filter_map(|id| state.nodes.get(id))
+        .map(|n| Candidate {
+            id: n.id,
+            groups: n.groups.clone(),
+        })
+        .collect();
+    let placements: Vec<Placement<'_>> = state
+        .devices
+        .values()
+        .map(|d| Placement {
+            hostname: &d.hostname,
+            group: d.group,
+            owner: d.owner.filter(|o| *o != leaving),
+            cost: d.last_poll_ms.unwrap_or(100).max(100) as f64,
+        })
+        .collect();
+    let mut moves = assign(&live, &placements, None);
+    // `assign` reports changes against the owners it was given; a device of
+    // the leaving node that finds no new owner must still be let go.
+    for d in state.devices.values().filter(|d| d.owner == Some(leaving)) {
+        if !moves.iter().any(|(h, _)| *h == d.hostname) {
+            moves.push((d.hostname.clone(), None));
+        }
+    }
+    moves
+}
+
 async fn manage_voters(
     cluster: &ClusterHandle,
     view: &super::handle::ClusterView,
@@ -274,6 +311,43 @@ mod tests {
             plan_voters(&set(&[1]), &set(&[2, 3]), &set(&[1, 2]), &none),
             None
         );
+    }
+
+    #[test]
+    fn drain_moves_every_device_in_one_entry() {
+        use crate::cluster::state::ClusterState;
+        use crate::cluster::types::{NewDevice, NodeInfo, SnmpCredentials};
+        use crate::secret::Secret;
+        let mut s = ClusterState::default();
+        for (id, groups) in [(1, vec![0]), (2, vec![0, 1]), (3, vec![0])] {
+            s.apply(&Command::UpsertNode(NodeInfo {
+                id,
+                name: format!("n{id}"),
+                addr: String::new(),
+                groups,
+            }));
+        }
+        for i in 0..7 {
+            s.apply(&Command::AddDevice(NewDevice {
+                hostname: format!("d{i}"),
+                address: "127.0.0.1".into(),
+                port: 161,
+                credentials: SnmpCredentials::V2c {
+                    community: Secret::new("c"),
+                },
+                group: u32::from(i == 6),
+            }));
+        }
+        let all: Vec<_> = (0..7).map(|i| (format!("d{i}"), Some(2))).collect();
+        s.apply(&Command::Assign { moves: all });
+        let moves = drain_moves(&s, &set(&[1, 2, 3]), 2);
+        s.apply(&Command::Drain { id: 2, moves });
+        assert!(!s.nodes.contains_key(&2));
+        let owners: Vec<_> = s.devices.values().map(|d| d.owner).collect();
+        // Group 0 spreads over nodes 1 and 3; the group-1 device has nowhere to go.
+        assert_eq!(owners.iter().filter(|o| **o == Some(1)).count(), 3);
+        assert_eq!(owners.iter().filter(|o| **o == Some(3)).count(), 3);
+        assert_eq!(s.devices["d6"].owner, None);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const LEADER_METADATA: &str = "x-raftpoll-leader";
 /// leader again.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Members acknowledged this recently may take a leaving node's devices.
+const DRAIN_ALIVE_WITHIN: Duration = Duration::from_secs(3);
+
 /// How long a proposal may wait for a leader to exist and answer.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,7 @@ pub enum ClusterError {
 /// Something only the leader can do.
 enum Op {
     Propose(Command),
+    Drain(NodeId),
     Join(NodeInfo),
     Remove(NodeId),
 }
@@ -199,6 +203,12 @@ impl ClusterHandle {
         }
     }
 
+    /// Moves a leaving node's devices to live nodes and unregisters it, in
+    /// one log entry written by the leader.
+    pub async fn drain(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.on_leader(Op::Drain(id)).await.map(|_| ())
+    }
+
     /// Removes a node from the Raft membership.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
         self.on_leader(Op::Remove(id)).await.map(|_| ())
@@ -257,6 +267,20 @@ impl ClusterHandle {
                 .await
                 .map(|r| Done::Applied(r.data))
                 .map_err(classify),
+            Op::Drain(id) => {
+                let alive: BTreeSet<NodeId> = self
+                    .view_with(DRAIN_ALIVE_WITHIN, None)
+                    .members
+                    .into_iter()
+                    .filter(|m| m.alive)
+                    .map(|m| m.id)
+                    .collect();
+                let moves = self.read(|s| super::controller::drain_moves(s, &alive, *id));
+                raft.client_write(Command::Drain { id: *id, moves })
+                    .await
+                    .map(|r| Done::Applied(r.data))
+                    .map_err(classify)
+            }
             Op::Join(info) => {
                 let known = self.leader_membership_addr(info.id);
                 if known.as_deref() != Some(info.addr.as_str()) {
@@ -331,6 +355,12 @@ impl ClusterHandle {
                 Ok(Done::Joined {
                     leader_id: reply.into_inner().leader_id,
                 })
+            }
+            Op::Drain(id) => {
+                let mut request = self.request(RemoveRequest { node_id: *id });
+                request.set_timeout(ATTEMPT_TIMEOUT);
+                client.drain(request).await.map_err(status_err)?;
+                Ok(Done::Removed)
             }
             Op::Remove(id) => {
                 let mut request = self.request(RemoveRequest { node_id: *id });

@@ -28,6 +28,12 @@ impl ClusterState {
                 self.nodes.insert(info.id, info.clone());
                 CommandResult::Ok
             }
+            Command::Drain { id, moves } => {
+                self.apply(&Command::Assign {
+                    moves: moves.clone(),
+                });
+                self.apply(&Command::RemoveNode { id: *id })
+            }
             Command::RemoveNode { id } => {
                 if self.nodes.remove(id).is_none() {
                     return CommandResult::Rejected(Rejection::UnknownNode(*id));

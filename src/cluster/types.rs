@@ -204,6 +204,13 @@ pub enum Command {
     RemoveNode {
         id: NodeId,
     },
+    /// A graceful leave: hands the node's devices to `moves` (computed by
+    /// the leader) and removes the node, in one entry, so no device is ever
+    /// left without an owner in between.
+    Drain {
+        id: NodeId,
+        moves: Vec<(String, Option<NodeId>)>,
+    },
     AddDevice(NewDevice),
     RemoveDevice {
         hostname: String,
@@ -249,6 +256,7 @@ impl fmt::Display for Command {
             Command::AllocateNodeId => write!(f, "AllocateNodeId"),
             Command::UpsertNode(n) => write!(f, "UpsertNode({} {})", n.id, n.name),
             Command::RemoveNode { id } => write!(f, "RemoveNode({id})"),
+            Command::Drain { id, moves } => write!(f, "Drain({id}, {} moves)", moves.len()),
             Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
             Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
             Command::SetDeviceGroup { hostname, group } => {

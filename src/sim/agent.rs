@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ber::{self, Reader, tag};
+use super::misbehave::Misbehave;
 use super::snmprec::{Entry, Recording, Value};
 
 /// Default maximum response size: one unfragmented Ethernet frame (1500 − IP − UDP).
@@ -27,6 +28,8 @@ pub struct Device {
     pub port: u16,
     pub community: Vec<u8>,
     pub recording: Arc<Recording>,
+    /// Fault injection: how this device mangles its answers (None: it behaves).
+    pub misbehave: Option<Misbehave>,
 }
 
 /// All devices, indexed for lookup by (local port, community).
@@ -419,6 +422,7 @@ mod tests {
             port,
             community: c.as_bytes().to_vec(),
             recording: rec.clone(),
+            misbehave: None,
         };
         Agent::new(vec![dev(161, "a"), dev(161, "b"), dev(162, "a")], max_size)
     }
@@ -584,6 +588,7 @@ mod tests {
                 port: 161,
                 community: b"c".to_vec(),
                 recording: rec,
+                misbehave: None,
             }],
             DEFAULT_MAX_SIZE,
         );

@@ -5,13 +5,16 @@
 //! - [`snmprec`]: recording loader (static values pre-encoded, `numeric` counters moving).
 //! - [`agent`]: devices keyed by (port, community) and the per-datagram request handler.
 //! - [`server`]: UDP sockets, the receive/answer loop, the request record file.
+//! - [`misbehave`]: devices that answer late, wrongly or not at all (fault tests).
 
 pub mod agent;
 pub mod ber;
+pub mod misbehave;
 pub mod server;
 pub mod snmprec;
 
 pub use agent::{Agent, DEFAULT_MAX_SIZE, Device, Handler, Outcome};
+pub use misbehave::{Action, Misbehave};
 pub use server::{Recorder, Stats, bind_udp, serve};
 pub use snmprec::{LoadOptions, Recording};
 

@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 
 use super::SimError;
 use super::agent::{Agent, Handler, Outcome};
+use super::misbehave::Action;
 
 /// Socket buffer size asked for (the kernel caps it at net.core.rmem_max / wmem_max).
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -139,9 +140,12 @@ async fn answer_loop(
     stats: Arc<Stats>,
     start: Instant,
 ) {
+    // Shared with the tasks that send delayed (`slow`) answers.
+    let socket = Arc::new(socket);
     let mut handler = Handler::default();
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(65536);
+    let mut answers: u64 = 0;
     loop {
         let (n, src) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -153,14 +157,34 @@ async fn answer_loop(
         let req = &buf[..n];
         let outcome = handler.handle(&agent, port, req, start.elapsed().as_secs_f64(), &mut out);
         stats.bump(outcome);
-        if let Outcome::Respond(dev) = outcome {
-            if let Err(e) = socket.send_to(&out, src).await {
-                tracing::debug!(error = %e, "send_to failed");
+        let Outcome::Respond(dev) = outcome else {
+            continue;
+        };
+        let device = &agent.devices()[dev as usize];
+        answers += 1;
+        let action = match device.misbehave {
+            Some(m) => m.apply(&mut out, answers),
+            None => Action::Send,
+        };
+        match action {
+            Action::Drop => continue,
+            Action::Send => {
+                if let Err(e) = socket.send_to(&out, src).await {
+                    tracing::debug!(error = %e, "send_to failed");
+                }
             }
-            if let Some(rec) = &recorder {
-                let community = &agent.devices()[dev as usize].community;
-                rec.record(src, community, port);
+            Action::SendAfter(delay) => {
+                let (socket, answer) = (socket.clone(), out.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Err(e) = socket.send_to(&answer, src).await {
+                        tracing::debug!(error = %e, "send_to failed");
+                    }
+                });
             }
+        }
+        if let Some(rec) = &recorder {
+            rec.record(src, &device.community, port);
         }
     }
 }
