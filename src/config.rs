@@ -283,7 +283,7 @@ impl Config {
             return invalid("poller.retries", "must be at most 10");
         }
         // A poll that cannot finish within its interval would overlap the next one.
-        let worst_request_ms = p.timeout_ms * (u64::from(p.retries) + 1);
+        let worst_request_ms = p.timeout_ms.saturating_mul(u64::from(p.retries) + 1);
         if worst_request_ms >= u64::from(p.frequency) * 1000 {
             return invalid(
                 "poller.timeout_ms",

@@ -408,6 +408,8 @@ fn three_nodes_elect_rejoin_restart_and_leave() {
     );
     assert!(c.ids(&s).values().all(|&i| i != leaver), "{s}");
     assert_eq!(s["devices"]["unassigned"], 0, "{s}");
+    // Known to fail now and then: the leave unregisters the node first (RemoveNode unassigns
+    // its devices) and the leader's controller reassigns them an instant later.
     assert_eq!(
         max_unassigned, 0,
         "devices were unassigned while node {leaver_id} was leaving"

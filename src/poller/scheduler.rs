@@ -324,6 +324,7 @@ async fn poll_device<C: SnmpClient>(
     let client = Fenced {
         inner: ctx.client.clone(),
         deadline: claimed_at + budget,
+        budget,
     };
     let outcome = poll_owned(ctx, &client, &device, started).await;
     let duration_ms = clock.elapsed().as_millis() as u64;
@@ -465,15 +466,16 @@ async fn resolve(address: &str, port: u16) -> Result<std::net::SocketAddr, Strin
 struct Fenced<C> {
     inner: Arc<C>,
     deadline: Instant,
+    budget: Duration,
 }
 
 impl<C: SnmpClient> SnmpClient for Fenced<C> {
     async fn get(&self, target: &SnmpTarget, oids: &[Oid]) -> Result<Vec<VarBind>, SnmpError> {
-        fenced(self.deadline, self.inner.get(target, oids)).await
+        fenced(self.deadline, self.budget, self.inner.get(target, oids)).await
     }
 
     async fn walk(&self, target: &SnmpTarget, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
-        fenced(self.deadline, self.inner.walk(target, root)).await
+        fenced(self.deadline, self.budget, self.inner.walk(target, root)).await
     }
 }
 
@@ -482,14 +484,15 @@ impl<C: SnmpClient> SnmpClient for Fenced<C> {
 /// pause the request is dropped without sending its retries.
 async fn fenced<T>(
     deadline: Instant,
+    budget: Duration,
     request: impl Future<Output = Result<T, SnmpError>>,
 ) -> Result<T, SnmpError> {
     let mut request = std::pin::pin!(request);
     let mut alarm = std::pin::pin!(tokio::time::sleep_until(deadline.into()));
     std::future::poll_fn(|cx| {
         if Instant::now() >= deadline {
-            return Poll::Ready(Err(SnmpError::Other {
-                detail: "poll ran past its claim (time budget exhausted)".into(),
+            return Poll::Ready(Err(SnmpError::BudgetExhausted {
+                budget_ms: budget.as_millis() as u64,
             }));
         }
         if let Poll::Ready(result) = request.as_mut().poll(cx) {

@@ -82,8 +82,11 @@ impl FromStr for RrdcachedAddr {
         if host.is_empty() {
             return Err(invalid("missing host"));
         }
-        if host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(invalid("host contains a space or `/`"));
+        if host
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '[' | ']'))
+        {
+            return Err(invalid("host contains a space, `/`, `[` or `]`"));
         }
         let port = match port {
             None => RRDCACHED_DEFAULT_PORT,

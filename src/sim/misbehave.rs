@@ -128,7 +128,7 @@ fn garbage(out: &mut Vec<u8>, salt: u64) {
     let len = 1 + (next() as usize) % out.len().max(8);
     out.clear();
     out.extend((0..len).map(|_| next() as u8));
-    if salt % 2 == 0 && out.len() >= 4 {
+    if salt.is_multiple_of(2) && out.len() >= 4 {
         out[..2].copy_from_slice(&[tag::SEQUENCE, 0x82]);
     }
 }

@@ -37,6 +37,13 @@ pub enum SnmpError {
     #[error("invalid SNMP settings: {detail}")]
     Config { detail: String },
 
+    /// The poll ran out of the time its claim allows (slow agent, or this
+    /// node was paused): it stops so it cannot overlap another node's poll.
+    #[error(
+        "poll stopped at its time budget of {budget_ms} ms (half the interval): agent too slow"
+    )]
+    BudgetExhausted { budget_ms: u64 },
+
     /// Anything else async-snmp reports.
     #[error("SNMP error: {detail}")]
     Other { detail: String },
@@ -53,6 +60,7 @@ impl SnmpError {
                 | SnmpError::Io { .. }
                 | SnmpError::Closed
                 | SnmpError::Config { .. }
+                | SnmpError::BudgetExhausted { .. }
         )
     }
 }

@@ -63,6 +63,17 @@ pub struct RecordingAgent {
 
 impl RecordingAgent {
     pub fn start(count: usize, prefix: &str) -> RecordingAgent {
+        Self::start_misbehaving(count, prefix, &[])
+    }
+
+    /// Like `start`, with device `i` misbehaving as `mode` for each `(i, mode)`
+    /// (`raftpoll-sim --misbehave`: silent, slow:<ms>, error-status[:<n>], garbage, truncated,
+    /// wrong-reqid).
+    pub fn start_misbehaving(
+        count: usize,
+        prefix: &str,
+        misbehave: &[(usize, &str)],
+    ) -> RecordingAgent {
         let dir = test_dir("sim");
         let record = dir.path().join("record.txt");
         let recording =
@@ -82,6 +93,10 @@ impl RecordingAgent {
         .arg(&recording)
         .arg("--record")
         .arg(&record);
+        for (i, mode) in misbehave {
+            assert!(*i < count, "misbehaving device {i} of {count}");
+            daemon = daemon.arg("--misbehave").arg(format!("{prefix}{i}={mode}"));
+        }
         daemon.spawn();
         // It prints `listening <addr>` then `ready devices=N` once it serves.
         let stdout = dir.path().join("raftpoll-sim.stdout");
@@ -186,6 +201,13 @@ pub struct DeviceRow {
     pub status: String,
 }
 
+fn unique_secret() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("cluster-{}-{n}-{}", std::process::id(), unix_ms())
+}
+
 /// Adjusts node `index`'s config before it starts.
 type Configure = Box<dyn Fn(usize, &mut NodeConfig) + Send + Sync>;
 
@@ -195,6 +217,9 @@ pub struct Cluster {
     nodes: Vec<RaftpollNode>,
     up: Vec<bool>,
     configure: Configure,
+    /// Unique per cluster: a killed node's port may be reused by a node of a cluster in a
+    /// parallel test, and a shared secret would let the two clusters talk to each other.
+    secret: String,
 }
 
 impl Cluster {
@@ -209,6 +234,7 @@ impl Cluster {
             nodes: Vec::new(),
             up: Vec::new(),
             configure: Box::new(configure),
+            secret: unique_secret(),
         };
         for _ in 0..n {
             cluster.add_node();
@@ -220,6 +246,7 @@ impl Cluster {
     pub fn add_node(&mut self) -> usize {
         let index = self.nodes.len();
         let mut cfg = NodeConfig::new(&format!("n{}", index + 1), &self.rrd.addr());
+        cfg.secret = self.secret.clone();
         cfg.bootstrap = index == 0;
         cfg.seeds = self.nodes.iter().map(RaftpollNode::addr).collect();
         cfg.source_ip = Some(source_ip(index).to_string());
