@@ -7,47 +7,15 @@ mod common;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Rrdcached;
-use raftpoll::rrd::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, rrd_path};
+use raftpoll::poller::modules::defs::{PORT_DS, port_def};
+use raftpoll::rrd::layout::{RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};
 use tokio::sync::watch;
 
 const STEP: u64 = 10;
-const PORT_DS: [&str; 15] = [
-    "INOCTETS",
-    "OUTOCTETS",
-    "INERRORS",
-    "OUTERRORS",
-    "INUCASTPKTS",
-    "OUTUCASTPKTS",
-    "INNUCASTPKTS",
-    "OUTNUCASTPKTS",
-    "INDISCARDS",
-    "OUTDISCARDS",
-    "INUNKNOWNPROTOS",
-    "INBROADCASTPKTS",
-    "OUTBROADCASTPKTS",
-    "INMULTICASTPKTS",
-    "OUTMULTICASTPKTS",
-];
-
-fn port_def() -> Arc<RrdDef> {
-    Arc::new(RrdDef {
-        ds: PORT_DS
-            .iter()
-            .map(|name| DsDef {
-                name,
-                kind: DsType::Derive,
-                min: Some(0.0),
-                max: Some(12_500_000_000.0),
-            })
-            .collect(),
-    })
-}
-
 /// Sample `i` of a port whose INOCTETS rises 1000/s from `t0`.
 fn sample(path: &str, t0: u64, i: u64) -> RrdUpdate {
     let mut values = vec![RrdValue::Unknown; PORT_DS.len()];

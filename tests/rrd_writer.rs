@@ -10,42 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use raftpoll::rrd::client::{RrdcachedAddr, RrdcachedClient};
+use raftpoll::poller::modules::defs::{PORT_DS, port_def};
 use raftpoll::rrd::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};
 use tempfile::TempDir;
 use tokio::sync::watch;
-
-const PORT_DS: [&str; 15] = [
-    "INOCTETS",
-    "OUTOCTETS",
-    "INERRORS",
-    "OUTERRORS",
-    "INUCASTPKTS",
-    "OUTUCASTPKTS",
-    "INNUCASTPKTS",
-    "OUTNUCASTPKTS",
-    "INDISCARDS",
-    "OUTDISCARDS",
-    "INUNKNOWNPROTOS",
-    "INBROADCASTPKTS",
-    "OUTBROADCASTPKTS",
-    "INMULTICASTPKTS",
-    "OUTMULTICASTPKTS",
-];
-
-fn port_def() -> Arc<RrdDef> {
-    Arc::new(RrdDef {
-        ds: PORT_DS
-            .iter()
-            .map(|name| DsDef {
-                name,
-                kind: DsType::Derive,
-                min: Some(0.0),
-                max: Some(12_500_000_000.0),
-            })
-            .collect(),
-    })
-}
 
 /// A port sample whose INOCTETS counter rises 1000/s from `t0`; the other
 /// counters are unknown.
