@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use raftpoll::rrd::client::{RrdcachedAddr, RrdcachedClient};
 use raftpoll::poller::modules::defs::{PORT_DS, port_def};
+use raftpoll::rrd::client::{RrdcachedAddr, RrdcachedClient};
 use raftpoll::rrd::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};
 use tempfile::TempDir;
