@@ -760,10 +760,25 @@ impl Session {
                 let node = match leader.filter(|l| want_leader && !taken.contains(l)) {
                     Some(l) => l,
                     None => {
+                        // Prefer the follower with the most devices: a node
+                        // that just rejoined may own none yet, and a fault
+                        // there would measure nothing.
+                        let owned = |i: &usize| -> usize {
+                            snap.as_ref().map_or(0, |s| {
+                                let id = s.ids.get(i).copied();
+                                s.owners
+                                    .values()
+                                    .filter(|o| o.is_some() && **o == id)
+                                    .count()
+                            })
+                        };
                         let pool: Vec<usize> = (1..=self.args.nodes)
                             .filter(|i| !taken.contains(i) && Some(*i) != leader)
                             .collect();
-                        pool[rng.random_range(0..pool.len())]
+                        let most = pool.iter().map(owned).max().unwrap_or(0);
+                        let busiest: Vec<usize> =
+                            pool.into_iter().filter(|i| owned(i) == most).collect();
+                        busiest[rng.random_range(0..busiest.len())]
                     }
                 };
                 let hold_ms = match kind {
