@@ -154,9 +154,9 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: crate::cluster::raft::DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: crate::cluster::raft::DEFAULT_ELECTION_MIN_MS,
+            election_timeout_max_ms: crate::cluster::raft::DEFAULT_ELECTION_MAX_MS,
             lease_ms: 1500,
             node_timeout_ms: 2500,
             voter_timeout_ms: 30_000,

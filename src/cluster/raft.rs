@@ -30,10 +30,10 @@ pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<T
 
 /// Default heartbeat interval: ~5 heartbeats per minimum election timeout on
 /// loopback/LAN, so one lost heartbeat never triggers an election.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// Default election timeout range: a dead leader is replaced in roughly 1 s.
-pub const DEFAULT_ELECTION_MIN_MS: u64 = 750;
-pub const DEFAULT_ELECTION_MAX_MS: u64 = 1200;
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 500;
+pub const DEFAULT_ELECTION_MAX_MS: u64 = 1000;
 /// Build a snapshot (and allow purging the log) every this many applied entries.
 pub const SNAPSHOT_EVERY_LOGS: u64 = 5000;
 
