@@ -237,10 +237,31 @@ impl ClusterHandle {
                     Err(Retry::Yes(e)) => last_error = Some(e),
                     Err(Retry::No(e)) => return Err(e),
                 },
-                Some((_, addr)) => match self.forward(&addr, &op).await {
-                    Ok(done) => return Ok(done),
-                    Err(e) => last_error = Some(e),
-                },
+                Some((leader, addr)) => {
+                    // A leader that hangs or is cut off answers nothing; as
+                    // soon as another one is elected, go there instead.
+                    let mut metrics = self.inner.raft.metrics();
+                    let replaced = async {
+                        while metrics.changed().await.is_ok() {
+                            if metrics.borrow_watched().current_leader != Some(leader) {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        result = self.forward(&addr, &op) => match result {
+                            Ok(done) => return Ok(done),
+                            Err(e) => last_error = Some(e),
+                        },
+                        _ = replaced => {
+                            last_error = Some(ClusterError::Forward {
+                                addr,
+                                message: "leader replaced while waiting".into(),
+                            });
+                            continue;
+                        }
+                    }
+                }
                 None => {}
             }
             // Leadership is changing: wait for the metrics to move, briefly.

@@ -60,6 +60,9 @@ struct Context<C> {
 /// handful of claim entries per second however many devices a node polls.
 const CLAIM_WINDOW: Duration = Duration::from_millis(100);
 
+/// Wait before claiming again after a refused or failed claim.
+const CLAIM_RETRY: Duration = Duration::from_millis(250);
+
 /// Safety margin between a poll's last request and the earliest moment
 /// another node could claim the device.
 const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
@@ -173,13 +176,14 @@ pub async fn run<C: SnmpClient>(
                     } else if let Some(entry) = entries.get_mut(&hostname) {
                         // Refused (polled by someone in this interval, or no
                         // longer ours) or the log was unreachable: back to
-                        // the replicated schedule, at least a second from now.
+                        // the replicated schedule, after a short pause.
                         entry.running = false;
                         let (last, status) = ctx.cluster.read(|s| {
                             s.devices.get(&hostname).map(|d| (d.last_polled, d.status)).unwrap_or_default()
                         });
                         let now = unix_now();
-                        entry.due = first_due(now, last, status, ctx.config.timing).max(now + 1) * 1000;
+                        entry.due = (first_due(now, last, status, ctx.config.timing) * 1000)
+                            .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
                         heap.push(Reverse((entry.due, hostname)));
                     }
                 }
