@@ -21,12 +21,26 @@ pub fn phase(hostname: &str, frequency: u64) -> u64 {
     hash % frequency.max(1)
 }
 
+/// The first moment at or after `from` that is on `hostname`'s phase.
+fn next_slot(hostname: &str, from: u64, frequency: u64) -> u64 {
+    let f = frequency.max(1);
+    let slot = from - from % f + phase(hostname, f);
+    if slot >= from { slot } else { slot + f }
+}
+
 /// When a device this node just took over (or found at start) is due, in unix
 /// seconds. It continues the replicated schedule: a device polled in the
-/// current interval waits for the next one; an overdue or new one is due now.
-pub fn first_due(now: u64, last_polled: Option<u64>, status: DeviceStatus, t: Timing) -> u64 {
+/// current interval waits for the next one, an overdue one is due now, and
+/// a new one waits for its own slot in the coming interval.
+pub fn first_due(
+    hostname: &str,
+    now: u64,
+    last_polled: Option<u64>,
+    status: DeviceStatus,
+    t: Timing,
+) -> u64 {
     match last_polled {
-        None => now,
+        None => next_slot(hostname, now, t.frequency),
         Some(last) => {
             let gap = if status == DeviceStatus::Down {
                 t.down_retry
@@ -39,19 +53,18 @@ pub fn first_due(now: u64, last_polled: Option<u64>, status: DeviceStatus, t: Ti
 }
 
 /// When the next poll is due after a poll that started at `started`.
-/// An up device moves to its own phase slot at least one interval later, so
-/// the gap is never shorter than `frequency` (no double poll in an interval),
-/// always shorter than `2 × frequency` (the RRD heartbeat: no gap in the
-/// graphs) and, once aligned, exactly `frequency`.
+/// Never sooner than one interval (no double poll in an interval). A device
+/// off its phase (polled late after a takeover) drifts back by at most a
+/// quarter interval per poll, so a gap stays well under the RRD heartbeat of
+/// two intervals even if a failover delays the next poll.
 pub fn next_due(hostname: &str, started: u64, status: DeviceStatus, t: Timing) -> u64 {
     if status == DeviceStatus::Down {
         return started + t.down_retry;
     }
     let f = t.frequency.max(1);
     let earliest = started + f;
-    let slot = phase(hostname, f);
-    let base = earliest - earliest % f + slot;
-    if base >= earliest { base } else { base + f }
+    let delta = next_slot(hostname, earliest, f) - earliest;
+    earliest + delta.min(f / 4)
 }
 
 #[cfg(test)]
@@ -66,25 +79,32 @@ mod tests {
     #[test]
     fn takeover_continues_schedule() {
         // Polled 100 s ago by the old owner: wait for the rest of the interval.
-        assert_eq!(first_due(1000, Some(900), DeviceStatus::Up, T), 1200);
+        assert_eq!(first_due("sw1", 1000, Some(900), DeviceStatus::Up, T), 1200);
         // Overdue: poll at once.
-        assert_eq!(first_due(1000, Some(600), DeviceStatus::Up, T), 1000);
-        // Never polled: now.
-        assert_eq!(first_due(1000, None, DeviceStatus::Pending, T), 1000);
+        assert_eq!(first_due("sw1", 1000, Some(600), DeviceStatus::Up, T), 1000);
         // Down: retried after down_retry.
-        assert_eq!(first_due(1000, Some(990), DeviceStatus::Down, T), 1050);
+        assert_eq!(
+            first_due("sw1", 1000, Some(990), DeviceStatus::Down, T),
+            1050
+        );
+        // Never polled: its own slot within the coming interval.
+        let first = first_due("sw1", 1000, None, DeviceStatus::Pending, T);
+        assert!((1000..1300).contains(&first));
+        assert_eq!(first % 300, phase("sw1", 300));
     }
 
     #[test]
-    fn next_poll_lands_on_phase_with_bounded_gap() {
+    fn late_polls_drift_back_to_phase_with_bounded_gaps() {
         for host in ["a", "sw1", "core-router-17", "x.example.net"] {
-            let p = phase(host, 300);
-            let first = next_due(host, 1_000_003, DeviceStatus::Up, T);
-            assert_eq!(first % 300, p, "{host}");
-            let gap = first - 1_000_003;
-            assert!((300..600).contains(&gap), "{host}: gap {gap}");
-            // Once aligned, exactly one interval.
-            assert_eq!(next_due(host, first, DeviceStatus::Up, T), first + 300);
+            let mut at = 1_000_003;
+            for _ in 0..6 {
+                let next = next_due(host, at, DeviceStatus::Up, T);
+                let gap = next - at;
+                assert!((300..=375).contains(&gap), "{host}: gap {gap}");
+                at = next;
+            }
+            assert_eq!(at % 300, phase(host, 300), "{host} back on its phase");
+            assert_eq!(next_due(host, at, DeviceStatus::Up, T), at + 300);
         }
     }
 

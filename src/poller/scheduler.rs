@@ -182,7 +182,7 @@ pub async fn run<C: SnmpClient>(
                             s.devices.get(&hostname).map(|d| (d.last_polled, d.status)).unwrap_or_default()
                         });
                         let now = unix_now();
-                        entry.due = (first_due(now, last, status, ctx.config.timing) * 1000)
+                        entry.due = (first_due(&hostname, now, last, status, ctx.config.timing) * 1000)
                             .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
                         heap.push(Reverse((entry.due, hostname)));
                     }
@@ -277,7 +277,7 @@ fn resync<C>(
             .collect()
     });
     for (hostname, last_polled, status) in owned {
-        let due = first_due(now, last_polled, status, ctx.config.timing) * 1000;
+        let due = first_due(&hostname, now, last_polled, status, ctx.config.timing) * 1000;
         heap.push(Reverse((due, hostname.clone())));
         entries.insert(
             hostname,
