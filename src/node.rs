@@ -277,7 +277,7 @@ pub async fn run(
         ControllerConfig {
             node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
             join_debounce: Duration::from_millis(config.cluster.join_debounce_ms),
-            default_cost_ms: 100.0,
+            default_cost_ms: controller::DEFAULT_COST_MS,
             voter_timeout: Duration::from_millis(config.cluster.voter_timeout_ms),
         },
         stop_rx.clone(),

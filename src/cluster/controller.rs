@@ -4,6 +4,7 @@
 
 use super::assignment::{Balance, Candidate, Placement, assign};
 use super::handle::ClusterHandle;
+use super::state::ClusterState;
 use super::types::{Command, NodeId};
 use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
@@ -155,29 +156,8 @@ pub async fn run(
             last_rebalance = Some(now);
         }
         let moves = cluster.read(|s| {
-            let live: Vec<Candidate> = alive_since
-                .keys()
-                .filter_map(|id| s.nodes.get(id))
-                .map(|n| Candidate {
-                    id: n.id,
-                    groups: n.groups.clone(),
-                })
-                .collect();
-            let placements: Vec<Placement<'_>> = s
-                .devices
-                .values()
-                .map(|d| Placement {
-                    hostname: &d.hostname,
-                    group: d.group,
-                    owner: d.owner,
-                    // Below the default, durations are noise: count such
-                    // devices as equal.
-                    cost: d
-                        .last_poll_ms
-                        .map(|ms| (ms as f64).max(config.default_cost_ms))
-                        .unwrap_or(config.default_cost_ms),
-                })
-                .collect();
+            let live = candidates(s, alive_since.keys());
+            let placements = placements(s, config.default_cost_ms, None);
             assign(&live, &placements, rebalance.then(Balance::default))
         });
         if moves.is_empty() {
@@ -192,32 +172,49 @@ pub async fn run(
     }
 }
 
-/// Where a leaving node's devices go: the least-loaded live nodes serving
-/// their groups (none if no other node serves a group). Pure.
-pub fn drain_moves(
-    state: &super::state::ClusterState,
-    alive: &BTreeSet<NodeId>,
-    leaving: NodeId,
-) -> Vec<(String, Option<NodeId>)> {
-    let live: Vec<Candidate> = alive
-        .iter()
-        .filter(|id| **id != leaving)
-        .filter_map(|id| state.nodes.get(id))
+/// Cost assumed for a device never polled, and the floor below which poll
+/// durations count as equal (they are noise), in ms.
+pub const DEFAULT_COST_MS: f64 = 100.0;
+
+/// The registered nodes among `ids`, as assignment candidates.
+fn candidates<'a>(state: &ClusterState, ids: impl Iterator<Item = &'a NodeId>) -> Vec<Candidate> {
+    ids.filter_map(|id| state.nodes.get(id))
         .map(|n| Candidate {
             id: n.id,
             groups: n.groups.clone(),
         })
-        .collect();
-    let placements: Vec<Placement<'_>> = state
+        .collect()
+}
+
+/// Every device as assignment sees it; `leaving`'s devices count as unowned.
+fn placements(
+    state: &ClusterState,
+    cost_floor_ms: f64,
+    leaving: Option<NodeId>,
+) -> Vec<Placement<'_>> {
+    state
         .devices
         .values()
         .map(|d| Placement {
             hostname: &d.hostname,
             group: d.group,
-            owner: d.owner.filter(|o| *o != leaving),
-            cost: d.last_poll_ms.unwrap_or(100).max(100) as f64,
+            owner: d.owner.filter(|o| Some(*o) != leaving),
+            cost: d
+                .last_poll_ms
+                .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
         })
-        .collect();
+        .collect()
+}
+
+/// Where a leaving node's devices go: the least-loaded live nodes serving
+/// their groups (none if no other node serves a group). Pure.
+pub fn drain_moves(
+    state: &ClusterState,
+    alive: &BTreeSet<NodeId>,
+    leaving: NodeId,
+) -> Vec<(String, Option<NodeId>)> {
+    let live = candidates(state, alive.iter().filter(|id| **id != leaving));
+    let placements = placements(state, DEFAULT_COST_MS, Some(leaving));
     let mut moves = assign(&live, &placements, None);
     // `assign` reports changes against the owners it was given; a device of
     // the leaving node that finds no new owner must still be let go.

@@ -270,13 +270,15 @@ fn resync<C>(
 ) {
     let me = ctx.cluster.node_id();
     let now = unix_now();
-    let owned: Vec<(String, Option<u64>, DeviceStatus)> = ctx.cluster.read(|s| {
+    // One pass under the read lock: drop what is no longer ours, note what is new.
+    let added: Vec<(String, Option<u64>, DeviceStatus)> = ctx.cluster.read(|s| {
+        entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
         s.devices_of(me)
             .filter(|d| !entries.contains_key(&d.hostname))
             .map(|d| (d.hostname.clone(), d.last_polled, d.status))
             .collect()
     });
-    for (hostname, last_polled, status) in owned {
+    for (hostname, last_polled, status) in added {
         let due = first_due(&hostname, now, last_polled, status, ctx.config.timing) * 1000;
         heap.push(Reverse((due, hostname.clone())));
         entries.insert(
@@ -287,10 +289,6 @@ fn resync<C>(
             },
         );
     }
-    let still_owned: HashSet<String> = ctx
-        .cluster
-        .read(|s| s.devices_of(me).map(|d| d.hostname.clone()).collect());
-    entries.retain(|h, _| still_owned.contains(h));
 }
 
 async fn poll_device<C: SnmpClient>(
