@@ -16,6 +16,7 @@
 //! - [`sim`]: `raftpoll-sim`, a fast SNMP responder serving `.snmprec` recordings for load tests.
 
 pub mod api;
+pub mod bench;
 pub mod chaos;
 pub mod client;
 pub mod cluster;

@@ -11,6 +11,7 @@ use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::{self as pb};
 use crate::rrd::layout::rrd_path;
 use crate::secret::Secret;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,18 @@ pub struct AdminRpc {
 
 pub type AdminService = InterceptedService<AdminServer<AdminRpc>, BearerAuth>;
 
+/// Largest Admin request accepted: room for a bulk import of a few hundred
+/// thousand devices in one call (tonic's default is 4 MiB).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Devices per log entry in a bulk add. Small enough that one entry stays far
+/// below the Raft message limit and the 4 MiB a forwarded proposal may take,
+/// big enough that 100k devices need only 50 entries.
+const DEVICES_PER_ENTRY: usize = 2000;
+/// Byte budget of one bulk-add entry (bincode size): long communities or
+/// passwords make a chunk smaller, never an entry too big to forward.
+const BYTES_PER_ENTRY: u64 = 1024 * 1024;
+
 pub fn admin_service(
     cluster: ClusterHandle,
     rrd: Arc<dyn RrdStatusSource>,
@@ -39,7 +52,8 @@ pub fn admin_service(
     secret: Secret,
 ) -> AdminService {
     InterceptedService::new(
-        AdminServer::new(AdminRpc { cluster, rrd, exit }),
+        AdminServer::new(AdminRpc { cluster, rrd, exit })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         BearerAuth::new(secret),
     )
 }
@@ -178,11 +192,12 @@ pub fn new_device(req: pb::AddDeviceRequest) -> Result<NewDevice, Status> {
         return invalid("hostname must not be empty".into());
     }
     if hostname.len() > 253
-        || hostname.contains(['/', ' ', '\0'])
+        || hostname.contains(['/', ' '])
+        || hostname.contains(char::is_control)
         || hostname == "."
         || hostname == ".."
     {
-        return invalid(format!("invalid hostname '{hostname}'"));
+        return invalid(format!("invalid hostname '{}'", hostname.escape_debug()));
     }
     let address = match req.address.trim() {
         "" => hostname.clone(),
@@ -208,6 +223,49 @@ pub fn new_device(req: pb::AddDeviceRequest) -> Result<NewDevice, Status> {
         credentials,
         group: req.group,
     })
+}
+
+/// Validates every entry of a bulk add: all or nothing. Errors name the
+/// entry by its 1-based position and its hostname.
+pub fn new_devices(reqs: Vec<pb::AddDeviceRequest>) -> Result<Vec<NewDevice>, Status> {
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(reqs.len());
+    let mut devices = Vec::with_capacity(reqs.len());
+    for (i, req) in reqs.into_iter().enumerate() {
+        let n = i + 1;
+        let hostname = req.hostname.trim().escape_debug().to_string();
+        let device = new_device(req).map_err(|e| {
+            Status::invalid_argument(format!("device {n} ('{hostname}'): {}", e.message()))
+        })?;
+        if let Some(first) = seen.insert(device.hostname.clone(), n) {
+            return Err(Status::invalid_argument(format!(
+                "device {n} ('{hostname}'): hostname already given as device {first}"
+            )));
+        }
+        devices.push(device);
+    }
+    Ok(devices)
+}
+
+/// Splits a bulk add into log entries of at most [`DEVICES_PER_ENTRY`]
+/// devices and about [`BYTES_PER_ENTRY`] bytes, keeping the order.
+fn entry_chunks(devices: Vec<NewDevice>) -> Vec<Vec<NewDevice>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0u64;
+    for device in devices {
+        let size = bincode::serialized_size(&device).unwrap_or(BYTES_PER_ENTRY);
+        if !chunk.is_empty() && (chunk.len() >= DEVICES_PER_ENTRY || bytes + size > BYTES_PER_ENTRY)
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(device);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
 }
 
 /// An IP literal, or a syntactically valid DNS name (not something that
@@ -390,6 +448,45 @@ impl Admin for AdminRpc {
         Ok(Response::new(pb::AddDeviceReply {}))
     }
 
+    async fn add_devices(
+        &self,
+        request: Request<pb::AddDevicesRequest>,
+    ) -> Result<Response<pb::AddDevicesReply>, Status> {
+        let devices = new_devices(request.into_inner().devices)?;
+        let total = devices.len();
+        let mut added = 0u32;
+        let mut existing = Vec::new();
+        for chunk in entry_chunks(devices) {
+            match self.write(Command::AddDevices(chunk)).await {
+                Ok(CommandResult::DevicesAdded {
+                    added: a,
+                    existing: e,
+                }) => {
+                    added += a;
+                    existing.extend(e);
+                }
+                Ok(other) => {
+                    return Err(Status::internal(format!(
+                        "unexpected result of a bulk add: {other:?}"
+                    )));
+                }
+                // Earlier entries are committed: say so, a re-run completes it.
+                Err(e) => {
+                    return Err(Status::new(
+                        e.code(),
+                        format!(
+                            "{} (after adding {added} and skipping {} of {total} devices; \
+                             re-run to add the rest)",
+                            e.message(),
+                            existing.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Response::new(pb::AddDevicesReply { added, existing }))
+    }
+
     async fn leave(
         &self,
         request: Request<pb::LeaveRequest>,
@@ -461,11 +558,79 @@ mod tests {
         }
     }
 
+    fn named(hostname: &str, community: &str) -> pb::AddDeviceRequest {
+        pb::AddDeviceRequest {
+            hostname: hostname.into(),
+            credentials: Some(pb::Credentials {
+                community: community.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bulk_validation_is_all_or_nothing_and_names_the_entry() {
+        let ok = new_devices(vec![named("a", "c1"), named(" b ", "c2")]).unwrap();
+        assert_eq!(
+            ok.iter().map(|d| d.hostname.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let err = new_devices(vec![named("a", "c1"), named("b", "")]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("device 2 ('b'):") && err.message().contains("community"),
+            "{}",
+            err.message()
+        );
+        let err = new_devices(vec![
+            named("a", "s3cret"),
+            named("b", "x"),
+            named("a ", "s3cret"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "device 3 ('a'): hostname already given as device 1"
+        );
+        assert!(new_devices(Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bulk_entries_are_bounded_by_count_and_bytes() {
+        let many: Vec<NewDevice> = (0..4500)
+            .map(|i| new_device(named(&format!("h{i}"), "public")).unwrap())
+            .collect();
+        let chunks = entry_chunks(many.clone());
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2000, 2000, 500]
+        );
+        assert_eq!(chunks.concat(), many);
+        // A 2000-device entry is far below any message limit.
+        let entry = bincode::serialize(&Command::AddDevices(chunks[0].clone())).unwrap();
+        assert!(entry.len() < 256 * 1024, "{}", entry.len());
+
+        let big = "x".repeat(300 * 1024);
+        let fat: Vec<NewDevice> = (0..7)
+            .map(|i| new_device(named(&format!("f{i}"), &big)).unwrap())
+            .collect();
+        let chunks = entry_chunks(fat);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+        for c in &chunks {
+            let bytes = bincode::serialize(&Command::AddDevices(c.clone())).unwrap();
+            assert!(bytes.len() as u64 <= BYTES_PER_ENTRY + 64);
+        }
+    }
+
     #[test]
     fn addresses() {
         for ok in ["127.0.0.1", "::1", "[::1]", "sw1.example.net", "sw-1"] {
             assert!(new_device(req(ok, v2c())).is_ok(), "{ok}");
         }
+        let mut bad_host = req("127.0.0.1", v2c());
+        bad_host.hostname = "sw\n1".into();
+        assert!(new_device(bad_host).is_err());
         for bad in ["999.1.1.1", "1.2.3", "a..b", "-sw", "sw 1", "sw/1"] {
             let err = new_device(req(bad, v2c())).unwrap_err();
             assert!(err.message().contains(bad), "{bad}: {}", err.message());

@@ -58,6 +58,12 @@ pub struct ChaosArgs {
     /// Slack on top of 2 × frequency before a gap between polls counts as a missed interval, ms.
     #[arg(long, default_value_t = 1000)]
     pub tolerance_ms: u64,
+    /// Fault kinds to inject, comma-separated (kill, term, pause, partition).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault, default_value = "kill,term,pause,partition")]
+    pub faults: Vec<FaultKind>,
+    /// Most nodes faulty at once (default and upper bound: a minority).
+    #[arg(long)]
+    pub at_once: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +71,13 @@ pub struct ChaosArgs {
     /// directory, removed when the run passes).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+}
+
+fn parse_fault(s: &str) -> Result<FaultKind, String> {
+    FaultKind::ALL
+        .into_iter()
+        .find(|k| k.name() == s.trim())
+        .ok_or_else(|| format!("unknown fault '{s}': expected kill, term, pause or partition"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -231,6 +244,9 @@ impl Session {
                 "--nodes must be from 3 to {}",
                 net::MAX_NODES
             )));
+        }
+        if args.faults.is_empty() {
+            return Err(ChaosError::Setup("--faults must name at least one fault".into()));
         }
         if args.devices == 0 || args.frequency < 2 {
             return Err(ChaosError::Setup(
@@ -731,7 +747,8 @@ impl Session {
             (None, None) => Some(20),
         };
         let until = self.args.duration.map(|d| Instant::now() + d);
-        let max_faulty = (self.args.nodes - 1) / 2;
+        let minority = (self.args.nodes - 1) / 2;
+        let max_faulty = self.args.at_once.map_or(minority, |n| n.clamp(1, minority));
         let mut bag: Vec<FaultKind> = Vec::new();
         let mut seen: BTreeMap<FaultKind, usize> = BTreeMap::new();
         let mut faults = Vec::new();
@@ -748,7 +765,7 @@ impl Session {
             let leader = snap.as_ref().and_then(|s| s.leader);
             for _ in 0..k {
                 if bag.is_empty() {
-                    bag = FaultKind::ALL.to_vec();
+                    bag = self.args.faults.clone();
                     bag.shuffle(rng);
                 }
                 let Some(kind) = bag.pop() else { break };

@@ -46,6 +46,17 @@ impl ClusterState {
                 CommandResult::Ok
             }
             Command::AddDevice(new) => self.add_device(new),
+            Command::AddDevices(news) => {
+                let mut added = 0u32;
+                let mut existing = Vec::new();
+                for new in news {
+                    match self.add_device(new) {
+                        CommandResult::Ok => added += 1,
+                        _ => existing.push(new.hostname.clone()),
+                    }
+                }
+                CommandResult::DevicesAdded { added, existing }
+            }
             Command::RemoveDevice { hostname } => match self.devices.remove(hostname) {
                 Some(_) => CommandResult::Ok,
                 None => CommandResult::Rejected(Rejection::UnknownDevice(hostname.clone())),
@@ -279,6 +290,66 @@ mod tests {
                 hostname: "sw2".into()
             }),
             CommandResult::Rejected(Rejection::UnknownDevice("sw2".into()))
+        );
+    }
+
+    #[test]
+    fn bulk_add_skips_existing_in_order_and_changes_nothing_else() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::UpsertNode(NodeInfo {
+            id: 1,
+            name: "n1".into(),
+            addr: "a".into(),
+            groups: vec![0],
+        }));
+        s.apply(&Command::AddDevice(new_device("b")));
+        s.apply(&Command::AddDevice(new_device("d")));
+        s.apply(&Command::Assign {
+            moves: vec![("b".into(), Some(1))],
+        });
+        let before = s.clone();
+
+        let mut changed_b = new_device("b");
+        changed_b.address = "10.0.0.9".into();
+        let batch = vec![
+            new_device("c"),
+            changed_b,
+            new_device("a"),
+            new_device("d"),
+            new_device("e"),
+        ];
+        assert_eq!(
+            s.apply(&Command::AddDevices(batch.clone())),
+            CommandResult::DevicesAdded {
+                added: 3,
+                existing: vec!["b".into(), "d".into()],
+            }
+        );
+        // Existing devices are untouched (not overwritten, owner kept).
+        assert_eq!(s.devices["b"], before.devices["b"]);
+        assert_eq!(s.devices["d"], before.devices["d"]);
+        // New ones are exactly what a single add makes.
+        let mut single = before.clone();
+        for host in ["c", "a", "e"] {
+            single.apply(&Command::AddDevice(new_device(host)));
+        }
+        assert_eq!(s, single);
+
+        // Re-running the same batch adds nothing and lists all, in order.
+        assert_eq!(
+            s.apply(&Command::AddDevices(batch)),
+            CommandResult::DevicesAdded {
+                added: 0,
+                existing: vec!["c".into(), "b".into(), "a".into(), "d".into(), "e".into()],
+            }
+        );
+        assert_eq!(s, single);
+        assert_eq!(
+            s.apply(&Command::AddDevices(Vec::new())),
+            CommandResult::DevicesAdded {
+                added: 0,
+                existing: vec![],
+            }
         );
     }
 

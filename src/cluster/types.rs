@@ -246,6 +246,11 @@ pub enum Command {
         at: u64,
         discovery: Discovery,
     },
+    // New variants go last: bincode numbers variants in order, and logs
+    // written by older versions must still decode.
+    /// Many devices in one entry (bulk import). Hostnames already present
+    /// are skipped and reported, so an import can be re-run.
+    AddDevices(Vec<NewDevice>),
 }
 
 // openraft requires `Display` on log payloads (it shows them in its own logs).
@@ -258,6 +263,7 @@ impl fmt::Display for Command {
             Command::RemoveNode { id } => write!(f, "RemoveNode({id})"),
             Command::Drain { id, moves } => write!(f, "Drain({id}, {} moves)", moves.len()),
             Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
+            Command::AddDevices(ds) => write!(f, "AddDevices({} devices)", ds.len()),
             Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
             Command::SetDeviceGroup { hostname, group } => {
                 write!(f, "SetDeviceGroup({hostname}, {group})")
@@ -286,6 +292,13 @@ pub enum CommandResult {
     /// Devices whose poll claim was granted.
     Claimed(Vec<String>),
     Rejected(Rejection),
+    // New variants go last (see `Command`).
+    /// Outcome of [`Command::AddDevices`]: how many were added, and the
+    /// hostnames skipped because they already existed, in request order.
+    DevicesAdded {
+        added: u32,
+        existing: Vec<String>,
+    },
 }
 
 /// Why the state machine refused a command; shown to the operator as is.

@@ -270,13 +270,23 @@ fn resync<C>(
 ) {
     let me = ctx.cluster.node_id();
     let now = unix_now();
-    // One pass under the read lock: drop what is no longer ours, note what is new.
+    // One ordered scan under the read lock (applies wait for it): note what
+    // is new; look entries up in the state only if some are no longer ours,
+    // as that costs a tree lookup per device after every apply.
     let added: Vec<(String, Option<u64>, DeviceStatus)> = ctx.cluster.read(|s| {
-        entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
-        s.devices_of(me)
-            .filter(|d| !entries.contains_key(&d.hostname))
-            .map(|d| (d.hostname.clone(), d.last_polled, d.status))
-            .collect()
+        let mut kept = 0;
+        let mut added = Vec::new();
+        for d in s.devices_of(me) {
+            if entries.contains_key(&d.hostname) {
+                kept += 1;
+            } else {
+                added.push((d.hostname.clone(), d.last_polled, d.status));
+            }
+        }
+        if kept < entries.len() {
+            entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
+        }
+        added
     });
     for (hostname, last_polled, status) in added {
         let due = first_due(&hostname, now, last_polled, status, ctx.config.timing) * 1000;

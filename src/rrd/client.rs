@@ -18,6 +18,10 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::layout::{RRDCACHED_DEFAULT_PORT, RrdDef, RrdUpdate, create_args, update_line};
 
+/// Start of rrdcached's answer to a CREATE in a directory that does not exist
+/// when it runs without `-R`; a second line ("Did you pass -R …") follows.
+const RECURSIVE_CREATE_REFUSED: &str = "No permission to recursively create";
+
 /// Where rrdcached listens: `host:port` (port defaults to 42217),
 /// `[v6]:port`, or `unix:/path` (a bare `/path` is a unix socket too).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -458,15 +462,28 @@ impl RrdcachedClient {
                 line: first,
             });
         };
+        let message = self.with_continuation(message).await?;
         let mut lines = Vec::new();
         for _ in 0..status.max(0) {
-            lines.push(self.read_line().await?);
+            let line = self.read_line().await?;
+            lines.push(self.with_continuation(line).await?);
         }
         Ok(Response {
             status,
             message,
             lines,
         })
+    }
+
+    /// rrdcached's one two-line error (a CREATE in a missing directory of a
+    /// daemon started without `-R`) is joined into one message, so the second
+    /// line is not taken for the answer to the next command.
+    async fn with_continuation(&mut self, line: String) -> Result<String> {
+        if line.contains(RECURSIVE_CREATE_REFUSED) {
+            let next = self.read_line().await?;
+            return Ok(format!("{line} ({})", next.trim()));
+        }
+        Ok(line)
     }
 
     async fn read_line(&mut self) -> Result<String> {
@@ -710,6 +727,33 @@ mod tests {
             seen,
             "BATCH\nUPDATE a.rrd 1:1\nUPDATE b.rrd 1:1\nUPDATE b.rrd 1:1\n.\n"
         );
+    }
+
+    #[tokio::test]
+    async fn two_line_create_refusal_stays_one_answer() {
+        const REFUSAL: &str = "No permission to recursively create: h\nDid you pass -R to the daemon?\n";
+        let create = "CREATE h/x.rrd -s 300 DS:a:GAUGE:600:U:U RRA:LAST:0.5:1:10";
+        let refused = format!("-1 {REFUSAL}").leak();
+        let (addr, _server) = fake(vec![refused, "0 PONG\n"]).await;
+        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT)
+            .await
+            .expect("connect");
+        let err = c.command(create).await.expect_err("refused");
+        assert!(err.to_string().contains("Did you pass -R"), "{err}");
+        c.ping().await.expect("the next answer is PING's");
+
+        let batch_answer = format!("1 errors\n1 {REFUSAL}").leak();
+        let (addr, _server) = fake(vec![
+            "0 Go ahead.  End with dot '.' on its own line.\n",
+            batch_answer,
+        ])
+        .await;
+        let mut c = RrdcachedClient::connect(&addr, DEFAULT_TIMEOUT)
+            .await
+            .expect("connect");
+        let outcome = c.batch(&[create.to_string()]).await.expect("batch");
+        assert_eq!(outcome.errors.len(), 1);
+        assert!(outcome.errors[0].message.contains("Did you pass -R"), "{outcome:?}");
     }
 
     #[tokio::test]

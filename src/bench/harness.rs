@@ -1,0 +1,629 @@
+//! Shared pieces of the benchmarks: real processes on loopback, their CPU time and memory,
+//! a generated switch recording, and markdown tables.
+
+use super::BenchError;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Cluster secret of benchmark nodes (loopback only, thrown away after the run).
+pub const BENCH_SECRET: &str = "raftpoll-bench-secret";
+
+/// A binary built next to the running benchmark (`target/release/raftpoll`, …).
+pub fn sibling_bin(name: &str) -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::Setup(format!("own path: {e}")))?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BenchError::Setup(format!(
+            "{} not found: build it with `cargo build --release --bin {name}`",
+            path.display()
+        )))
+    }
+}
+
+/// A program from the system, looked up in PATH and the sbin directories.
+pub fn system_bin(name: &str, package: &str) -> Result<PathBuf, BenchError> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            BenchError::Setup(format!(
+                "{name} not found: install the Debian package {package} (scripts/install-deps.sh --bench)"
+            ))
+        })
+}
+
+pub fn free_tcp_port() -> Result<u16, BenchError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BenchError::Setup(format!("no free TCP port on 127.0.0.1: {e}")))
+}
+
+/// Polls `f` until it returns `Some`, at most until `deadline` has passed.
+pub fn wait_for<T>(
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, BenchError> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= end {
+            return Err(BenchError::Timeout(format!("{what} (waited {deadline:?})")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: std::process::Child,
+}
+
+impl Proc {
+    /// Starts `program` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, BenchError> {
+        let out = File::create(log).map_err(|e| BenchError::io("create", log, e))?;
+        let err = out.try_clone().map_err(|e| BenchError::io("open", log, e))?;
+        Self::spawn_with(name, Command::new(program).args(args).stdout(out).stderr(err))
+    }
+
+    pub fn spawn_with(name: &str, command: &mut Command) -> Result<Proc, BenchError> {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start {name}: {e}")))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// CPU time and memory of the process now.
+    pub fn usage(&self) -> Result<Usage, BenchError> {
+        Usage::of(self.pid())
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if !self.is_running() {
+            return;
+        }
+        self.signal("TERM");
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// CPU seconds (user + system) and memory of one process, from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_kib: u64,
+}
+
+/// Linux reports CPU times in clock ticks; 100 per second on every mainstream kernel build.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+impl Usage {
+    pub fn of(pid: u32) -> Result<Usage, BenchError> {
+        let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
+        let stat = fs::read_to_string(&stat_path).map_err(|e| BenchError::io("read", &stat_path, e))?;
+        // Fields after the `(comm)` field, which may itself hold spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of stat; 12 and 13 after `) state`.
+        let cpu_s = (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_S;
+        let status_path = PathBuf::from(format!("/proc/{pid}/status"));
+        let status =
+            fs::read_to_string(&status_path).map_err(|e| BenchError::io("read", &status_path, e))?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(Usage {
+            cpu_s,
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        })
+    }
+}
+
+/// `raftpoll-sim` serving `devices` simulated devices (communities `<prefix><i>`).
+pub struct Sim {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Sim {
+    pub fn start(
+        dir: &Path,
+        devices: usize,
+        prefix: &str,
+        recording: &Path,
+        extra: &[&str],
+    ) -> Result<Sim, BenchError> {
+        let bin = sibling_bin("raftpoll-sim")?;
+        let mut args: Vec<String> = [
+            "--listen",
+            "127.0.0.1:0",
+            "--devices",
+            &devices.to_string(),
+            "--community-prefix",
+            prefix,
+            "--recording",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(recording.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join("raftpoll-sim.log");
+        let err = File::create(&log).map_err(|e| BenchError::io("create", &log, e))?;
+        let mut command = Command::new(&bin);
+        command.args(&args).stdout(Stdio::piped()).stderr(err);
+        let mut proc = Proc::spawn_with("raftpoll-sim", &mut command)?;
+        let stdout = proc
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Setup("raftpoll-sim has no stdout".into()))?;
+        let mut addr = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| BenchError::Setup(format!("raftpoll-sim output: {e}")))?;
+            if let Some(a) = line.strip_prefix("listening ") {
+                addr = a.trim().parse().ok();
+            }
+            if line.starts_with("ready") {
+                break;
+            }
+        }
+        let addr = addr.ok_or_else(|| {
+            BenchError::Setup(format!("raftpoll-sim did not start; see {}", log.display()))
+        })?;
+        Ok(Sim { proc, addr })
+    }
+}
+
+/// A real rrdcached on a free loopback TCP port, journaling in `dir`.
+pub struct Rrdcached {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub base: PathBuf,
+}
+
+impl Rrdcached {
+    pub fn start(dir: &Path) -> Result<Rrdcached, BenchError> {
+        let bin = system_bin("rrdcached", "rrdcached")?;
+        let base = dir.join("rrd");
+        let journal = dir.join("rrd-journal");
+        for d in [&base, &journal] {
+            fs::create_dir_all(d).map_err(|e| BenchError::io("create", d, e))?;
+        }
+        let port = free_tcp_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let args: Vec<String> = vec![
+            "-g".into(),
+            "-l".into(),
+            addr.to_string(),
+            "-b".into(),
+            base.display().to_string(),
+            "-B".into(),
+            "-R".into(),
+            "-j".into(),
+            journal.display().to_string(),
+            "-p".into(),
+            dir.join("rrdcached.pid").display().to_string(),
+            "-w".into(),
+            "300".into(),
+            "-z".into(),
+            "60".into(),
+        ];
+        let proc = Proc::spawn("rrdcached", &bin, &args, &dir.join("rrdcached.log"))?;
+        wait_for(Duration::from_secs(10), "rrdcached to listen", || {
+            TcpStream::connect(addr).ok()
+        })?;
+        Ok(Rrdcached { proc, addr, base })
+    }
+}
+
+/// One `raftpoll node` process with a generated config in its own directory.
+pub struct Node {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Node {
+    /// Starts a node that founds a cluster of one. `extra` is appended to the
+    /// generated TOML (a `[poller]`-free tail: put tables there, e.g. `[cluster]`).
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        rrdcached: &str,
+        poller: &str,
+        extra: &str,
+    ) -> Result<Node, BenchError> {
+        let dir = dir.join(name);
+        fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
+        let port = free_tcp_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = format!(
+            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\nbootstrap = true\n\
+             secret = \"{BENCH_SECRET}\"\ngroups = [0]\n\n[poller]\nsource_ip = \"127.0.0.1\"\n{poller}\n\n\
+             [rrd]\nrrdcached = \"{rrdcached}\"\n\n{extra}\n",
+            data = dir.join("data").display(),
+        );
+        let config_path = dir.join("raftpoll.toml");
+        fs::write(&config_path, config).map_err(|e| BenchError::io("write", &config_path, e))?;
+        let args = vec!["node".to_string(), "--config".into(), config_path.display().to_string()];
+        let proc = Proc::spawn(name, &sibling_bin("raftpoll")?, &args, &dir.join("node.log"))?;
+        let node = Node { proc, addr, dir };
+        wait_for(Duration::from_secs(30), "the node to answer status", || {
+            node.cli(&["status", "--json"]).ok()
+        })?;
+        Ok(node)
+    }
+
+    /// Runs the `raftpoll` CLI against this node; stdout on success.
+    pub fn cli(&self, args: &[&str]) -> Result<String, BenchError> {
+        let out = Command::new(sibling_bin("raftpoll")?)
+            .args(["--addr", &self.addr.to_string()])
+            .args(args)
+            .env("RAFTPOLL_SECRET", BENCH_SECRET)
+            .output()
+            .map_err(|e| BenchError::Setup(format!("cannot run the raftpoll CLI: {e}")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(BenchError::Setup(format!(
+                "raftpoll {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    /// `device list --json`, parsed.
+    pub fn devices(&self) -> Result<Vec<serde_json::Value>, BenchError> {
+        let text = self.cli(&["device", "list", "--json"])?;
+        serde_json::from_str(&text)
+            .map_err(|e| BenchError::Setup(format!("device list --json: {e}")))
+    }
+}
+
+/// Total size of the files under `dir`, bytes.
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Writes a `.snmprec` of a switch with `ports` Ethernet ports whose IF-MIB counters
+/// move at known rates (octets 1000/2000 per s in/out, packets 10/20), both the 32-bit
+/// ifTable and the 64-bit ifXTable columns, plus the system group and one CPU.
+pub fn write_switch_recording(path: &Path, ports: u32) -> Result<(), BenchError> {
+    let mut s = String::new();
+    let mut line = |oid: String, tag: &str, value: String| {
+        let _ = writeln!(s, "{oid}|{tag}|{value}");
+    };
+    let sys = "1.3.6.1.2.1.1";
+    line(format!("{sys}.1.0"), "4", format!("raftpoll bench switch, {ports} ports"));
+    line(format!("{sys}.2.0"), "6", "1.3.6.1.4.1.8072.3.2.10".into());
+    line(format!("{sys}.3.0"), "67:numeric", "rate=100,initial=100000".into());
+    line(format!("{sys}.5.0"), "4", "bench-switch".into());
+    line("1.3.6.1.2.1.2.1.0".into(), "2", ports.to_string());
+    let if_table = "1.3.6.1.2.1.2.2.1";
+    let counter32 = |rate: u32| format!("rate={rate},initial=1000000,wrap=1");
+    let counter64 = |rate: u32| format!("rate={rate},initial=4295967296");
+    // ifTable columns: (column, tag, value of port i)
+    type Column = (u32, &'static str, Box<dyn Fn(u32) -> String>);
+    let if_columns: Vec<Column> = vec![
+        (1, "2", Box::new(|i| i.to_string())),
+        (2, "4", Box::new(|i| format!("GigabitEthernet0/{i}"))),
+        (3, "2", Box::new(|_| "6".into())),
+        (5, "66", Box::new(|_| "1000000000".into())),
+        (7, "2", Box::new(|_| "1".into())),
+        (8, "2", Box::new(|_| "1".into())),
+        (10, "65:numeric", Box::new(move |_| counter32(1000))),
+        (11, "65:numeric", Box::new(move |_| counter32(10))),
+        (12, "65", Box::new(|_| "0".into())),
+        (13, "65", Box::new(|_| "0".into())),
+        (14, "65", Box::new(|_| "0".into())),
+        (15, "65", Box::new(|_| "0".into())),
+        (16, "65:numeric", Box::new(move |_| counter32(2000))),
+        (17, "65:numeric", Box::new(move |_| counter32(20))),
+        (18, "65", Box::new(|_| "0".into())),
+        (19, "65", Box::new(|_| "0".into())),
+        (20, "65", Box::new(|_| "0".into())),
+    ];
+    for (col, tag, value) in &if_columns {
+        for i in 1..=ports {
+            line(format!("{if_table}.{col}.{i}"), tag, value(i));
+        }
+    }
+    let if_x = "1.3.6.1.2.1.31.1.1.1";
+    let x_columns: Vec<Column> = vec![
+        (1, "4", Box::new(|i| format!("Gi0/{i}"))),
+        (2, "65", Box::new(|_| "0".into())),
+        (3, "65", Box::new(|_| "0".into())),
+        (4, "65", Box::new(|_| "0".into())),
+        (5, "65", Box::new(|_| "0".into())),
+        (6, "70:numeric", Box::new(move |_| counter64(1000))),
+        (7, "70:numeric", Box::new(move |_| counter64(10))),
+        (8, "70", Box::new(|_| "0".into())),
+        (9, "70", Box::new(|_| "0".into())),
+        (10, "70:numeric", Box::new(move |_| counter64(2000))),
+        (11, "70:numeric", Box::new(move |_| counter64(20))),
+        (12, "70", Box::new(|_| "0".into())),
+        (13, "70", Box::new(|_| "0".into())),
+        (15, "66", Box::new(|_| "1000".into())),
+    ];
+    for (col, tag, value) in &x_columns {
+        for i in 1..=ports {
+            line(format!("{if_x}.{col}.{i}"), tag, value(i));
+        }
+    }
+    line("1.3.6.1.2.1.25.3.3.1.2.196608".into(), "2", "25".into());
+    fs::write(path, s).map_err(|e| BenchError::io("write", path, e))
+}
+
+/// A markdown table; every benchmark prints its results as one.
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+        out.push_str(&line(&self.headers));
+        out.push_str(&line(&vec!["---".to_string(); self.headers.len()]));
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
+/// A short description of this machine for the results header.
+pub fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
+}
+
+/// `raftpoll-sim` with one device per UDP port (`ports[i]` serves device `i`), every device
+/// answering to the same community: per-device credentials are then identical, as pollers
+/// that keep credentials per module rather than per target need.
+pub struct PortSim {
+    pub proc: Proc,
+    pub ports: Vec<u16>,
+}
+
+impl PortSim {
+    /// Starts the simulator on `devices` consecutive free loopback UDP ports; `extra` is
+    /// appended to its flags. Logs to `dir/raftpoll-sim.log`.
+    pub fn start(
+        dir: &Path,
+        devices: u16,
+        community: &str,
+        recording: &Path,
+        extra: &[&str],
+    ) -> Result<PortSim, BenchError> {
+        let bin = sibling_bin("raftpoll-sim")?;
+        let log = dir.join("raftpoll-sim.log");
+        let span = u32::from(devices.max(1));
+        // Another process may take a port between the probe and the bind: a few tries.
+        for _ in 0..8 {
+            let first = 20_000 + rand::random_range(0..(40_000 - span));
+            let Ok(first) = u16::try_from(first) else {
+                continue;
+            };
+            let ports: Vec<u16> = (first..).take(span as usize).collect();
+            if !ports
+                .iter()
+                .all(|&p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            {
+                continue;
+            }
+            let last = ports[ports.len() - 1];
+            let mut args: Vec<String> = vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--ports".into(),
+                format!("{first}-{last}"),
+                "--community".into(),
+                community.into(),
+                "--recording".into(),
+                recording.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let err = File::create(&log).map_err(|e| BenchError::io("create", &log, e))?;
+            let mut command = Command::new(&bin);
+            command.args(&args).stdout(Stdio::piped()).stderr(err);
+            let mut proc = Proc::spawn_with("raftpoll-sim", &mut command)?;
+            let stdout = proc
+                .child
+                .stdout
+                .take()
+                .ok_or_else(|| BenchError::Setup("raftpoll-sim has no stdout".into()))?;
+            // The simulator prints `ready` after binding every port; EOF first means it failed.
+            let ready = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.starts_with("ready"));
+            if ready {
+                return Ok(PortSim { proc, ports });
+            }
+            proc.stop(Duration::from_secs(2));
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if !text.contains("cannot bind") {
+                break;
+            }
+        }
+        Err(BenchError::Setup(format!(
+            "raftpoll-sim did not start on {devices} consecutive UDP ports; see {}",
+            log.display()
+        )))
+    }
+}
+
+/// One HTTP/1.0 GET to a loopback server: (status code, body). `timeout` bounds the
+/// connect and each read and write; bodies over 64 MiB are an error.
+pub fn http_get(
+    addr: SocketAddr,
+    path_and_query: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), BenchError> {
+    use std::io::{Read, Write};
+    const MAX_BODY: u64 = 64 << 20;
+    let fail = |what: &str, e: std::io::Error| {
+        BenchError::Setup(format!(
+            "HTTP GET http://{addr}{path_and_query}: {what}: {e}"
+        ))
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail("connect", e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| fail("socket", e))?;
+    // HTTP/1.0: the server closes after the body, never chunks it.
+    let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| fail("send", e))?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| fail("read", e))?;
+    if raw.len() as u64 > MAX_BODY {
+        return Err(BenchError::Setup(format!(
+            "HTTP GET http://{addr}{path_and_query}: answer larger than {MAX_BODY} bytes"
+        )));
+    }
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let status = raw
+        .split(|&b| b == b'\r')
+        .next()
+        .and_then(|line| std::str::from_utf8(line).ok())
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    match (status, split) {
+        (Some(status), Some(at)) => Ok((status, raw.split_off(at + 4))),
+        _ => Err(BenchError::Setup(format!(
+            "HTTP GET http://{addr}{path_and_query}: not an HTTP answer"
+        ))),
+    }
+}
+
+/// Now as `YYYY-MM-DD HH:MM UTC`, for results headers.
+pub fn utc_now() -> String {
+    utc_time(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc_time(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}

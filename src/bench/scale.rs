@@ -1,0 +1,214 @@
+//! Scale on one node: N simulated switches (about 30 ports each) polled at a fixed
+//! interval; CPU, memory and whether every device was polled in every interval.
+
+use super::harness::{Node, Sim, Table, dir_size, machine, wait_for, write_switch_recording};
+use super::rrd_sink::RrdSink;
+use super::{BenchError, Workdir};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    /// Device counts to run, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
+    pub devices: Vec<usize>,
+    /// Ports per simulated switch.
+    #[arg(long, default_value_t = 30)]
+    pub ports: u32,
+    /// Poll interval, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub interval: u32,
+    /// Intervals measured after every device has been polled once.
+    #[arg(long, default_value_t = 2)]
+    pub intervals: u32,
+    /// Keep configs, logs and data here (default: a temp dir, removed at the end).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
+
+struct Outcome {
+    devices: usize,
+    add_s: f64,
+    first_polls_s: f64,
+    polls: usize,
+    updates_per_s: f64,
+    cpu_pct: f64,
+    cpu_ms_per_poll: f64,
+    peak_rss_mib: f64,
+    missed: usize,
+    max_gap_s: f64,
+    data_mib: f64,
+}
+
+pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
+    if args.interval < 10 || args.intervals == 0 || args.ports == 0 {
+        return Err(BenchError::Setup(
+            "--interval must be at least 10 s, --intervals and --ports at least 1".into(),
+        ));
+    }
+    let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-scale-")?;
+    let mut outcomes = Vec::new();
+    for &n in &args.devices {
+        eprintln!("scale: {n} devices × {} ports, interval {} s", args.ports, args.interval);
+        outcomes.push(run_one(args, n, &work)?);
+    }
+    let mut table = Table::new(&[
+        "devices",
+        "ports/device",
+        "add (s)",
+        "all polled once (s)",
+        "polls measured",
+        "RRD updates/s",
+        "CPU % of one core",
+        "CPU ms per device-poll",
+        "peak RSS MiB",
+        "missed intervals",
+        "longest gap (s)",
+        "data dir MiB",
+    ]);
+    for o in &outcomes {
+        table.row(vec![
+            o.devices.to_string(),
+            args.ports.to_string(),
+            format!("{:.1}", o.add_s),
+            format!("{:.0}", o.first_polls_s),
+            o.polls.to_string(),
+            format!("{:.0}", o.updates_per_s),
+            format!("{:.1}", o.cpu_pct),
+            format!("{:.2}", o.cpu_ms_per_poll),
+            format!("{:.0}", o.peak_rss_mib),
+            o.missed.to_string(),
+            format!("{:.1}", o.max_gap_s),
+            format!("{:.1}", o.data_mib),
+        ]);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scale on one node: interval {} s, {} intervals measured after every device was polled once; {}\n",
+        args.interval,
+        args.intervals,
+        machine()
+    );
+    out.push_str(&table.markdown());
+    Ok(out)
+}
+
+fn unix_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchError> {
+    let dir = work.path().join(format!("scale-{n}"));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
+    let recording = dir.join("switch.snmprec");
+    write_switch_recording(&recording, args.ports)?;
+    let sim = Sim::start(&dir, n, "dev", &recording, &[])?;
+    let sink = RrdSink::start()?;
+    let poller = format!(
+        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
+        args.interval
+    );
+    let mut node = Node::start(&dir, "node1", &sink.addr.to_string(), &poller, "")?;
+
+    let csv = dir.join("devices.csv");
+    let mut text = String::from("hostname,address,port,community\n");
+    for i in 0..n {
+        let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.addr.port());
+    }
+    std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
+    let started = Instant::now();
+    node.cli(&["device", "import", &csv.display().to_string()])?;
+    let add_s = started.elapsed().as_secs_f64();
+
+    // New devices are first polled in their own slot of the coming interval.
+    let interval = f64::from(args.interval);
+    let polled_once = wait_for(
+        Duration::from_secs(u64::from(args.interval) * 2 + 120),
+        "every device to be polled once",
+        || (sink.with(|c| c.polls.len()) >= n).then_some(()),
+    );
+    let first_polls_s = started.elapsed().as_secs_f64();
+    if let Err(e) = polled_once {
+        let polled = sink.with(|c| c.polls.len());
+        return Err(BenchError::Setup(format!(
+            "{e}: {polled} of {n} devices polled; see {}",
+            dir.display()
+        )));
+    }
+
+    let window_start = unix_s();
+    let u0 = node.proc.usage()?;
+    let updates0 = sink.with(|c| c.updates);
+    let measured = Duration::from_secs(u64::from(args.interval) * u64::from(args.intervals));
+    let end = Instant::now() + measured;
+    while Instant::now() < end {
+        if !node.proc.is_running() {
+            return Err(BenchError::Setup(format!(
+                "the node exited during the run; see {}",
+                node.dir.join("node.log").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
+    }
+    let u1 = node.proc.usage()?;
+    let window_end = unix_s();
+    let wall = window_end - window_start;
+    let updates = sink.with(|c| c.updates) - updates0;
+
+    // Every device must have been polled in every interval: no gap between
+    // consecutive polls (and to the end of the window) above 1.5 intervals.
+    let (polls, missed, max_gap) = sink.with(|c| {
+        let mut polls = 0;
+        let mut missed = 0;
+        let mut max_gap: f64 = 0.0;
+        for times in c.polls.values() {
+            let mut last = None;
+            for &t in times {
+                if t >= window_start {
+                    polls += 1;
+                }
+                if let Some(prev) = last
+                    && t >= window_start - interval
+                {
+                    let gap: f64 = t - prev;
+                    max_gap = max_gap.max(gap);
+                    if gap > 1.5 * interval {
+                        missed += ((gap / interval).round() as usize).saturating_sub(1).max(1);
+                    }
+                }
+                last = Some(t);
+            }
+            let tail = window_end - last.unwrap_or(window_start);
+            if tail > 1.5 * interval {
+                missed += 1;
+                max_gap = max_gap.max(tail);
+            }
+        }
+        (polls, missed, max_gap)
+    });
+    let cpu = u1.cpu_s - u0.cpu_s;
+    let data_mib = dir_size(&node.dir.join("data")) as f64 / 1048576.0;
+    node.proc.stop(Duration::from_secs(10));
+    drop(sim);
+    Ok(Outcome {
+        devices: n,
+        add_s,
+        first_polls_s,
+        polls,
+        updates_per_s: updates as f64 / wall,
+        cpu_pct: 100.0 * cpu / wall,
+        cpu_ms_per_poll: if polls > 0 {
+            1000.0 * cpu / polls as f64
+        } else {
+            0.0
+        },
+        peak_rss_mib: u1.peak_rss_kib as f64 / 1024.0,
+        missed,
+        max_gap_s: max_gap,
+        data_mib,
+    })
+}
