@@ -2,11 +2,18 @@
 # Installs what raftpoll's tests and demo need, only if missing (idempotent):
 # rrdcached, rrdtool, net-snmp agent and tools, snmpsim (Debian/Ubuntu packages), and checks
 # for the Rust toolchain. Runs as root, or through sudo when available.
+# `--bench` also installs the pollers the benchmarks compare against (collectd, snmp_exporter).
 set -euo pipefail
 
 PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2)
 # One program per package above, looked up in PATH and the sbin dirs.
 PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip)
+SERVICES=(snmpd rrdcached)
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES+=(collectd-core prometheus-snmp-exporter)
+    PROGRAMS+=(collectd prometheus-snmp-exporter)
+    SERVICES+=(collectd prometheus-snmp-exporter)
+fi
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
@@ -30,7 +37,7 @@ as_root() {
     fi
 }
 
-# The packages start system services (snmpd on 127.0.0.1:161, rrdcached on its own socket).
+# The packages start system services (snmpd on 127.0.0.1:161, rrdcached on its own socket, …).
 # The test bed never uses them (every daemon gets its own port and temp dir); stop and disable
 # them so a fresh machine is not left running agents nobody asked for.
 stop_service() {
@@ -59,13 +66,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}"
-    stop_service snmpd
-    stop_service rrdcached
+    for svc in "${SERVICES[@]}"; do
+        stop_service "$svc"
+    done
     for p in "${PROGRAMS[@]}"; do
         have "$p" || { say "still missing after install: $p" >&2; exit 1; }
     done
 else
-    say "rrdcached, rrdtool, snmpd, snmpget, snmpsimd, ip: present"
+    say "${PROGRAMS[*]}: present"
 fi
 
 # The snmpsim package keeps its example recordings here; the test bed serves some of them.

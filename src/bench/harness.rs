@@ -290,20 +290,48 @@ impl Node {
         poller: &str,
         extra: &str,
     ) -> Result<Node, BenchError> {
+        Self::start_with_seed(dir, name, rrdcached, poller, extra, None)
+    }
+
+    /// [`Node::start`], joining the cluster of the node at `seed` when given.
+    pub fn start_with_seed(
+        dir: &Path,
+        name: &str,
+        rrdcached: &str,
+        poller: &str,
+        extra: &str,
+        seed: Option<SocketAddr>,
+    ) -> Result<Node, BenchError> {
         let dir = dir.join(name);
         fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
         let port = free_tcp_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = format!(
-            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\nbootstrap = true\n\
+            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\n{membership}\n\
              secret = \"{BENCH_SECRET}\"\ngroups = [0]\n\n[poller]\nsource_ip = \"127.0.0.1\"\n{poller}\n\n\
              [rrd]\nrrdcached = \"{rrdcached}\"\n\n{extra}\n",
             data = dir.join("data").display(),
+            membership = match seed {
+                Some(seed) => format!("bootstrap = false\nseeds = [\"{seed}\"]"),
+                None => "bootstrap = true".to_string(),
+            },
         );
         let config_path = dir.join("raftpoll.toml");
         fs::write(&config_path, config).map_err(|e| BenchError::io("write", &config_path, e))?;
-        let args = vec!["node".to_string(), "--config".into(), config_path.display().to_string()];
-        let proc = Proc::spawn(name, &sibling_bin("raftpoll")?, &args, &dir.join("node.log"))?;
+        let mut args = vec!["node".to_string(), "--config".into(), config_path.display().to_string()];
+        let mut program = sibling_bin("raftpoll")?;
+        // For profiling: e.g. RAFTPOLL_BENCH_NODE_WRAPPER="heaptrack -o /tmp/node" runs the
+        // node under the wrapper (CPU and memory figures are then the wrapper's).
+        if let Ok(wrapper) = std::env::var("RAFTPOLL_BENCH_NODE_WRAPPER") {
+            let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_string).collect();
+            if !words.is_empty() {
+                words.push(program.display().to_string());
+                words.append(&mut args);
+                program = PathBuf::from(words.remove(0));
+                args = words;
+            }
+        }
+        let proc = Proc::spawn(name, &program, &args, &dir.join("node.log"))?;
         let node = Node { proc, addr, dir };
         wait_for(Duration::from_secs(30), "the node to answer status", || {
             node.cli(&["status", "--json"]).ok()
@@ -626,4 +654,188 @@ pub fn utc_time(secs: u64) -> String {
         rest / 3600,
         rest % 3600 / 60
     )
+}
+
+impl Rrdcached {
+    /// Like [`Rrdcached::start`], plus `-R`: clients may create files in new
+    /// sub-directories, as raftpoll's `<hostname>/<name>.rrd` layout needs.
+    pub fn start_recursive(dir: &Path) -> Result<Rrdcached, BenchError> {
+        let bin = system_bin("rrdcached", "rrdcached")?;
+        let base = dir.join("rrd");
+        let journal = dir.join("rrd-journal");
+        for d in [&base, &journal] {
+            fs::create_dir_all(d).map_err(|e| BenchError::io("create", d, e))?;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let mut args: Vec<String> = vec!["-g".into(), "-l".into(), addr.to_string()];
+        args.extend([
+            "-b".into(),
+            base.display().to_string(),
+            "-B".into(),
+            "-R".into(),
+        ]);
+        args.extend(["-j".into(), journal.display().to_string()]);
+        args.extend(["-p".into(), dir.join("rrdcached.pid").display().to_string()]);
+        args.extend(["-w", "300", "-z", "60"].map(String::from));
+        let proc = Proc::spawn("rrdcached", &bin, &args, &dir.join("rrdcached.log"))?;
+        wait_for(Duration::from_secs(10), "rrdcached to listen", || {
+            TcpStream::connect(addr).ok()
+        })?;
+        Ok(Rrdcached { proc, addr, base })
+    }
+}
+
+/// `UpdatesReceived` of an rrdcached (or of an [`RrdSink`]), from its `STATS` answer.
+pub fn rrd_updates_received(addr: SocketAddr) -> Result<u64, BenchError> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| BenchError::Setup(format!("rrdcached STATS at {addr}: {e}"));
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
+    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
+    stream.write_all(b"STATS\nQUIT\n").map_err(fail)?;
+    let mut lines = BufReader::new(stream).lines();
+    let first = lines.next().transpose().map_err(fail)?.unwrap_or_default();
+    let count: usize = first
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for line in lines.take(count) {
+        let line = line.map_err(fail)?;
+        if let Some(v) = line.strip_prefix("UpdatesReceived:") {
+            return v
+                .trim()
+                .parse()
+                .map_err(|_| BenchError::Setup(format!("rrdcached STATS at {addr}: {line}")));
+        }
+    }
+    Err(BenchError::Setup(format!(
+        "rrdcached STATS at {addr}: no UpdatesReceived in the answer"
+    )))
+}
+
+/// A stand-in for rrdcached on loopback: speaks its line protocol (`BATCH` included),
+/// acknowledges every command and keeps nothing, so a poller benchmark needs no disk for
+/// RRD files. `STATS` reports the values received (`UpdatesReceived`); `LAST` answers
+/// "No such file". Stopped when dropped.
+pub struct RrdSink {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RrdSink {
+    pub fn start() -> Result<RrdSink, BenchError> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| BenchError::Setup(format!("RRD sink: cannot listen: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| BenchError::Setup(format!("RRD sink: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let updates = Arc::new(AtomicU64::new(0));
+        let flag = stop.clone();
+        let accept = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (flag, updates) = (flag.clone(), updates.clone());
+                        std::thread::spawn(move || sink_connection(conn, &flag, &updates));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(RrdSink {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for RrdSink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One client of the [`RrdSink`], until it closes, says QUIT, or the sink stops.
+fn sink_connection(
+    conn: TcpStream,
+    stop: &std::sync::atomic::AtomicBool,
+    updates: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{ErrorKind, Write};
+    use std::sync::atomic::Ordering;
+    // Short read timeouts only so that a stopped sink notices; lines are kept whole.
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    let mut in_batch = false;
+    loop {
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if !line.ends_with('\n') => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or_default().to_ascii_uppercase();
+        // UPDATE <file> <value>…: every value after the file name counts.
+        let values = || line.split_whitespace().count().saturating_sub(2) as u64;
+        let answer = if in_batch {
+            if verb == "." {
+                in_batch = false;
+                Some("0 errors\n".to_string())
+            } else {
+                if verb == "UPDATE" {
+                    updates.fetch_add(values(), Ordering::Relaxed);
+                }
+                None
+            }
+        } else {
+            match verb.as_str() {
+                "BATCH" => {
+                    in_batch = true;
+                    Some("0 Go ahead.  End with dot '.' on its own line.\n".into())
+                }
+                "UPDATE" => {
+                    updates.fetch_add(values(), Ordering::Relaxed);
+                    Some("0 errors, enqueued 1 value(s).\n".into())
+                }
+                "LAST" => Some(format!(
+                    "-1 No such file: {}\n",
+                    words.next().unwrap_or_default()
+                )),
+                "STATS" => Some(format!(
+                    "1 Statistics follow\nUpdatesReceived: {}\n",
+                    updates.load(Ordering::Relaxed)
+                )),
+                "QUIT" => return,
+                _ => Some("0 OK\n".into()),
+            }
+        };
+        line.clear();
+        if let Some(answer) = answer
+            && out.write_all(answer.as_bytes()).is_err()
+        {
+            return;
+        }
+    }
 }

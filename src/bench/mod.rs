@@ -1,6 +1,7 @@
 //! Benchmarks: commands that start real processes on loopback, load them, and print
 //! markdown tables (see BENCHMARKS.md). They measure; the test suite checks correctness.
 
+pub mod bulk_add;
 pub mod harness;
 pub mod peers;
 pub mod rrd_sink;
@@ -39,6 +40,8 @@ pub enum BenchCommand {
     Peers(peers::PeersArgs),
     /// rrdcached write path: raftpoll's BATCH writer vs one rrdtool process per update.
     Rrd(rrd_write::RrdArgs),
+    /// Cluster write path: time to add 100,000 devices, and the Raft data size after.
+    BulkAdd(bulk_add::BulkAddArgs),
     /// Devices per node: CPU, memory and missed intervals at 1k, 5k, 20k devices.
     Scale(scale::ScaleArgs),
 }
@@ -83,6 +86,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Peers(args) => peers::run(&args)?,
         BenchCommand::Scale(args) => scale::run(&args)?,
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
+        BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
     };
     println!("{out}");
     Ok(())

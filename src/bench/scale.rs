@@ -140,6 +140,10 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
         )));
     }
 
+    eprintln!(
+        "scale: {n} devices added in {add_s:.1} s, all polled once after {first_polls_s:.0} s; measuring {} s",
+        u64::from(args.interval) * u64::from(args.intervals)
+    );
     let window_start = unix_s();
     let u0 = node.proc.usage()?;
     let updates0 = sink.with(|c| c.updates);

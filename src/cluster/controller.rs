@@ -92,6 +92,10 @@ pub async fn run(
     let mut last_live_set: BTreeSet<NodeId> = BTreeSet::new();
     let mut rebalance_due = false;
     let mut last_rebalance: Option<Instant> = None;
+    // Inputs of the last assignment that found nothing to move: with the
+    // same live nodes and no ownership change since, it would find nothing
+    // again, and walking every device 10+ times a second is not free.
+    let mut settled_inputs: Option<(u64, Vec<Candidate>)> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -103,6 +107,7 @@ pub async fn run(
             dead_since.clear();
             leading_since = None;
             last_tick = None;
+            settled_inputs = None;
             continue;
         }
         let now = Instant::now();
@@ -155,14 +160,21 @@ pub async fn run(
             rebalance_due = false;
             last_rebalance = Some(now);
         }
-        let moves = cluster.read(|s| {
-            let live = candidates(s, alive_since.keys());
-            let placements = placements(s, config.default_cost_ms, None);
-            assign(&live, &placements, rebalance.then(Balance::default))
-        });
-        if moves.is_empty() {
+        let owner_changes = cluster.shared().owner_changes();
+        let live = cluster.read(|s| candidates(s, alive_since.keys()));
+        let inputs = (owner_changes, live);
+        if !rebalance && settled_inputs.as_ref() == Some(&inputs) {
             continue;
         }
+        let moves = cluster.read(|s| {
+            let placements = placements(s, config.default_cost_ms, None);
+            assign(&inputs.1, &placements, rebalance.then(Balance::default))
+        });
+        if moves.is_empty() {
+            settled_inputs = Some(inputs);
+            continue;
+        }
+        settled_inputs = None;
         let count = moves.len();
         tracing::debug!(?moves, "assignment");
         match cluster.propose_as_leader(Command::Assign { moves }).await {

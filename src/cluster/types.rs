@@ -253,6 +253,27 @@ pub enum Command {
     AddDevices(Vec<NewDevice>),
 }
 
+impl Command {
+    /// Whether applying it can change which node owns which device (or the
+    /// set of devices): the scheduler only re-reads its devices after these.
+    pub fn changes_owners(&self) -> bool {
+        match self {
+            Command::RemoveNode { .. }
+            | Command::Drain { .. }
+            | Command::AddDevice(_)
+            | Command::AddDevices(_)
+            | Command::RemoveDevice { .. }
+            | Command::SetDeviceGroup { .. }
+            | Command::Assign { .. } => true,
+            Command::AllocateNodeId
+            | Command::UpsertNode(_)
+            | Command::ClaimPolls { .. }
+            | Command::PollReports { .. }
+            | Command::Discovered { .. } => false,
+        }
+    }
+}
+
 // openraft requires `Display` on log payloads (it shows them in its own logs).
 // Only names and hostnames: credentials never reach a log line.
 impl fmt::Display for Command {

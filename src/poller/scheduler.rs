@@ -111,6 +111,7 @@ pub async fn run<C: SnmpClient>(
     let mut claim_in_flight = false;
     let mut last_claim = Instant::now() - CLAIM_WINDOW;
     let mut running = 0usize;
+    let mut owner_changes = ctx.cluster.shared().owner_changes();
     resync(&ctx, &mut entries, &mut heap);
     loop {
         let claim_wait = CLAIM_WINDOW.saturating_sub(last_claim.elapsed());
@@ -135,7 +136,12 @@ pub async fn run<C: SnmpClient>(
             _ = shutdown.changed() => break,
             changed = state_rx.changed() => {
                 if changed.is_err() { break; }
-                resync(&ctx, &mut entries, &mut heap);
+                // Claims and reports (most entries) never change this node's devices.
+                let now_changes = ctx.cluster.shared().owner_changes();
+                if now_changes != owner_changes {
+                    owner_changes = now_changes;
+                    resync(&ctx, &mut entries, &mut heap);
+                }
             }
             Some((done, began_ms)) = done_rx.recv() => {
                 running -= 1;

@@ -31,6 +31,11 @@ pub(crate) struct Tree {
     path: Arc<PathBuf>,
 }
 
+/// sled's page cache. Its default (1 GiB) would hold most of the log and
+/// snapshot in memory; reads here are recent log entries and rare snapshot
+/// loads, which a small cache serves as well.
+const CACHE_BYTES: u64 = 32 << 20;
+
 impl Kv {
     /// Opens (or creates) the database in `dir`. Blocking: call from `spawn_blocking`.
     pub(crate) fn open_blocking(dir: &Path) -> Result<Kv, StorageError> {
@@ -41,6 +46,7 @@ impl Kv {
         })?;
         let db = sled::Config::new()
             .path(&path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StorageError::Open {
                 path: path.clone(),

@@ -16,6 +16,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
@@ -42,6 +43,7 @@ struct StoredSnapshot {
 pub struct SharedState {
     applied: Arc<RwLock<Applied>>,
     changes: watch::Receiver<u64>,
+    owner_changes: Arc<AtomicU64>,
 }
 
 impl SharedState {
@@ -55,6 +57,13 @@ impl SharedState {
         self.changes.clone()
     }
 
+    /// Bumped (before the change is signalled) by every apply that can move
+    /// devices between nodes, and by snapshot installs: most entries are
+    /// poll claims and reports, after which a node's device set is the same.
+    pub fn owner_changes(&self) -> u64 {
+        self.owner_changes.load(Ordering::Acquire)
+    }
+
     /// Index of the last applied log entry (`None` before the first).
     pub fn last_applied_index(&self) -> Option<u64> {
         read_lock(&self.applied).last_applied.map(|l| l.index)
@@ -66,6 +75,7 @@ impl SharedState {
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     changes: Arc<watch::Sender<u64>>,
+    owner_changes: Arc<AtomicU64>,
     kv: Kv,
     tree: Tree,
 }
@@ -96,6 +106,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             applied: Arc::new(RwLock::new(applied)),
             changes: Arc::new(tx),
+            owner_changes: Arc::default(),
             kv: kv.clone(),
             tree,
         })
@@ -106,6 +117,7 @@ impl StateMachineStore {
         SharedState {
             applied: self.applied.clone(),
             changes: self.changes.subscribe(),
+            owner_changes: self.owner_changes.clone(),
         }
     }
 
@@ -131,19 +143,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Copy under the lock, encode outside it.
-        let applied = read_lock(&self.applied).clone();
-        let data = kv::encode(&applied).map_err(io::Error::other)?;
-        let meta = Self::meta_of(&applied);
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
+        // Encode under the read lock rather than copy the state first: a
+        // copy of tens of thousands of devices costs more memory than the
+        // few ms applies wait for the encoding.
+        let (meta, data) = {
+            let applied = read_lock(&self.applied);
+            let data = kv::encode(&*applied).map_err(io::Error::other)?;
+            (Self::meta_of(&applied), data)
         };
+        let stored = StoredSnapshot { meta, data };
         self.persist(&stored).await?;
-        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        tracing::debug!(last_log_id = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
         Ok(Snapshot {
-            meta,
-            snapshot: data,
+            meta: stored.meta,
+            snapshot: stored.data,
         })
     }
 }
@@ -169,7 +182,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 a.last_applied = Some(entry.log_id);
                 match &entry.payload {
                     EntryPayload::Blank => CommandResult::Ok,
-                    EntryPayload::Normal(cmd) => a.state.apply(cmd),
+                    EntryPayload::Normal(cmd) => {
+                        if cmd.changes_owners() {
+                            self.owner_changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                        a.state.apply(cmd)
+                    }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         CommandResult::Ok
@@ -218,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         *write_lock(&self.applied) = applied;
+        self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
         Ok(())
     }
