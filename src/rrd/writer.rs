@@ -249,7 +249,10 @@ pub struct RrdWriter {
     last_to_query: HashSet<String>,
     /// rrdcached's `LAST` for those files.
     last_known: HashMap<String, u64>,
-    files: HashMap<String, FileState>,
+    /// Per file, keyed by [`file_key`]: a node writes ~32 files per device,
+    /// and 640,000 path strings as keys would cost more memory than the rest
+    /// of the writer.
+    files: HashMap<u64, FileState>,
     conn: Option<RrdcachedClient>,
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -284,6 +287,16 @@ impl Pending {
             resent: false,
         }
     }
+}
+
+/// A 64-bit hash of an RRD path. Two paths of one node sharing a key (odds
+/// about 1 in 10^8 at 640,000 files) would at worst skip a CREATE, which the
+/// "no such file" retry repairs, or drop an update as stale.
+fn file_key(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 #[derive(Default)]
@@ -360,7 +373,7 @@ impl RrdWriter {
             writer.last_to_query = recovery.maybe_sent_files;
             // New samples must be newer than spooled ones of the same file.
             for (path, ts) in recovery.last_ts {
-                writer.files.entry(path).or_default().last_ts = Some(ts);
+                writer.files.entry(file_key(&path)).or_default().last_ts = Some(ts);
             }
             writer.spool = Some(spool);
             writer.publish();
@@ -534,10 +547,7 @@ impl RrdWriter {
             ));
             return;
         }
-        let state = match self.files.get_mut(&update.path) {
-            Some(state) => state,
-            None => self.files.entry(update.path.clone()).or_default(),
-        };
+        let state = self.files.entry(file_key(&update.path)).or_default();
         match state.last_ts {
             Some(last) if update.timestamp == last => {
                 debug!(path = %update.path, ts = update.timestamp, "dropping second update in the same second");
@@ -802,7 +812,7 @@ impl RrdWriter {
                 continue;
             }
             let u = &front.update;
-            let created = self.files.get(&u.path).is_some_and(|f| f.created);
+            let created = self.files.get(&file_key(&u.path)).is_some_and(|f| f.created);
             if !created && !creating.contains(&u.path) {
                 if creating.len() == MAX_CREATES_PER_BATCH {
                     break;
@@ -878,7 +888,7 @@ impl RrdWriter {
                         refused += 1;
                         first_refusal.get_or_insert_with(|| format!("CREATE of {path}: {msg}"));
                     }
-                    _ => self.files.entry(path.clone()).or_default().created = true,
+                    _ => self.files.entry(file_key(path)).or_default().created = true,
                 },
                 Line::Update(i) => {
                     let Some(mut item) = items.get_mut(*i).and_then(Option::take) else {
@@ -894,7 +904,7 @@ impl RrdWriter {
                         }
                         Some(msg) if is_no_such_file(msg) && item.attempts + 1 < MAX_ATTEMPTS => {
                             debug!(path = %item.update.path, "rrdcached lost the file; creating it again");
-                            if let Some(f) = self.files.get_mut(&item.update.path) {
+                            if let Some(f) = self.files.get_mut(&file_key(&item.update.path)) {
                                 f.created = false;
                             }
                             item.attempts += 1;

@@ -139,24 +139,40 @@ impl StateMachineStore {
     }
 }
 
+/// Encodes `StoredSnapshot { meta, data: encode(applied) }` without building
+/// `data` separately (bincode writes a byte vector as its u64 length, then the
+/// bytes). Returns the encoding and where `data` starts in it.
+fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usize), bincode::Error> {
+    let mut buf = kv::encode(meta)?;
+    let len_at = buf.len();
+    buf.extend_from_slice(&0u64.to_le_bytes());
+    bincode::serialize_into(&mut buf, applied)?;
+    let data_len = (buf.len() - len_at - 8) as u64;
+    buf[len_at..len_at + 8].copy_from_slice(&data_len.to_le_bytes());
+    Ok((buf, len_at + 8))
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Encode under the read lock rather than copy the state first: a
-        // copy of tens of thousands of devices costs more memory than the
-        // few ms applies wait for the encoding.
-        let (meta, data) = {
+        // Encode under the read lock rather than copy the state first (a copy
+        // of tens of thousands of devices costs more memory than the few ms
+        // applies wait), straight into the stored layout, so the snapshot is
+        // in memory once besides sled's own copy.
+        let (meta, mut stored, data_at) = {
             let applied = read_lock(&self.applied);
-            let data = kv::encode(&*applied).map_err(io::Error::other)?;
-            (Self::meta_of(&applied), data)
+            let meta = Self::meta_of(&applied);
+            let (stored, data_at) = encode_stored(&meta, &applied).map_err(io::Error::other)?;
+            (meta, stored, data_at)
         };
-        let stored = StoredSnapshot { meta, data };
-        self.persist(&stored).await?;
-        tracing::debug!(last_log_id = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
+        self.tree.set_raw(SNAPSHOT, &stored)?;
+        self.kv.flush().await?;
+        stored.drain(..data_at);
+        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = stored.len(), "snapshot built");
         Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: stored.data,
+            meta,
+            snapshot: stored,
         })
     }
 }
@@ -249,5 +265,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: s.data,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::{Command, NodeInfo};
+
+    #[test]
+    fn stored_snapshot_encoding_matches_the_two_step_one() {
+        let mut applied = Applied::default();
+        applied.state.apply(&Command::UpsertNode(NodeInfo {
+            id: 3,
+            name: "n3".into(),
+            addr: "127.0.0.1:1".into(),
+            groups: vec![0, 2],
+        }));
+        let meta = StateMachineStore::meta_of(&applied);
+        let (bytes, data_at) = encode_stored(&meta, &applied).expect("encode");
+        let data = kv::encode(&applied).expect("encode applied");
+        assert_eq!(&bytes[data_at..], &data[..]);
+        let two_step = kv::encode(&StoredSnapshot {
+            meta,
+            data: data.clone(),
+        })
+        .expect("encode stored");
+        assert_eq!(bytes, two_step);
+        let decoded: StoredSnapshot = kv::decode(&bytes).expect("decode");
+        assert_eq!(decoded.data, data);
     }
 }
