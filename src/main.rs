@@ -43,6 +43,13 @@ enum Command {
     Chaos(raftpoll::chaos::ChaosArgs),
 }
 
+/// Prints a command's output; a closed pipe (`raftpoll status | head -1`) is
+/// not an error worth a panic.
+fn print_out(out: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{out}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -59,18 +66,18 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Command::Status { json } => client::run(&cli.conn, client::Request::Status { json })
                 .await
-                .map(|out| println!("{out}"))
+                .map(|out| print_out(&out))
                 .map_err(anyhow::Error::from),
             Command::Leave { node } => client::run(&cli.conn, client::Request::Leave { node })
                 .await
-                .map(|out| println!("{out}"))
+                .map(|out| print_out(&out))
                 .map_err(anyhow::Error::from),
             Command::Chaos(args) => raftpoll::chaos::main(args)
                 .await
                 .map_err(anyhow::Error::from),
             Command::Device(cmd) => client::run(&cli.conn, client::Request::Device(cmd))
                 .await
-                .map(|out| println!("{out}"))
+                .map(|out| print_out(&out))
                 .map_err(anyhow::Error::from),
         }
     });

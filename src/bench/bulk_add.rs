@@ -44,7 +44,11 @@ pub fn run(args: &BulkAddArgs) -> Result<String, BenchError> {
     for &nodes in &args.nodes {
         for method in [Method::CliImport, Method::Rpc] {
             let dir = work.path().join(format!("{}-{nodes}", method.slug()));
-            eprintln!("bulk-add: {} devices, {}, {nodes} node(s)", args.devices, method.name());
+            eprintln!(
+                "bulk-add: {} devices, {}, {nodes} node(s)",
+                args.devices,
+                method.name()
+            );
             rows.push(run_one(args, nodes, method, &dir)?);
         }
     }
@@ -103,10 +107,19 @@ impl Method {
 /// Device `i`: a loopback address in a port range where nothing listens, so the
 /// nodes' polls of it fail fast and stay on loopback.
 fn device(i: usize) -> (String, u16, String) {
-    (format!("bulk{i:06}"), 20_000 + (i % 10_000) as u16, format!("c{i}"))
+    (
+        format!("bulk{i:06}"),
+        20_000 + (i % 10_000) as u16,
+        format!("c{i}"),
+    )
 }
 
-fn run_one(args: &BulkAddArgs, nodes: usize, method: Method, dir: &std::path::Path) -> Result<Row, BenchError> {
+fn run_one(
+    args: &BulkAddArgs,
+    nodes: usize,
+    method: Method,
+    dir: &std::path::Path,
+) -> Result<Row, BenchError> {
     std::fs::create_dir_all(dir).map_err(|e| BenchError::io("create", dir, e))?;
     let sink = RrdSink::start()?;
     let rrd = sink.addr.to_string();
@@ -115,7 +128,14 @@ fn run_one(args: &BulkAddArgs, nodes: usize, method: Method, dir: &std::path::Pa
     let mut cluster = vec![first];
     for i in 2..=nodes {
         let seed = Some(cluster[0].addr);
-        cluster.push(Node::start_with_seed(dir, &format!("node{i}"), &rrd, poller, "", seed)?);
+        cluster.push(Node::start_with_seed(
+            dir,
+            &format!("node{i}"),
+            &rrd,
+            poller,
+            "",
+            seed,
+        )?);
     }
     wait_for(Duration::from_secs(60), "every node to join", || {
         let status = cluster[0].cli(&["status", "--json"]).ok()?;
@@ -141,11 +161,15 @@ fn run_one(args: &BulkAddArgs, nodes: usize, method: Method, dir: &std::path::Pa
     }
     // Done when every node has applied every device.
     for node in &cluster {
-        wait_for(Duration::from_secs(120), "every node to apply the devices", || {
-            let status = node.cli(&["status", "--json"]).ok()?;
-            let v: serde_json::Value = serde_json::from_str(&status).ok()?;
-            (v["devices"]["total"].as_u64()? >= args.devices as u64).then_some(())
-        })?;
+        wait_for(
+            Duration::from_secs(120),
+            "every node to apply the devices",
+            || {
+                let status = node.cli(&["status", "--json"]).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&status).ok()?;
+                (v["devices"]["total"].as_u64()? >= args.devices as u64).then_some(())
+            },
+        )?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let raft_mib = cluster

@@ -89,7 +89,11 @@ fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
             Err(_) => return,
         }
         let cmd = line.trim_end();
-        let verb = cmd.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+        let verb = cmd
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         let answer = match verb.as_str() {
             "." if in_batch => {
                 in_batch = false;

@@ -43,7 +43,9 @@ struct Row {
 
 pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
     if args.files == 0 || args.updates == 0 {
-        return Err(BenchError::Setup("--files and --updates must be positive".into()));
+        return Err(BenchError::Setup(
+            "--files and --updates must be positive".into(),
+        ));
     }
     let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-rrd-")?;
     let rrdcached = Rrdcached::start(work.path())?;
@@ -52,7 +54,9 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::Setup(format!("tokio runtime: {e}")))?;
-    let paths: Vec<String> = (0..args.files).map(|i| format!("bench/port-id{i}.rrd")).collect();
+    let paths: Vec<String> = (0..args.files)
+        .map(|i| format!("bench/port-id{i}.rrd"))
+        .collect();
 
     eprintln!("rrd: creating {} files", args.files);
     let mut next_k = 0u64;
@@ -60,7 +64,10 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
 
     let mut rows = Vec::new();
     for (client, spool) in [
-        ("raftpoll writer: BATCH, durable spool", Some(work.path().join("spool"))),
+        (
+            "raftpoll writer: BATCH, durable spool",
+            Some(work.path().join("spool")),
+        ),
         ("raftpoll writer: BATCH, no spool", None),
     ] {
         eprintln!("rrd: {client}");
@@ -73,7 +80,14 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
             spool,
             &mut next_k,
         ))?;
-        rows.push(row(client, sent, started, before, Usage::of(std::process::id())?, &rrdcached)?);
+        rows.push(row(
+            client,
+            sent,
+            started,
+            before,
+            Usage::of(std::process::id())?,
+            &rrdcached,
+        )?);
     }
 
     eprintln!("rrd: one rrdtool process per update");
@@ -82,12 +96,20 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
     for i in 0..args.rrdtool_updates {
         let (path, line) = next_update(&paths, i, next_k);
         let status = Command::new(&rrdtool)
-            .args(["update", "--daemon", &rrdcached.addr.to_string(), &path, &line])
+            .args([
+                "update",
+                "--daemon",
+                &rrdcached.addr.to_string(),
+                &path,
+                &line,
+            ])
             .stdout(Stdio::null())
             .status()
             .map_err(|e| BenchError::Setup(format!("cannot run rrdtool: {e}")))?;
         if !status.success() {
-            return Err(BenchError::Setup(format!("rrdtool update {path} {line} failed")));
+            return Err(BenchError::Setup(format!(
+                "rrdtool update {path} {line} failed"
+            )));
         }
     }
     next_k += args.rrdtool_updates.div_ceil(paths.len()) as u64;
@@ -220,7 +242,9 @@ async fn write_with_writer(
             break;
         }
         if stats.dropped_duplicate + stats.dropped_stale + stats.dropped_spool_full > 0 {
-            return Err(BenchError::Setup(format!("the writer dropped updates: {stats:?}")));
+            return Err(BenchError::Setup(format!(
+                "the writer dropped updates: {stats:?}"
+            )));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(BenchError::Timeout(format!(
@@ -241,7 +265,12 @@ fn children_usage() -> Result<Usage, BenchError> {
     let stat = std::fs::read_to_string(path).map_err(|e| BenchError::io("read", path, e))?;
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Ok(Usage {
         cpu_s: (ticks(13) + ticks(14)) as f64 / 100.0,
         ..Usage::default()

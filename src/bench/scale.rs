@@ -50,7 +50,10 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
     let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-scale-")?;
     let mut outcomes = Vec::new();
     for &n in &args.devices {
-        eprintln!("scale: {n} devices × {} ports, interval {} s", args.ports, args.interval);
+        eprintln!(
+            "scale: {n} devices × {} ports, interval {} s",
+            args.ports, args.interval
+        );
         outcomes.push(run_one(args, n, &work)?);
     }
     let mut table = Table::new(&[
@@ -156,7 +159,9 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
                 node.dir.join("node.log").display()
             )));
         }
-        std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
     }
     let u1 = node.proc.usage()?;
     let window_end = unix_s();

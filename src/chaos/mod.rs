@@ -246,7 +246,9 @@ impl Session {
             )));
         }
         if args.faults.is_empty() {
-            return Err(ChaosError::Setup("--faults must name at least one fault".into()));
+            return Err(ChaosError::Setup(
+                "--faults must name at least one fault".into(),
+            ));
         }
         if args.devices == 0 || args.frequency < 2 {
             return Err(ChaosError::Setup(

@@ -731,7 +731,8 @@ mod tests {
 
     #[tokio::test]
     async fn two_line_create_refusal_stays_one_answer() {
-        const REFUSAL: &str = "No permission to recursively create: h\nDid you pass -R to the daemon?\n";
+        const REFUSAL: &str =
+            "No permission to recursively create: h\nDid you pass -R to the daemon?\n";
         let create = "CREATE h/x.rrd -s 300 DS:a:GAUGE:600:U:U RRA:LAST:0.5:1:10";
         let refused = format!("-1 {REFUSAL}").leak();
         let (addr, _server) = fake(vec![refused, "0 PONG\n"]).await;
@@ -753,7 +754,10 @@ mod tests {
             .expect("connect");
         let outcome = c.batch(&[create.to_string()]).await.expect("batch");
         assert_eq!(outcome.errors.len(), 1);
-        assert!(outcome.errors[0].message.contains("Did you pass -R"), "{outcome:?}");
+        assert!(
+            outcome.errors[0].message.contains("Did you pass -R"),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]

@@ -812,7 +812,10 @@ impl RrdWriter {
                 continue;
             }
             let u = &front.update;
-            let created = self.files.get(&file_key(&u.path)).is_some_and(|f| f.created);
+            let created = self
+                .files
+                .get(&file_key(&u.path))
+                .is_some_and(|f| f.created);
             if !created && !creating.contains(&u.path) {
                 if creating.len() == MAX_CREATES_PER_BATCH {
                     break;

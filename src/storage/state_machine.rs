@@ -142,7 +142,10 @@ impl StateMachineStore {
 /// Encodes `StoredSnapshot { meta, data: encode(applied) }` without building
 /// `data` separately (bincode writes a byte vector as its u64 length, then the
 /// bytes). Returns the encoding and where `data` starts in it.
-fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usize), bincode::Error> {
+fn encode_stored(
+    meta: &SnapshotMeta,
+    applied: &Applied,
+) -> Result<(Vec<u8>, usize), bincode::Error> {
     let mut buf = kv::encode(meta)?;
     let len_at = buf.len();
     buf.extend_from_slice(&0u64.to_le_bytes());
