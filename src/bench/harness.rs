@@ -74,10 +74,20 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `program` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, BenchError> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Proc, BenchError> {
         let out = File::create(log).map_err(|e| BenchError::io("create", log, e))?;
-        let err = out.try_clone().map_err(|e| BenchError::io("open", log, e))?;
-        Self::spawn_with(name, Command::new(program).args(args).stdout(out).stderr(err))
+        let err = out
+            .try_clone()
+            .map_err(|e| BenchError::io("open", log, e))?;
+        Self::spawn_with(
+            name,
+            Command::new(program).args(args).stdout(out).stderr(err),
+        )
     }
 
     pub fn spawn_with(name: &str, command: &mut Command) -> Result<Proc, BenchError> {
@@ -149,16 +159,22 @@ const CLOCK_TICKS_PER_S: f64 = 100.0;
 impl Usage {
     pub fn of(pid: u32) -> Result<Usage, BenchError> {
         let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
-        let stat = fs::read_to_string(&stat_path).map_err(|e| BenchError::io("read", &stat_path, e))?;
+        let stat =
+            fs::read_to_string(&stat_path).map_err(|e| BenchError::io("read", &stat_path, e))?;
         // Fields after the `(comm)` field, which may itself hold spaces.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of stat; 12 and 13 after `) state`.
         let cpu_s = (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_S;
         let status_path = PathBuf::from(format!("/proc/{pid}/status"));
-        let status =
-            fs::read_to_string(&status_path).map_err(|e| BenchError::io("read", &status_path, e))?;
+        let status = fs::read_to_string(&status_path)
+            .map_err(|e| BenchError::io("read", &status_path, e))?;
         let kib = |key: &str| {
             status
                 .lines()
@@ -318,7 +334,11 @@ impl Node {
         );
         let config_path = dir.join("raftpoll.toml");
         fs::write(&config_path, config).map_err(|e| BenchError::io("write", &config_path, e))?;
-        let mut args = vec!["node".to_string(), "--config".into(), config_path.display().to_string()];
+        let mut args = vec![
+            "node".to_string(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ];
         let mut program = sibling_bin("raftpoll")?;
         // For profiling: e.g. RAFTPOLL_BENCH_NODE_WRAPPER="heaptrack -o /tmp/node" runs the
         // node under the wrapper (CPU and memory figures are then the wrapper's).
@@ -390,9 +410,17 @@ pub fn write_switch_recording(path: &Path, ports: u32) -> Result<(), BenchError>
         let _ = writeln!(s, "{oid}|{tag}|{value}");
     };
     let sys = "1.3.6.1.2.1.1";
-    line(format!("{sys}.1.0"), "4", format!("raftpoll bench switch, {ports} ports"));
+    line(
+        format!("{sys}.1.0"),
+        "4",
+        format!("raftpoll bench switch, {ports} ports"),
+    );
     line(format!("{sys}.2.0"), "6", "1.3.6.1.4.1.8072.3.2.10".into());
-    line(format!("{sys}.3.0"), "67:numeric", "rate=100,initial=100000".into());
+    line(
+        format!("{sys}.3.0"),
+        "67:numeric",
+        "rate=100,initial=100000".into(),
+    );
     line(format!("{sys}.5.0"), "4", "bench-switch".into());
     line("1.3.6.1.2.1.2.1.0".into(), "2", ports.to_string());
     let if_table = "1.3.6.1.2.1.2.2.1";
