@@ -13,7 +13,7 @@ use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::rrd::writer::RrdWriterHandle;
 use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, VarBind};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -78,6 +78,42 @@ struct Claim {
     granted: Result<Vec<String>, String>,
 }
 
+/// A device whose poll claim was granted, waiting for a poll permit.
+struct Granted {
+    hostname: String,
+    at: u64,
+    claimed_at: Instant,
+}
+
+/// Starts granted polls while permits are free. A task exists only per
+/// running poll (a poll's future is several KiB): thousands of overdue
+/// devices after a restart or failover wait as queue entries instead.
+fn start_granted<C: SnmpClient>(
+    ctx: &Arc<Context<C>>,
+    ready: &mut VecDeque<Granted>,
+    permits: &Arc<Semaphore>,
+    done_tx: &mpsc::UnboundedSender<(Done, u64)>,
+    running: &mut usize,
+) {
+    while !ready.is_empty() {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            return;
+        };
+        let Some(g) = ready.pop_front() else { return };
+        *running += 1;
+        let ctx = ctx.clone();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let began_ms = unix_now_ms();
+            let done = poll_device(&ctx, g.hostname, g.at, g.claimed_at).await;
+            // Free the permit before reporting, so the scheduler can start
+            // the next granted poll as soon as it hears of this one.
+            drop(permit);
+            let _ = done_tx.send((done, began_ms));
+        });
+    }
+}
+
 /// Runs until `shutdown`; polls already started finish (their results are
 /// reported) before it returns.
 ///
@@ -110,7 +146,9 @@ pub async fn run<C: SnmpClient>(
     let mut to_claim: Vec<String> = Vec::new();
     let mut claim_in_flight = false;
     let mut last_claim = Instant::now() - CLAIM_WINDOW;
+    // Polls started (each holds a permit), and granted ones waiting for one.
     let mut running = 0usize;
+    let mut ready: VecDeque<Granted> = VecDeque::new();
     let mut owner_changes = ctx.cluster.shared().owner_changes();
     resync(&ctx, &mut entries, &mut heap);
     loop {
@@ -145,6 +183,7 @@ pub async fn run<C: SnmpClient>(
             }
             Some((done, began_ms)) = done_rx.recv() => {
                 running -= 1;
+                start_granted(&ctx, &mut ready, &permits, &done_tx, &mut running);
                 if let Some(entry) = entries.get_mut(&done.hostname) {
                     entry.running = false;
                     // `started` is the claim's whole second; the poll may have
@@ -167,17 +206,10 @@ pub async fn run<C: SnmpClient>(
                 };
                 for hostname in claimed.asked {
                     if granted.contains(&hostname) {
-                        running += 1;
-                        let ctx = ctx.clone();
-                        let done_tx = done_tx.clone();
-                        let permits = permits.clone();
-                        let at = claimed.at;
-                        let claimed_at = claimed.claimed_at;
-                        tokio::spawn(async move {
-                            let Ok(_permit) = permits.acquire_owned().await else { return };
-                            let began_ms = unix_now_ms();
-                            let done = poll_device(&ctx, hostname, at, claimed_at).await;
-                            let _ = done_tx.send((done, began_ms));
+                        ready.push_back(Granted {
+                            hostname,
+                            at: claimed.at,
+                            claimed_at: claimed.claimed_at,
                         });
                     } else if let Some(entry) = entries.get_mut(&hostname) {
                         // Refused (polled by someone in this interval, or no
@@ -193,6 +225,7 @@ pub async fn run<C: SnmpClient>(
                         heap.push(Reverse((entry.due, hostname)));
                     }
                 }
+                start_granted(&ctx, &mut ready, &permits, &done_tx, &mut running);
             }
             _ = tokio::time::sleep(sleep) => {
                 let now_ms = unix_now_ms();
