@@ -148,6 +148,10 @@ fn encode_stored(
 ) -> Result<(Vec<u8>, usize), bincode::Error> {
     let mut buf = kv::encode(meta)?;
     let len_at = buf.len();
+    // Sized up front: growing by doubling would hold up to three times the
+    // snapshot while it reallocates.
+    let data_len = bincode::serialized_size(applied)?;
+    buf.reserve_exact(8 + usize::try_from(data_len).unwrap_or(0));
     buf.extend_from_slice(&0u64.to_le_bytes());
     bincode::serialize_into(&mut buf, applied)?;
     let data_len = (buf.len() - len_at - 8) as u64;
