@@ -422,5 +422,6 @@ fn record_file_lists_answered_requests() {
         assert!(f[1].starts_with("127.0.0.1:"), "{line}");
         assert_eq!(f[2], community);
         assert_eq!(f[3], sim.ports[0].to_string());
+        assert_eq!(f[4], "1", "varbinds in the answer: {line}");
     }
 }

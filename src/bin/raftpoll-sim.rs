@@ -106,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     sim::serve(sockets, agent, recorder, stats.clone(), shutdown_signal()).await?;
     tracing::info!(
         answered = stats.answered.load(Ordering::Relaxed),
+        varbinds = stats.varbinds.load(Ordering::Relaxed),
         malformed = stats.malformed.load(Ordering::Relaxed),
         unknown_community = stats.unknown_community.load(Ordering::Relaxed),
         "raftpoll-sim stopped"

@@ -90,6 +90,8 @@ pub struct Handler {
     body: Vec<u8>,
     value: Vec<u8>,
     cursors: Vec<Option<usize>>,
+    /// Varbinds in the last answer (see [`Handler::varbinds`]).
+    varbinds: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +127,7 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
+        self.varbinds = 0;
         let Some(r) = self.parse(req) else {
             return Outcome::Malformed;
         };
@@ -184,9 +187,18 @@ impl Handler {
             if message_size(&r, self.body.len()) > max {
                 self.body.clear();
             }
+        } else {
+            self.varbinds = count_tlvs(&self.body);
         }
         write_message(out, &r, err, index, &self.body);
         Outcome::Respond(dev)
+    }
+
+    /// Varbinds in the list of the last answer (values and exceptions alike), or 0
+    /// when it was an error response or the datagram was dropped. Load tests
+    /// count what a poller really fetched with it.
+    pub fn varbinds(&self) -> u32 {
+        self.varbinds
     }
 
     /// GETBULK: non-repeaters get one GETNEXT each, then up to max-repetitions rows of the
@@ -394,6 +406,16 @@ fn write_message(out: &mut Vec<u8>, r: &Request, err: i64, index: i64, body: &[u
     ber::put_int(out, tag::INTEGER, index);
     ber::put_header(out, tag::SEQUENCE, body.len());
     out.extend_from_slice(body);
+}
+
+/// Number of TLVs in a well-formed concatenation of them (a varbind list's content).
+fn count_tlvs(list: &[u8]) -> u32 {
+    let mut r = Reader::new(list);
+    let mut n = 0;
+    while r.tlv().is_some() {
+        n += 1;
+    }
+    n
 }
 
 /// Encoded size of a small non-negative INTEGER TLV.
@@ -607,6 +629,36 @@ mod tests {
         let req = encode_request(1, b"c", tag::GET, 6, 0, 0, &refs).unwrap();
         let (_, st, idx, vbs) = ask(&a, 161, &req, 0.0).1.unwrap();
         assert_eq!((st, idx, vbs.len()), (status::TOO_BIG, 0, 0));
+    }
+
+    #[test]
+    fn varbinds_counts_the_answer_list() {
+        let a = agent(DEFAULT_MAX_SIZE);
+        let mut h = Handler::default();
+        let mut out = Vec::new();
+        let mut count =
+            |pdu: u8, version: i64, community: &[u8], oids: &[&str]| {
+                let oids: Vec<Vec<u32>> = oids.iter().map(|o| oid(o)).collect();
+                let refs: Vec<&[u32]> = oids.iter().map(|o| &o[..]).collect();
+                let req = encode_request(version, community, pdu, 1, 0, 3, &refs).unwrap();
+                h.handle(&a, 161, &req, 0.0, &mut out);
+                let listed = decode_response(&out).map_or(0, |(_, st, _, vbs)| {
+                    if st == 0 { vbs.len() as u32 } else { u32::MAX }
+                });
+                (h.varbinds(), listed)
+            };
+        // Values and exceptions alike, as many as the answer lists.
+        let get = ["1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.9.0"];
+        assert_eq!(count(tag::GET, 1, b"a", &get), (2, 2));
+        // GETBULK, 3 repetitions of 2 columns; the last row ends at endOfMibView.
+        let bulk = ["1.3.6.1.2.1.2.2.1.10", "1.3.6.1.2.1.31"];
+        let (n, listed) = count(tag::GET_BULK, 1, b"a", &bulk);
+        assert_eq!((n, listed), (6, 6));
+        // Error answers (v1 noSuchName echoes the request) and drops count nothing.
+        assert_eq!(count(tag::GET, 0, b"a", &["1.3.6.1.2.1.31.1.1.1.6.1"]).0, 0);
+        assert_eq!(count(tag::SET, 1, b"a", &get).0, 0);
+        assert_eq!(count(tag::GET, 1, b"nobody", &get).0, 0);
+        assert_eq!(count(tag::GET, 1, b"a", &get).0, 2);
     }
 
     #[test]

@@ -28,12 +28,18 @@ pub struct Stats {
     pub answered: AtomicU64,
     pub malformed: AtomicU64,
     pub unknown_community: AtomicU64,
+    /// Varbinds in the lists of the answers without error status.
+    pub varbinds: AtomicU64,
 }
 
 impl Stats {
-    fn bump(&self, outcome: Outcome) {
+    fn bump(&self, outcome: Outcome, varbinds: u32) {
         let c = match outcome {
-            Outcome::Respond(_) => &self.answered,
+            Outcome::Respond(_) => {
+                self.varbinds
+                    .fetch_add(u64::from(varbinds), Ordering::Relaxed);
+                &self.answered
+            }
             Outcome::Malformed => &self.malformed,
             Outcome::UnknownCommunity => &self.unknown_community,
         };
@@ -41,7 +47,7 @@ impl Stats {
     }
 }
 
-/// Buffered `unix_ms src_addr community port` lines, one per answered request.
+/// Buffered `unix_ms src_addr community port varbinds` lines, one per answered request.
 #[derive(Debug)]
 pub struct Recorder {
     out: Mutex<BufWriter<File>>,
@@ -58,13 +64,17 @@ impl Recorder {
         })
     }
 
-    fn record(&self, src: SocketAddr, community: &[u8], port: u16) {
+    fn record(&self, src: SocketAddr, community: &[u8], port: u16, varbinds: u32) {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         if let Ok(mut out) = self.out.lock() {
             // A failed write only loses record lines; serving goes on.
-            let _ = writeln!(out, "{ms} {src} {} {port}", community.escape_ascii());
+            let _ = writeln!(
+                out,
+                "{ms} {src} {} {port} {varbinds}",
+                community.escape_ascii()
+            );
         }
     }
 
@@ -156,7 +166,7 @@ async fn answer_loop(
         };
         let req = &buf[..n];
         let outcome = handler.handle(&agent, port, req, start.elapsed().as_secs_f64(), &mut out);
-        stats.bump(outcome);
+        stats.bump(outcome, handler.varbinds());
         let Outcome::Respond(dev) = outcome else {
             continue;
         };
@@ -184,7 +194,7 @@ async fn answer_loop(
             }
         }
         if let Some(rec) = &recorder {
-            rec.record(src, &device.community, port);
+            rec.record(src, &device.community, port, handler.varbinds());
         }
     }
 }

@@ -19,8 +19,15 @@ use tokio::sync::{OnceCell, Semaphore};
 /// Most varbinds one walk may return before we call the agent broken
 /// (a looping agent would otherwise fill memory).
 pub const MAX_WALK_VARBINDS: usize = 200_000;
-/// GETBULK max-repetitions; async-snmp halves it on tooBig.
+/// GETBULK max-repetitions of a walk whose size is not known yet; async-snmp
+/// halves it on tooBig.
 const MAX_REPETITIONS: u32 = 25;
+/// Largest max-repetitions of a walk sized from the previous walk of the same
+/// root: about one Ethernet frame of counter rows. Agents cut a longer answer
+/// short (RFC 3416 §4.2.3) and the walk goes on from there.
+const MAX_SIZED_REPETITIONS: u32 = 50;
+/// Walk sizes remembered per target (a poll walks about twenty roots).
+const MAX_SIZED_ROOTS: usize = 64;
 /// Requested SO_RCVBUF: room for bursts of answers from many agents.
 const RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Cached credential sets per address before the oldest is dropped.
@@ -51,6 +58,49 @@ struct TargetEntry {
     credentials: SnmpCredentials,
     client: Client<UdpHandle>,
     permits: Arc<Semaphore>,
+    /// Varbinds the last complete walk of each root returned, keyed by a hash
+    /// of the root. The next walk of a table whose size has not changed then
+    /// gets every row and the first object past it in one request, instead of
+    /// rounds of 25 and a look past the end.
+    walk_sizes: Mutex<Vec<(u64, u32)>>,
+}
+
+impl TargetEntry {
+    fn walk_size(&self, key: u64) -> Option<u32> {
+        lock(&self.walk_sizes)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
+    }
+
+    fn remember_walk_size(&self, key: u64, varbinds: usize) {
+        let n = u32::try_from(varbinds).unwrap_or(u32::MAX);
+        let mut sizes = lock(&self.walk_sizes);
+        match sizes.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = n,
+            None => {
+                if sizes.len() >= MAX_SIZED_ROOTS {
+                    sizes.remove(0);
+                }
+                sizes.push((key, n));
+            }
+        }
+    }
+}
+
+/// Key of a walk root in [`TargetEntry::walk_sizes`]; a collision only costs
+/// a walk sized for another table.
+fn root_key(root: &Oid) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    h.finish()
+}
+
+/// max-repetitions for a walk that returned `previous` varbinds last time:
+/// all of them plus one, to see the end of the table in the same answer.
+fn sized_repetitions(previous: u32) -> u32 {
+    previous.saturating_add(1).min(MAX_SIZED_REPETITIONS)
 }
 
 impl AsyncSnmpClient {
@@ -153,6 +203,7 @@ impl AsyncSnmpClient {
             credentials: target.credentials.clone(),
             client,
             permits: Arc::new(Semaphore::new(config.per_device_in_flight)),
+            walk_sizes: Mutex::new(Vec::new()),
         });
         let mut targets = lock(&self.inner.targets);
         let entries = targets.entry(target.addr).or_default();
@@ -272,9 +323,14 @@ impl AsyncSnmpClient {
     }
 
     async fn walk_inner(&self, entry: &TargetEntry, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
+        let key = root_key(root);
+        let mut options = entry.client.walk_options();
+        if let Some(previous) = entry.walk_size(key) {
+            options.max_repetitions = sized_repetitions(previous);
+        }
         let mut stream = entry
             .client
-            .walk(to_wire_oid(root))
+            .walk_with(to_wire_oid(root), options)
             .map_err(|e| self.map_error(&entry.credentials, *e))?;
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {
@@ -308,6 +364,7 @@ impl AsyncSnmpClient {
                 }
             }
         }
+        entry.remember_walk_size(key, out.len());
         Ok(out)
     }
 }
@@ -523,6 +580,74 @@ mod tests {
     use super::*;
     use crate::cluster::types::UsmCredentials;
     use crate::secret::Secret;
+
+    /// The second walk of a root asks for as many rows as the first one found
+    /// (plus one to see the end): one request instead of two rounds of 25.
+    #[tokio::test]
+    async fn walks_are_sized_from_the_previous_walk_of_the_same_root() {
+        use crate::sim::{self, Agent, Device, LoadOptions, Recording, Stats};
+        use std::sync::atomic::Ordering::Relaxed;
+        // A 30-row column (ifHCInOctets) followed by another one (ifHCOutOctets).
+        let text: String = (1..=30)
+            .map(|i| format!("1.3.6.1.2.1.31.1.1.1.6.{i}|70|{i}\n"))
+            .chain((1..=30).map(|i| format!("1.3.6.1.2.1.31.1.1.1.10.{i}|70|{i}\n")))
+            .collect();
+        let recording = Arc::new(Recording::parse(text.as_bytes(), LoadOptions::default()));
+        let socket = sim::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let device = Device {
+            port: addr.port(),
+            community: b"c".to_vec(),
+            recording,
+            misbehave: None,
+        };
+        let agent = Arc::new(Agent::new(vec![device], sim::DEFAULT_MAX_SIZE));
+        let stats = Arc::new(Stats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sim::serve(
+            vec![socket],
+            agent,
+            None,
+            stats.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = AsyncSnmpClient::new(SnmpClientConfig::default())
+            .await
+            .unwrap();
+        let target = SnmpTarget::new(
+            addr,
+            SnmpCredentials::V2c {
+                community: Secret::new("c"),
+            },
+        );
+        // (requests, varbinds) the agent answered so far.
+        let answered = || (stats.answered.load(Relaxed), stats.varbinds.load(Relaxed));
+        let column = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6]);
+        let first = client.walk(&target, &column).await.unwrap();
+        assert_eq!(first.len(), 30);
+        assert_eq!(
+            answered(),
+            (2, 50),
+            "rows 1-25, then 26-30 and 20 past the end"
+        );
+        let second = client.walk(&target, &column).await.unwrap();
+        assert_eq!(second, first);
+        assert_eq!(
+            answered(),
+            (3, 81),
+            "30 rows and the first object past them"
+        );
+        // A root with nothing under it: one varbind past the end next time.
+        let absent = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 7]);
+        assert!(client.walk(&target, &absent).await.unwrap().is_empty());
+        assert!(client.walk(&target, &absent).await.unwrap().is_empty());
+        assert_eq!(answered(), (5, 81 + 25 + 1));
+        assert_eq!(sized_repetitions(500), MAX_SIZED_REPETITIONS);
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn short_v3_password_is_a_config_error_without_the_password() {
