@@ -7,9 +7,9 @@ mod record;
 mod scraper;
 
 use super::harness::{
-    self, Node, PortSim, Proc, RrdSink, Rrdcached, Table, free_tcp_port, sibling_bin, system_bin,
-    wait_for,
+    self, Node, PortSim, Proc, Rrdcached, Table, free_tcp_port, sibling_bin, system_bin, wait_for,
 };
+use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
 use std::fmt::Write as _;
 use std::fs;

@@ -1,5 +1,6 @@
-//! An rrdcached protocol endpoint that accepts every command and keeps only what the
-//! scale benchmark checks: when each device's poller-perf file was updated.
+//! An rrdcached stand-in on loopback: speaks its line protocol (`BATCH` included),
+//! acknowledges every command and keeps only counts (`STATS` reports `UpdatesReceived`)
+//! and when each device's poller-perf file was updated, which the scale benchmark checks.
 //!
 //! The scale runs need it because 20,000 devices × 32 files with LibreNMS's RRA set would
 //! take about 1.5 TB of real RRD files; the write path itself is measured against a real
@@ -55,7 +56,7 @@ impl RrdSink {
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&SinkCounts) -> R) -> R {
-        f(&self.counts.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&lock(&self.counts))
     }
 }
 
@@ -65,7 +66,11 @@ impl Drop for RrdSink {
     }
 }
 
+/// One client until it closes, says QUIT, or the sink stops.
 fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
+    // Short read timeouts only so that a stopped sink notices; a line cut by
+    // a timeout stays in `line` and is completed by the next read.
+    let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let Ok(mut out) = stream.try_clone() else {
         return;
@@ -73,10 +78,10 @@ fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
     let mut reader = BufReader::new(stream);
     let mut in_batch = false;
     let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        line.clear();
+    loop {
         match reader.read_line(&mut line) {
             Ok(0) => return,
+            Ok(_) if !line.ends_with('\n') => return,
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -84,6 +89,9 @@ fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
                 continue;
             }
             Err(_) => return,
@@ -108,16 +116,18 @@ fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
                 (!in_batch).then(|| "0 errors, enqueued 1 value(s).\n".to_string())
             }
             "CREATE" => {
-                counts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .creates += 1;
+                lock(counts).creates += 1;
                 (!in_batch).then(|| "0 RRD created OK\n".to_string())
             }
             "LAST" => Some("-1 No such file or directory\n".to_string()),
+            "STATS" => Some(format!(
+                "1 Statistics follow\nUpdatesReceived: {}\n",
+                lock(counts).updates
+            )),
             "QUIT" => return,
             _ => (!in_batch).then(|| "0 OK\n".to_string()),
         };
+        line.clear();
         if let Some(a) = answer
             && out.write_all(a.as_bytes()).is_err()
         {
@@ -126,14 +136,19 @@ fn serve(stream: TcpStream, counts: &Mutex<SinkCounts>, stop: &AtomicBool) {
     }
 }
 
+fn lock(counts: &Mutex<SinkCounts>) -> std::sync::MutexGuard<'_, SinkCounts> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// `UPDATE <host>/<file>.rrd <ts>:<v>…`: counts it, and keeps the time of poller-perf ones.
 fn record_update(cmd: &str, counts: &Mutex<SinkCounts>) {
     let mut words = cmd.split(' ').skip(1);
     let (Some(path), Some(values)) = (words.next(), words.next()) else {
         return;
     };
-    let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
-    c.updates += 1;
+    let mut c = lock(counts);
+    // Every value (`<ts>:<v>…`) after the file name counts, as in rrdcached's STATS.
+    c.updates += cmd.split(' ').skip(2).count() as u64;
     if let Some(host) = path.strip_suffix("/poller-perf.rrd")
         && let Some(ts) = values.split(':').next().and_then(|t| t.parse::<f64>().ok())
     {
