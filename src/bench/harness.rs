@@ -158,18 +158,7 @@ const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 impl Usage {
     pub fn of(pid: u32) -> Result<Usage, BenchError> {
-        let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
-        let stat =
-            fs::read_to_string(&stat_path).map_err(|e| BenchError::io("read", &stat_path, e))?;
-        // Fields after the `(comm)` field, which may itself hold spaces.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let ticks = stat_ticks(&PathBuf::from(format!("/proc/{pid}/stat")))?;
         // utime and stime are fields 14 and 15 of stat; 12 and 13 after `) state`.
         let cpu_s = (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_S;
         let status_path = PathBuf::from(format!("/proc/{pid}/status"));
@@ -189,6 +178,24 @@ impl Usage {
             peak_rss_kib: kib("VmHWM:"),
         })
     }
+}
+
+/// CPU seconds of this process's waited-for children (cutime + cstime).
+pub fn children_cpu_s() -> Result<f64, BenchError> {
+    let ticks = stat_ticks(Path::new("/proc/self/stat"))?;
+    Ok((ticks(13) + ticks(14)) as f64 / CLOCK_TICKS_PER_S)
+}
+
+/// The numeric fields of a `/proc/<pid>/stat` after `(comm)` (which may hold
+/// spaces), by 0-based position; 0 where a field is missing.
+fn stat_ticks(path: &Path) -> Result<impl Fn(usize) -> u64 + use<>, BenchError> {
+    let stat = fs::read_to_string(path).map_err(|e| BenchError::io("read", path, e))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Ok(move |i: usize| fields.get(i).copied().unwrap_or(0))
 }
 
 /// `raftpoll-sim` serving `devices` simulated devices (communities `<prefix><i>`).
@@ -423,55 +430,63 @@ pub fn write_switch_recording(path: &Path, ports: u32) -> Result<(), BenchError>
     );
     line(format!("{sys}.5.0"), "4", "bench-switch".into());
     line("1.3.6.1.2.1.2.1.0".into(), "2", ports.to_string());
-    let if_table = "1.3.6.1.2.1.2.2.1";
     let counter32 = |rate: u32| format!("rate={rate},initial=1000000,wrap=1");
     let counter64 = |rate: u32| format!("rate={rate},initial=4295967296");
-    // ifTable columns: (column, tag, value of port i)
-    type Column = (u32, &'static str, Box<dyn Fn(u32) -> String>);
-    let if_columns: Vec<Column> = vec![
-        (1, "2", Box::new(|i| i.to_string())),
-        (2, "4", Box::new(|i| format!("GigabitEthernet0/{i}"))),
-        (3, "2", Box::new(|_| "6".into())),
-        (5, "66", Box::new(|_| "1000000000".into())),
-        (7, "2", Box::new(|_| "1".into())),
-        (8, "2", Box::new(|_| "1".into())),
-        (10, "65:numeric", Box::new(move |_| counter32(1000))),
-        (11, "65:numeric", Box::new(move |_| counter32(10))),
-        (12, "65", Box::new(|_| "0".into())),
-        (13, "65", Box::new(|_| "0".into())),
-        (14, "65", Box::new(|_| "0".into())),
-        (15, "65", Box::new(|_| "0".into())),
-        (16, "65:numeric", Box::new(move |_| counter32(2000))),
-        (17, "65:numeric", Box::new(move |_| counter32(20))),
-        (18, "65", Box::new(|_| "0".into())),
-        (19, "65", Box::new(|_| "0".into())),
-        (20, "65", Box::new(|_| "0".into())),
+    // (table, column, tag, value of port i): ifTable, then ifXTable.
+    type Column = (&'static str, u32, &'static str, Box<dyn Fn(u32) -> String>);
+    let (if_table, if_x) = ("1.3.6.1.2.1.2.2.1", "1.3.6.1.2.1.31.1.1.1");
+    let zero = |table, col, tag| -> Column { (table, col, tag, Box::new(|_| "0".into())) };
+    let columns: Vec<Column> = vec![
+        (if_table, 1, "2", Box::new(|i| i.to_string())),
+        (
+            if_table,
+            2,
+            "4",
+            Box::new(|i| format!("GigabitEthernet0/{i}")),
+        ),
+        (if_table, 3, "2", Box::new(|_| "6".into())),
+        (if_table, 5, "66", Box::new(|_| "1000000000".into())),
+        (if_table, 7, "2", Box::new(|_| "1".into())),
+        (if_table, 8, "2", Box::new(|_| "1".into())),
+        (
+            if_table,
+            10,
+            "65:numeric",
+            Box::new(move |_| counter32(1000)),
+        ),
+        (if_table, 11, "65:numeric", Box::new(move |_| counter32(10))),
+        zero(if_table, 12, "65"),
+        zero(if_table, 13, "65"),
+        zero(if_table, 14, "65"),
+        zero(if_table, 15, "65"),
+        (
+            if_table,
+            16,
+            "65:numeric",
+            Box::new(move |_| counter32(2000)),
+        ),
+        (if_table, 17, "65:numeric", Box::new(move |_| counter32(20))),
+        zero(if_table, 18, "65"),
+        zero(if_table, 19, "65"),
+        zero(if_table, 20, "65"),
+        (if_x, 1, "4", Box::new(|i| format!("Gi0/{i}"))),
+        zero(if_x, 2, "65"),
+        zero(if_x, 3, "65"),
+        zero(if_x, 4, "65"),
+        zero(if_x, 5, "65"),
+        (if_x, 6, "70:numeric", Box::new(move |_| counter64(1000))),
+        (if_x, 7, "70:numeric", Box::new(move |_| counter64(10))),
+        zero(if_x, 8, "70"),
+        zero(if_x, 9, "70"),
+        (if_x, 10, "70:numeric", Box::new(move |_| counter64(2000))),
+        (if_x, 11, "70:numeric", Box::new(move |_| counter64(20))),
+        zero(if_x, 12, "70"),
+        zero(if_x, 13, "70"),
+        (if_x, 15, "66", Box::new(|_| "1000".into())),
     ];
-    for (col, tag, value) in &if_columns {
+    for (table, col, tag, value) in &columns {
         for i in 1..=ports {
-            line(format!("{if_table}.{col}.{i}"), tag, value(i));
-        }
-    }
-    let if_x = "1.3.6.1.2.1.31.1.1.1";
-    let x_columns: Vec<Column> = vec![
-        (1, "4", Box::new(|i| format!("Gi0/{i}"))),
-        (2, "65", Box::new(|_| "0".into())),
-        (3, "65", Box::new(|_| "0".into())),
-        (4, "65", Box::new(|_| "0".into())),
-        (5, "65", Box::new(|_| "0".into())),
-        (6, "70:numeric", Box::new(move |_| counter64(1000))),
-        (7, "70:numeric", Box::new(move |_| counter64(10))),
-        (8, "70", Box::new(|_| "0".into())),
-        (9, "70", Box::new(|_| "0".into())),
-        (10, "70:numeric", Box::new(move |_| counter64(2000))),
-        (11, "70:numeric", Box::new(move |_| counter64(20))),
-        (12, "70", Box::new(|_| "0".into())),
-        (13, "70", Box::new(|_| "0".into())),
-        (15, "66", Box::new(|_| "1000".into())),
-    ];
-    for (col, tag, value) in &x_columns {
-        for i in 1..=ports {
-            line(format!("{if_x}.{col}.{i}"), tag, value(i));
+            line(format!("{table}.{col}.{i}"), tag, value(i));
         }
     }
     line("1.3.6.1.2.1.25.3.3.1.2.196608".into(), "2", "25".into());

@@ -2,7 +2,7 @@
 //! spool) into a real rrdcached, against one `rrdtool update --daemon` process per update
 //! and against one long-lived `rrdtool -` pipe.
 
-use super::harness::{Rrdcached, Table, Usage, machine, system_bin, wait_for};
+use super::harness::{Rrdcached, Table, Usage, children_cpu_s, machine, system_bin, wait_for};
 use super::{BenchError, Workdir};
 use crate::poller::modules::defs::port_def;
 use crate::rrd::layout::{RrdUpdate, RrdValue, update_line};
@@ -91,7 +91,13 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
     }
 
     eprintln!("rrd: one rrdtool process per update");
-    let before = (children_usage()?, rrdcached.proc.usage()?);
+    let before = (
+        Usage {
+            cpu_s: children_cpu_s()?,
+            ..Usage::default()
+        },
+        rrdcached.proc.usage()?,
+    );
     let started = Instant::now();
     for i in 0..args.rrdtool_updates {
         let (path, line) = next_update(&paths, i, next_k);
@@ -118,7 +124,10 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
         args.rrdtool_updates,
         started,
         before,
-        children_usage()?,
+        Usage {
+            cpu_s: children_cpu_s()?,
+            ..Usage::default()
+        },
         &rrdcached,
     )?);
 
@@ -257,24 +266,6 @@ async fn write_with_writer(
     drop(handle);
     let _ = task.await;
     Ok(total)
-}
-
-/// CPU time of this process's waited-for children (cutime + cstime).
-fn children_usage() -> Result<Usage, BenchError> {
-    let path = Path::new("/proc/self/stat");
-    let stat = std::fs::read_to_string(path).map_err(|e| BenchError::io("read", path, e))?;
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(Usage {
-        cpu_s: (ticks(13) + ticks(14)) as f64 / 100.0,
-        ..Usage::default()
-    })
 }
 
 /// One `rrdtool -` process; each update is a line, each answer awaited (as a poller
