@@ -401,25 +401,13 @@ async fn import_devices(
 /// Splits an import into calls of at most [`IMPORT_DEVICES_PER_CALL`]
 /// devices and about [`IMPORT_BYTES_PER_CALL`] bytes, keeping the order.
 fn import_batches(devices: Vec<pb::AddDeviceRequest>) -> Vec<Vec<pb::AddDeviceRequest>> {
-    let mut batches = Vec::new();
-    let mut batch = Vec::new();
-    let mut bytes = 0usize;
-    for device in devices {
-        // Length-delimited size, as it travels inside the request.
-        let size = device.encoded_len() + 8;
-        if !batch.is_empty()
-            && (batch.len() >= IMPORT_DEVICES_PER_CALL || bytes + size > IMPORT_BYTES_PER_CALL)
-        {
-            batches.push(std::mem::take(&mut batch));
-            bytes = 0;
-        }
-        bytes += size;
-        batch.push(device);
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    batches
+    // Length-delimited size, as it travels inside the request.
+    crate::api::split_by_size(
+        devices,
+        IMPORT_DEVICES_PER_CALL,
+        IMPORT_BYTES_PER_CALL as u64,
+        |d| (d.encoded_len() + 8) as u64,
+    )
 }
 
 /// One bad line of an import file. Never holds a secret's value.

@@ -249,23 +249,9 @@ pub fn new_devices(reqs: Vec<pb::AddDeviceRequest>) -> Result<Vec<NewDevice>, St
 /// Splits a bulk add into log entries of at most [`DEVICES_PER_ENTRY`]
 /// devices and about [`BYTES_PER_ENTRY`] bytes, keeping the order.
 fn entry_chunks(devices: Vec<NewDevice>) -> Vec<Vec<NewDevice>> {
-    let mut chunks = Vec::new();
-    let mut chunk = Vec::new();
-    let mut bytes = 0u64;
-    for device in devices {
-        let size = bincode::serialized_size(&device).unwrap_or(BYTES_PER_ENTRY);
-        if !chunk.is_empty() && (chunk.len() >= DEVICES_PER_ENTRY || bytes + size > BYTES_PER_ENTRY)
-        {
-            chunks.push(std::mem::take(&mut chunk));
-            bytes = 0;
-        }
-        bytes += size;
-        chunk.push(device);
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
+    super::split_by_size(devices, DEVICES_PER_ENTRY, BYTES_PER_ENTRY, |d| {
+        bincode::serialized_size(d).unwrap_or(BYTES_PER_ENTRY)
+    })
 }
 
 /// An IP literal, or a syntactically valid DNS name (not something that
