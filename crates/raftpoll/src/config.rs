@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn shipped_cluster_configs_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-configs");
         let mut checked = 0;
         for sub in ["3-node", "5-node"] {
             let entries = std::fs::read_dir(dir.join(sub)).expect("cluster-configs dir");

@@ -12,7 +12,7 @@ const IF_HC_IN_OCTETS_1: &str = ".1.3.6.1.2.1.31.1.1.1.6.1";
 const IF_IN_OCTETS_1: &str = ".1.3.6.1.2.1.2.2.1.10.1";
 
 fn moving() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/snmpsim/moving.snmprec")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec")
 }
 
 /// A running simulator; killed on drop.

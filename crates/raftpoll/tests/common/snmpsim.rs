@@ -110,7 +110,7 @@ impl SimDevice {
 
 /// testbed/snmpsim/moving.snmprec in this repository.
 pub fn moving_snmprec() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/snmpsim/moving.snmprec")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec")
 }
 
 pub struct Snmpsim {

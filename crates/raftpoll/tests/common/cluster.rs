@@ -77,7 +77,7 @@ impl RecordingAgent {
         let dir = test_dir("sim");
         let record = dir.path().join("record.txt");
         let recording =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testbed/snmpsim/moving.snmprec");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec");
         let mut daemon = Daemon::new(
             "raftpoll-sim",
             env!("CARGO_BIN_EXE_raftpoll-sim"),

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The agent's recording: counters moving at known rates (testbed/snmpsim).
-const RECORDING: &str = include_str!("../../testbed/snmpsim/moving.snmprec");
+const RECORDING: &str = include_str!("../../../../testbed/snmpsim/moving.snmprec");
 const NODE_PORT: u16 = 7000;
 const AGENT_PORT: u16 = 16100;
 const RRDCACHED_PORT: u16 = 42217;
