@@ -12,12 +12,8 @@
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`client`]: the operator CLI's client side.
 //! - [`node`]: starts and stops a node: every task, in order.
-//! - [`chaos`]: `raftpoll chaos`, the fault-injection tool and invariant checker.
-//! - [`sim`]: `raftpoll-sim`, a fast SNMP responder serving `.snmprec` recordings for load tests.
 
 pub mod api;
-pub mod bench;
-pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -25,7 +21,6 @@ pub mod node;
 pub mod poller;
 pub mod rrd;
 pub mod secret;
-pub mod sim;
 pub mod snmp;
 pub mod storage;
 

@@ -39,8 +39,6 @@ enum Command {
     /// Manage devices.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Run a local cluster in network namespaces, inject faults, check the invariants.
-    Chaos(raftpoll::chaos::ChaosArgs),
 }
 
 /// Prints a command's output; a closed pipe (`raftpoll status | head -1`) is
@@ -71,9 +69,6 @@ fn main() -> ExitCode {
             Command::Leave { node } => client::run(&cli.conn, client::Request::Leave { node })
                 .await
                 .map(|out| print_out(&out))
-                .map_err(anyhow::Error::from),
-            Command::Chaos(args) => raftpoll::chaos::main(args)
-                .await
                 .map_err(anyhow::Error::from),
             Command::Device(cmd) => client::run(&cli.conn, client::Request::Device(cmd))
                 .await

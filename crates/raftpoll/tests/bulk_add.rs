@@ -4,7 +4,7 @@
 //! The devices point at a loopback UDP port where nothing listens and rrdcached at a closed
 //! port: the node polls nothing real, and only the inventory is checked.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -12,8 +12,8 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::raftpoll::raftpoll_bin;
-use common::{NodeConfig, RaftpollNode, free_tcp_port, free_udp_port};
+use testbed::raftpoll::raftpoll_bin;
+use testbed::{NodeConfig, RaftpollNode, free_tcp_port, free_udp_port};
 use prost::Message as _;
 use raftpoll::proto::{self as pb, admin_client::AdminClient};
 use serde_json::Value;

@@ -5,15 +5,15 @@
 //!
 //! Each test runs its own cluster, agent and rrdcached on free ports, so they run in parallel.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::NodeConfig;
-use common::cluster::{CLI_EVERY, Cluster, Poll, RecordingAgent, source_ip, unix_ms};
-use common::wait_until_every;
+use testbed::NodeConfig;
+use testbed::cluster::{CLI_EVERY, Cluster, Poll, RecordingAgent, source_ip, unix_ms};
+use testbed::wait_until_every;
 use serde_json::Value;
 
 /// Poll frequency of the test nodes, seconds.

@@ -6,15 +6,15 @@
 //! ones), RRDs go to a real rrdcached and are read back with `rrdtool fetch`. Each scenario
 //! has its own daemons and ports, so they run in parallel.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{RecordingAgent, group_polls, unix_ms};
-use common::{NodeConfig, RaftpollNode, Rrdcached, free_udp_port, wait_until_every};
+use testbed::cluster::{RecordingAgent, group_polls, unix_ms};
+use testbed::{NodeConfig, RaftpollNode, Rrdcached, free_udp_port, wait_until_every};
 use serde_json::Value;
 
 /// Poll frequency of every node here: the RRD step (heartbeat = 2 steps).
@@ -454,7 +454,7 @@ fn acknowledged_adds_survive_kill9_mid_burst() {
                     .args(["device", "add", &host, "--ip", "127.0.0.1", "--port"])
                     .arg(&dead_agent)
                     .args(["--community", "c", "--addr", &addr, "--secret"])
-                    .arg(common::TEST_SECRET)
+                    .arg(testbed::TEST_SECRET)
                     .env_remove("RAFTPOLL_ADDR")
                     .env_remove("RAFTPOLL_SECRET")
                     .output()

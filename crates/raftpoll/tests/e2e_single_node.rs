@@ -4,7 +4,7 @@
 //! Each scenario is its own `#[test]` with its own daemons and ports, so they run in parallel.
 //! Every CLI output and the node's logs are checked for leaked secrets at the end of each one.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::raftpoll::run_node_expecting_exit;
-use common::snmpd::{V3_AUTH_PASS, V3_PRIV_PASS};
-use common::snmpsim::moving;
-use common::{
+use testbed::raftpoll::run_node_expecting_exit;
+use testbed::snmpd::{V3_AUTH_PASS, V3_PRIV_PASS};
+use testbed::snmpsim::moving;
+use testbed::{
     NodeConfig, RaftpollNode, Rrdcached, SimDevice, SnmpCreds, Snmpd, Snmpsim, snmpwalk,
     wait_until_every,
 };
@@ -751,7 +751,7 @@ fn refusals_are_clear() {
 
     // Typo'd key and an invalid value in the config: the node refuses to start.
     let data = tempfile::tempdir().expect("temp dir");
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_tcp_port()));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], testbed::free_tcp_port()));
     for (table, key, value) in [
         ("poller", "fequency", toml::Value::Integer(10)),
         ("poller", "frequency", toml::Value::Integer(0)),
@@ -782,7 +782,7 @@ fn refusals_are_clear() {
     // Duplicate hostname.
     let creds = SnmpCreds::v2c(C_MOVING);
     // Nothing answers there: the device is only ever down.
-    bed.add("dup", common::free_udp_port(), &creds, &[]);
+    bed.add("dup", testbed::free_udp_port(), &creds, &[]);
     let mut dup = vec![
         "device",
         "add",

@@ -2,14 +2,14 @@
 //! killed writer, a torn spool record and the size bound, checked with
 //! `rrdtool fetch` and rrdcached's own `STATS`.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Rrdcached;
+use testbed::Rrdcached;
 use raftpoll::poller::modules::defs::{PORT_DS, port_def};
 use raftpoll::rrd::layout::{RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};

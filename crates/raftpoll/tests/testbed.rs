@@ -1,13 +1,13 @@
 //! Tests of the test bed itself: the real agents and rrdcached answer as the other tests expect.
 
-mod common;
+use raftpoll_testbed as testbed;
 
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::snmpsim::moving;
-use common::{
+use testbed::snmpsim::moving;
+use testbed::{
     NodeConfig, Rrdcached, SimDevice, SnmpCreds, Snmpd, Snmpsim, snmpget, snmpget_u64, snmpwalk,
     wait_until,
 };

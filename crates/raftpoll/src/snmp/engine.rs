@@ -585,7 +585,7 @@ mod tests {
     /// (plus one to see the end): one request instead of two rounds of 25.
     #[tokio::test]
     async fn walks_are_sized_from_the_previous_walk_of_the_same_root() {
-        use crate::sim::{self, Agent, Device, LoadOptions, Recording, Stats};
+        use raftpoll_sim::{self as sim, Agent, Device, LoadOptions, Recording, Stats};
         use std::sync::atomic::Ordering::Relaxed;
         // A 30-row column (ifHCInOctets) followed by another one (ifHCOutOctets).
         let text: String = (1..=30)

@@ -1,4 +1,4 @@
-//! `raftpoll chaos`: runs a real local cluster (node processes, rrdcached, a
+//! `raftpoll-chaos`: runs a real local cluster (node processes, rrdcached, a
 //! recording SNMP agent) in private network namespaces, injects seeded faults
 //! (SIGKILL, SIGTERM, SIGSTOP/SIGCONT, network partitions) with at most a
 //! minority faulty at a time, and checks the invariants from what the agent
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The agent's recording: counters moving at known rates (testbed/snmpsim).
-const RECORDING: &str = include_str!("../../../../testbed/snmpsim/moving.snmprec");
+const RECORDING: &str = include_str!("../../testbed/recordings/moving.snmprec");
 const NODE_PORT: u16 = 7000;
 const AGENT_PORT: u16 = 16100;
 const RRDCACHED_PORT: u16 = 42217;
@@ -255,8 +255,7 @@ impl Session {
                 "--devices must be positive and --frequency at least 2".into(),
             ));
         }
-        let exe = std::env::current_exe()
-            .map_err(|e| ChaosError::Setup(format!("cannot find the raftpoll binary: {e}")))?;
+        let exe = raftpoll_testbed::workspace_bin("raftpoll");
         let (dir, temp) = match &args.workdir {
             Some(d) => (d.clone(), false),
             None => (
@@ -444,13 +443,7 @@ impl Session {
     }
 
     fn start_agent(&mut self) -> Result<(), ChaosError> {
-        let sim = self.exe.with_file_name("raftpoll-sim");
-        if !sim.exists() {
-            return Err(ChaosError::Setup(format!(
-                "{} not found: build it with `cargo build --bin raftpoll-sim`",
-                sim.display()
-            )));
-        }
+        let sim = raftpoll_testbed::workspace_bin("raftpoll-sim");
         let recording = self.dir.join("agent.snmprec");
         fs::write(&recording, RECORDING).map_err(io_err("cannot write", &recording))?;
         let _ = fs::remove_file(self.record_path());

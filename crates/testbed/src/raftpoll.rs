@@ -6,16 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use super::process::{Daemon, free_tcp_port, start_on_free_port, test_dir, wait_until};
+use super::process::{
+    Daemon, free_tcp_port, start_on_free_port, test_dir, wait_until, workspace_bin,
+};
 
 /// Cluster secret of test nodes.
 pub const TEST_SECRET: &str = "testbed-cluster-secret";
 
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Path of the binary cargo built for this test run.
-pub fn raftpoll_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_raftpoll")
+/// Path of the `raftpoll` binary built with the running test or tool.
+pub fn raftpoll_bin() -> PathBuf {
+    workspace_bin("raftpoll")
 }
 
 /// A node's config (issue 2's keys); `data_dir` is the node's temp dir, `listen` a free port

@@ -4,8 +4,8 @@
 use super::harness::{BENCH_SECRET, Node, Table, dir_size, machine, wait_for};
 use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
-use crate::proto::admin_client::AdminClient;
-use crate::proto::{AddDeviceRequest, AddDevicesRequest, Credentials};
+use raftpoll::proto::admin_client::AdminClient;
+use raftpoll::proto::{AddDeviceRequest, AddDevicesRequest, Credentials};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

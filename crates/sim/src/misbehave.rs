@@ -190,7 +190,7 @@ impl fmt::Display for Misbehave {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ber::{decode_response, encode_request};
+    use crate::ber::{decode_response, encode_request};
 
     /// A response as the handler writes it: request-id 77, no error, one varbind.
     fn response() -> Vec<u8> {

@@ -4,9 +4,9 @@
 
 use super::harness::{Rrdcached, Table, Usage, children_cpu_s, machine, system_bin, wait_for};
 use super::{BenchError, Workdir};
-use crate::poller::modules::defs::port_def;
-use crate::rrd::layout::{RrdUpdate, RrdValue, update_line};
-use crate::rrd::writer::{RrdWriter, RrdWriterConfig};
+use raftpoll::poller::modules::defs::port_def;
+use raftpoll::rrd::layout::{RrdUpdate, RrdValue, update_line};
+use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -91,6 +91,31 @@ pub fn find_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` not found: run scripts/install-deps.sh first"))
 }
 
+/// A binary of this workspace (`raftpoll`, `raftpoll-sim`), from the cargo target directory
+/// the running test or tool was built into: tests run from `target/<profile>/deps/`, tools from
+/// `target/<profile>/`. `RAFTPOLL_BIN_DIR` overrides the directory.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("RAFTPOLL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("path of the running executable");
+            let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "`{name}` not found in {}: build the workspace's binaries first (`cargo build --workspace --bins`, \
+         with --release for release tools), or set RAFTPOLL_BIN_DIR",
+        dir.display()
+    );
+    path
+}
+
 /// Creates the temp dir of one daemon; kept after the test when RAFTPOLL_KEEP_TESTBED is set.
 pub fn test_dir(prefix: &str) -> tempfile::TempDir {
     let mut dir = tempfile::Builder::new()

@@ -1,12 +1,9 @@
-//! Property tests (proptest) of the decoders we own, with shrinking: whatever bytes arrive,
-//! they decode or are refused, never panic, and what we encode decodes back to itself.
+//! Property tests (proptest) of raftpoll-sim's request path, with shrinking: whatever bytes
+//! arrive, they are answered with a response that decodes, or not answered at all.
 
 use proptest::prelude::*;
-use raftpoll::rrd::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue};
-use raftpoll::rrd::spool;
-use raftpoll::sim::ber::{decode_response, encode_request, tag};
-use raftpoll::sim::{Agent, Device, Handler, LoadOptions, Recording};
-use std::collections::HashMap;
+use raftpoll_sim::ber::{decode_response, encode_request, tag};
+use raftpoll_sim::{Agent, Device, Handler, LoadOptions, Recording};
 use std::sync::Arc;
 
 const RECORDING: &str = "1.3.6.1.2.1.1.1.0|4|test agent\n\
@@ -26,25 +23,6 @@ fn agent() -> Agent {
         misbehave: None,
     };
     Agent::new(vec![device], 1472)
-}
-
-fn port_def() -> Arc<RrdDef> {
-    Arc::new(RrdDef {
-        ds: vec![
-            DsDef {
-                name: "INOCTETS",
-                kind: DsType::Derive,
-                min: Some(0.0),
-                max: None,
-            },
-            DsDef {
-                name: "uptime",
-                kind: DsType::Gauge,
-                min: None,
-                max: Some(1.0),
-            },
-        ],
-    })
 }
 
 proptest! {
@@ -80,30 +58,5 @@ proptest! {
             prop_assert_eq!(id, i64::from(request_id));
             prop_assert_eq!(varbinds.len(), 1);
         }
-    }
-
-    /// Spool records: any bytes decode or are refused; encoded records round-trip.
-    #[test]
-    fn spool_records_round_trip_and_junk_is_refused(
-        junk in proptest::collection::vec(any::<u8>(), 0..300),
-        seq in any::<u64>(),
-        timestamp in any::<u64>(),
-        millis in 0u16..1000,
-        host in "[a-z0-9-]{1,20}",
-        counter in any::<u64>(),
-        gauge in -1e12f64..1e12,
-    ) {
-        let mut defs = HashMap::new();
-        let _ = spool::decode(&junk, &mut defs);
-        let update = RrdUpdate {
-            path: format!("{host}/port-id1.rrd"),
-            def: port_def(),
-            timestamp,
-            millis,
-            values: vec![RrdValue::Counter(counter), RrdValue::Gauge(gauge)],
-        };
-        let bytes = spool::encode(seq, &update);
-        let back = spool::decode(&bytes, &mut defs);
-        prop_assert_eq!(back, Some((seq, update)));
     }
 }

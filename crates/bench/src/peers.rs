@@ -934,7 +934,7 @@ mod tests {
     /// librrd sends it, are acknowledged and counted by the sink.
     #[tokio::test]
     async fn rrd_sink_speaks_the_rrdcached_protocol() {
-        use crate::rrd::client::{RrdcachedAddr, RrdcachedClient};
+        use raftpoll::rrd::client::{RrdcachedAddr, RrdcachedClient};
         use std::io::{BufRead, Write};
         let sink = RrdSink::start().unwrap();
         let addr: RrdcachedAddr = sink.addr.to_string().parse().unwrap();

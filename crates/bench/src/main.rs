@@ -1,7 +1,7 @@
 //! `raftpoll-bench`: run one benchmark and print its table (see BENCHMARKS.md).
 
 use clap::Parser;
-use raftpoll::bench::{self, BenchCommand};
+use raftpoll_bench::{self as bench, BenchCommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]

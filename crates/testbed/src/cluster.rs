@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::process::{Daemon, test_dir, wait_until_every};
+use super::process::{Daemon, test_dir, wait_until_every, workspace_bin};
+use super::snmpsim::moving_snmprec;
 use super::raftpoll::{NodeConfig, RaftpollNode};
 use super::rrdcached::Rrdcached;
 
@@ -76,11 +77,10 @@ impl RecordingAgent {
     ) -> RecordingAgent {
         let dir = test_dir("sim");
         let record = dir.path().join("record.txt");
-        let recording =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec");
+        let recording = moving_snmprec();
         let mut daemon = Daemon::new(
             "raftpoll-sim",
-            env!("CARGO_BIN_EXE_raftpoll-sim"),
+            workspace_bin("raftpoll-sim"),
             dir.path(),
         )
         .arg("--listen")

@@ -1,4 +1,4 @@
-//! The short chaos run of issue 4: `raftpoll chaos` with 3 real nodes, rrdcached and a
+//! The short chaos run of issue 4: `raftpoll-chaos` with 3 real nodes, rrdcached and a
 //! recording agent in private network namespaces, 20 seeded faults (leader and follower
 //! kills, graceful stops, pauses, partitions). Asserts exit 0 and the report's numbers.
 //!
@@ -19,8 +19,8 @@ fn short_chaos_run_keeps_every_invariant() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
     let workdir = std::env::temp_dir().join(format!("raftpoll-chaos-test-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_raftpoll"))
-        .args(["chaos", "--nodes", "3", "--json"])
+    let out = Command::new(env!("CARGO_BIN_EXE_raftpoll-chaos"))
+        .args(["--nodes", "3", "--json"])
         .args(["--rounds", &ROUNDS.to_string()])
         .args(["--seed", &seed.to_string()])
         .args(["--frequency", &FREQUENCY_S.to_string()])

@@ -430,8 +430,8 @@ fn int_size(v: i64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ber::{decode_response, encode_request};
-    use crate::sim::snmprec::LoadOptions;
+    use crate::ber::{decode_response, encode_request};
+    use crate::snmprec::LoadOptions;
     use rand::{Rng, SeedableRng};
 
     const TEXT: &str = "1.3.6.1.2.1.1.1.0|4|descr\n1.3.6.1.2.1.1.3.0|67|500\n\
@@ -461,7 +461,7 @@ mod tests {
     }
 
     fn oid(s: &str) -> Vec<u32> {
-        crate::sim::snmprec::parse_oid(s).unwrap()
+        crate::snmprec::parse_oid(s).unwrap()
     }
 
     #[test]

@@ -108,9 +108,9 @@ impl SimDevice {
     }
 }
 
-/// testbed/snmpsim/moving.snmprec in this repository.
+/// `recordings/moving.snmprec` of this crate: the switch with counters moving at known rates.
 pub fn moving_snmprec() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/moving.snmprec")
 }
 
 pub struct Snmpsim {
