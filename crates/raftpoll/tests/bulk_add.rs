@@ -12,11 +12,11 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use testbed::raftpoll::raftpoll_bin;
-use testbed::{NodeConfig, RaftpollNode, free_tcp_port, free_udp_port};
 use prost::Message as _;
 use raftpoll::proto::{self as pb, admin_client::AdminClient};
 use serde_json::Value;
+use testbed::raftpoll::raftpoll_bin;
+use testbed::{NodeConfig, RaftpollNode, free_tcp_port, free_udp_port};
 
 const DEVICES: usize = 2000;
 const LEADER_DEADLINE: Duration = Duration::from_secs(30);

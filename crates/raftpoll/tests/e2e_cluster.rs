@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use serde_json::Value;
 use testbed::NodeConfig;
 use testbed::cluster::{CLI_EVERY, Cluster, Poll, RecordingAgent, source_ip, unix_ms};
 use testbed::wait_until_every;
-use serde_json::Value;
 
 /// Poll frequency of the test nodes, seconds.
 const FREQUENCY: u32 = 3;

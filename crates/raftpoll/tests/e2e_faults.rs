@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use testbed::cluster::{RecordingAgent, group_polls, unix_ms};
 use testbed::{NodeConfig, RaftpollNode, Rrdcached, free_udp_port, wait_until_every};
-use serde_json::Value;
 
 /// Poll frequency of every node here: the RRD step (heartbeat = 2 steps).
 const FREQ: u64 = 5;

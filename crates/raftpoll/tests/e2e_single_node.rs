@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use testbed::raftpoll::run_node_expecting_exit;
 use testbed::snmpd::{V3_AUTH_PASS, V3_PRIV_PASS};
 use testbed::snmpsim::moving;
@@ -19,7 +20,6 @@ use testbed::{
     NodeConfig, RaftpollNode, Rrdcached, SimDevice, SnmpCreds, Snmpd, Snmpsim, snmpwalk,
     wait_until_every,
 };
-use serde_json::Value;
 
 /// hrProcessorLoad column.
 const HR_PROCESSOR_LOAD: &str = "1.3.6.1.2.1.25.3.3.1.2";

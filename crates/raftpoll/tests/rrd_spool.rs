@@ -9,10 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use testbed::Rrdcached;
 use raftpoll::poller::modules::defs::{PORT_DS, port_def};
 use raftpoll::rrd::layout::{RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};
+use testbed::Rrdcached;
 use tokio::sync::watch;
 
 const STEP: u64 = 10;

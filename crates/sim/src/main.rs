@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use raftpoll_sim::{self as sim, Agent, Device, LoadOptions, Misbehave, Recorder, Recording, Stats};
+use raftpoll_sim::{
+    self as sim, Agent, Device, LoadOptions, Misbehave, Recorder, Recording, Stats,
+};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -5,21 +5,20 @@
 //! node 0 bootstraps the cluster, every other node joins through the nodes started before it.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::process::{Daemon, test_dir, wait_until_every, workspace_bin};
-use super::snmpsim::moving_snmprec;
+pub use super::capture::{Poll, Request, group_polls};
+use super::process::{test_dir, wait_until_every};
 use super::raftpoll::{NodeConfig, RaftpollNode};
 use super::rrdcached::Rrdcached;
+use super::sim::{SimAgent, SimBuilder};
+use super::snmpsim::moving_snmprec;
 
 /// Re-check interval of CLI conditions: a CLI run costs a process start.
 pub const CLI_EVERY: Duration = Duration::from_millis(200);
-const AGENT_READY: Duration = Duration::from_secs(30);
 
 /// Milliseconds since the epoch: the clock of the agent's record file.
 pub fn unix_ms() -> u64 {
@@ -34,31 +33,12 @@ pub fn source_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// One answered SNMP request, as recorded by the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub at_ms: u64,
-    pub src: IpAddr,
-    pub community: String,
-}
-
-/// One poll of one device: a burst of requests from one source address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Poll {
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub src: IpAddr,
-    pub requests: usize,
-}
-
 /// `raftpoll-sim` serving `count` copies of testbed/snmpsim/moving.snmprec on one UDP port,
 /// device `i` answering to community `{prefix}{i}`, recording every answered request.
 pub struct RecordingAgent {
-    port: u16,
     prefix: String,
     count: usize,
-    record: PathBuf,
-    daemon: Daemon,
+    sim: SimAgent,
     _dir: tempfile::TempDir,
 }
 
@@ -76,54 +56,25 @@ impl RecordingAgent {
         misbehave: &[(usize, &str)],
     ) -> RecordingAgent {
         let dir = test_dir("sim");
-        let record = dir.path().join("record.txt");
-        let recording = moving_snmprec();
-        let mut daemon = Daemon::new(
-            "raftpoll-sim",
-            workspace_bin("raftpoll-sim"),
-            dir.path(),
-        )
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--devices")
-        .arg(count.to_string())
-        .arg("--community-prefix")
-        .arg(prefix)
-        .arg("--recording")
-        .arg(&recording)
-        .arg("--record")
-        .arg(&record);
+        let mut sim = SimBuilder::new()
+            .devices(count, prefix)
+            .recording(moving_snmprec())
+            .record(dir.path().join("record.txt"))
+            .log_dir(dir.path());
         for (i, mode) in misbehave {
             assert!(*i < count, "misbehaving device {i} of {count}");
-            daemon = daemon.arg("--misbehave").arg(format!("{prefix}{i}={mode}"));
+            sim = sim.misbehave(&format!("{prefix}{i}"), mode);
         }
-        daemon.spawn();
-        // It prints `listening <addr>` then `ready devices=N` once it serves.
-        let stdout = dir.path().join("raftpoll-sim.stdout");
-        let mut port = None;
-        daemon
-            .wait_ready(AGENT_READY, || {
-                let text = fs::read_to_string(&stdout).unwrap_or_default();
-                port = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("listening "))
-                    .and_then(|a| a.rsplit_once(':'))
-                    .and_then(|(_, p)| p.trim().parse::<u16>().ok());
-                port.is_some() && text.lines().any(|l| l.starts_with("ready "))
-            })
-            .unwrap_or_else(|e| panic!("raftpoll-sim did not start: {e}"));
         RecordingAgent {
-            port: port.expect("port parsed when ready"),
             prefix: prefix.to_string(),
             count,
-            record,
-            daemon,
+            sim: sim.start(),
             _dir: dir,
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.sim.port()
     }
 
     pub fn count(&self) -> usize {
@@ -136,60 +87,19 @@ impl RecordingAgent {
         format!("{}{i}", self.prefix)
     }
 
-    /// Every request recorded so far, in time order (the file is flushed every 200 ms; a
-    /// half-written last line is skipped).
+    /// Every request recorded so far, in time order.
     pub fn requests(&self) -> Vec<Request> {
-        let text = fs::read_to_string(&self.record).unwrap_or_default();
-        let mut out: Vec<Request> = text
-            .lines()
-            .filter_map(|line| {
-                let mut f = line.split(' ');
-                let at_ms = f.next()?.parse().ok()?;
-                let src = f.next()?.parse::<std::net::SocketAddr>().ok()?.ip();
-                let community = f.next()?.to_string();
-                f.next()?.parse::<u16>().ok()?;
-                Some(Request {
-                    at_ms,
-                    src,
-                    community,
-                })
-            })
-            .collect();
-        out.sort_by_key(|r| r.at_ms);
-        out
+        self.sim.requests()
     }
 
     /// Every poll so far, per community (see [`group_polls`]).
     pub fn polls(&self, burst_gap_ms: u64) -> BTreeMap<String, Vec<Poll>> {
-        group_polls(&self.requests(), burst_gap_ms)
+        self.sim.polls(burst_gap_ms)
     }
 
     pub fn logs(&self) -> String {
-        self.daemon.logs()
+        self.sim.logs()
     }
-}
-
-/// Groups requests into polls, per community: a poll is a run of requests from one source
-/// address, each less than `burst_gap_ms` after the previous one. A request from another
-/// address always starts a new poll (two nodes never share one).
-pub fn group_polls(requests: &[Request], burst_gap_ms: u64) -> BTreeMap<String, Vec<Poll>> {
-    let mut out: BTreeMap<String, Vec<Poll>> = BTreeMap::new();
-    for r in requests {
-        let polls = out.entry(r.community.clone()).or_default();
-        match polls.last_mut() {
-            Some(p) if p.src == r.src && r.at_ms.saturating_sub(p.end_ms) < burst_gap_ms => {
-                p.end_ms = r.at_ms;
-                p.requests += 1;
-            }
-            _ => polls.push(Poll {
-                start_ms: r.at_ms,
-                end_ms: r.at_ms,
-                src: r.src,
-                requests: 1,
-            }),
-        }
-    }
-    out
 }
 
 /// A device as `device list --json` shows it.

@@ -11,11 +11,13 @@
 //! tool's own thread. Failures to set up the bed panic with a message naming what failed: this
 //! crate is for tests and test tools only.
 
+pub mod capture;
 pub mod cluster;
 pub mod fuzz;
 pub mod process;
 pub mod raftpoll;
 pub mod rrdcached;
+pub mod sim;
 pub mod snmp;
 pub mod snmpd;
 pub mod snmpsim;
@@ -23,6 +25,7 @@ pub mod snmpsim;
 pub use process::{free_tcp_port, free_udp_port, wait_until, wait_until_every, workspace_bin};
 pub use raftpoll::{NodeConfig, RaftpollNode, TEST_SECRET};
 pub use rrdcached::Rrdcached;
+pub use sim::{SimAgent, SimBuilder};
 pub use snmp::{SnmpCreds, snmpget, snmpget_u64, snmpwalk};
 pub use snmpd::Snmpd;
 pub use snmpsim::{SimDevice, Snmpsim};

@@ -141,6 +141,7 @@ pub fn chmod(path: &Path, mode: u32) {
 pub struct Daemon {
     name: String,
     program: PathBuf,
+    wrapper: Vec<OsString>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     stdout: PathBuf,
@@ -155,6 +156,7 @@ impl Daemon {
         Daemon {
             name: name.to_string(),
             program: program.into(),
+            wrapper: Vec::new(),
             args: Vec::new(),
             envs: Vec::new(),
             stdout: log_dir.join(format!("{name}.stdout")),
@@ -166,6 +168,14 @@ impl Daemon {
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Runs the program under a command prefix: `["ip", "netns", "exec", "ns1"]` to start it in
+    /// a network namespace, `["heaptrack", "-o", "out"]` to profile it. The prefix must exec the
+    /// program (keep its pid), as those do.
+    pub fn wrapper<S: Into<OsString>>(mut self, words: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = words.into_iter().map(Into::into).collect();
         self
     }
 
@@ -186,7 +196,15 @@ impl Daemon {
         self.kill();
         let stdout = append(&self.stdout);
         let stderr = append(&self.stderr);
-        let child = Command::new(&self.program)
+        let (program, prefix_args) = match self.wrapper.split_first() {
+            Some((first, rest)) => (PathBuf::from(first), rest.to_vec()),
+            None => (self.program.clone(), Vec::new()),
+        };
+        let mut command = Command::new(&program);
+        if !self.wrapper.is_empty() {
+            command.args(prefix_args).arg(&self.program);
+        }
+        let child = command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -246,6 +264,16 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, …) without waiting for anything.
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{name}"), pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -261,6 +289,7 @@ impl Daemon {
         };
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let start = Instant::now();
         while start.elapsed() < grace {
@@ -282,6 +311,11 @@ impl Daemon {
             .map(|p| fs::read_to_string(p).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Path of the file that receives the process's standard output.
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
     }
 
     /// The tails of all log files of this daemon.
