@@ -1,19 +1,15 @@
 //! The RRD writer against a real rrdcached (TCP and unix socket), checked
 //! with `rrdtool info` / `rrdtool fetch` on the files it wrote.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use raftpoll::poller::modules::defs::{PORT_DS, port_def};
 use raftpoll::rrd::client::{RrdcachedAddr, RrdcachedClient};
 use raftpoll::rrd::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, rrd_path};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle, WriterStats};
-use tempfile::TempDir;
+use raftpoll_testbed::Rrdcached;
 use tokio::sync::watch;
 
 /// A port sample whose INOCTETS counter rises 1000/s from `t0`; the other
@@ -41,125 +37,6 @@ fn now() -> u64 {
 /// rows and rates read back exactly.
 fn past_start(step: u64) -> u64 {
     (now() - 3600) / step * step
-}
-
-/// rrdcached's base and journal directories; outlive restarts.
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        std::fs::create_dir(tmp.path().join("base"))?;
-        std::fs::create_dir(tmp.path().join("journal"))?;
-        Ok(Dirs { tmp })
-    }
-    fn base(&self) -> PathBuf {
-        self.tmp.path().join("base")
-    }
-    fn journal(&self) -> PathBuf {
-        self.tmp.path().join("journal")
-    }
-    fn socket(&self) -> PathBuf {
-        self.tmp.path().join("rrdcached.sock")
-    }
-    fn log(&self) -> PathBuf {
-        self.tmp.path().join("rrdcached.log")
-    }
-}
-
-/// A running rrdcached, killed on drop.
-struct Rrdcached {
-    child: Child,
-    addr: RrdcachedAddr,
-    log: PathBuf,
-}
-
-impl Rrdcached {
-    /// Starts rrdcached listening on `addr` and waits until it answers PING.
-    async fn start(dirs: &Dirs, addr: &RrdcachedAddr) -> Result<Self> {
-        let listen = addr.to_string();
-        let log = File::options().create(true).append(true).open(dirs.log())?;
-        let child = Command::new("rrdcached")
-            .arg("-g")
-            .args(["-l", &listen])
-            .arg("-b")
-            .arg(dirs.base())
-            .args(["-B", "-R"])
-            .arg("-j")
-            .arg(dirs.journal())
-            .args(["-F", "-w", "5", "-z", "1"])
-            .arg("-p")
-            .arg(dirs.tmp.path().join("rrdcached.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting rrdcached (apt-get install rrdcached)")?;
-        let mut server = Rrdcached {
-            child,
-            addr: addr.clone(),
-            log: dirs.log(),
-        };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("rrdcached exited with {status}: {}", self.log_text());
-            }
-            if let Ok(mut c) = RrdcachedClient::connect(&self.addr, Duration::from_secs(1)).await
-                && c.ping().await.is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("rrdcached at {} not ready: {}", self.addr, self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, as in a crash. rrdcached buffers its journal, so only what
-    /// it wrote to disk (or FLUSHed) survives this.
-    fn kill(&mut self) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-
-    /// SIGTERM, as in a service restart: with `-F` rrdcached writes every
-    /// pending value before exiting.
-    fn terminate(&mut self) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        ensure!(status.success(), "kill -TERM failed");
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Rrdcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_tcp_addr() -> Result<RrdcachedAddr> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("127.0.0.1:{port}").parse()?)
 }
 
 struct Writer {
@@ -207,61 +84,17 @@ impl Writer {
     }
 }
 
-/// Asks rrdcached to write `path` to disk now.
-async fn flush(addr: &RrdcachedAddr, path: &str) -> Result<()> {
-    let mut c = RrdcachedClient::connect(addr, Duration::from_secs(5)).await?;
-    c.flush(path).await?;
-    Ok(())
+/// `rrdtool fetch … AVERAGE` rows of `path` (flushed first) as (timestamp, first DS value).
+fn first_ds(rrd: &Rrdcached, path: &str, start: u64, end: u64) -> Vec<(u64, Option<f64>)> {
+    rrd.rrd_fetch(path, "AVERAGE", start, end)
+        .into_iter()
+        .map(|(ts, values)| (ts, values.first().copied().flatten()))
+        .collect()
 }
 
-fn rrdtool(args: &[&str]) -> Result<String> {
-    let out = Command::new("rrdtool")
-        .args(args)
-        .output()
-        .context("running rrdtool")?;
-    ensure!(
-        out.status.success(),
-        "rrdtool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `rrdtool info` as key → value with quotes removed.
-fn rrd_info(file: &Path) -> Result<HashMap<String, String>> {
-    let text = rrdtool(&["info", &file.to_string_lossy()])?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(" = "))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect())
-}
-
-/// `rrdtool fetch … AVERAGE` rows as (timestamp, first DS value or None).
-fn fetch_first_ds(file: &Path, step: u64, start: u64, end: u64) -> Result<Vec<(u64, Option<f64>)>> {
-    let text = rrdtool(&[
-        "fetch",
-        &file.to_string_lossy(),
-        "AVERAGE",
-        "-r",
-        &step.to_string(),
-        "-s",
-        &start.to_string(),
-        "-e",
-        &end.to_string(),
-    ])?;
-    let mut rows = Vec::new();
-    for line in text.lines() {
-        let Some((ts, values)) = line.split_once(':') else {
-            continue;
-        };
-        let Ok(ts) = ts.trim().parse::<u64>() else {
-            continue;
-        };
-        let first = values.split_whitespace().next().unwrap_or("nan");
-        rows.push((ts, first.parse::<f64>().ok().filter(|v| v.is_finite())));
-    }
-    Ok(rows)
+/// The rrdcached address the writer is given: its TCP port.
+fn tcp_addr(rrd: &Rrdcached) -> Result<RrdcachedAddr> {
+    Ok(rrd.addr().parse()?)
 }
 
 /// Every row in (from, to] reads `rate` within 0.1%.
@@ -282,9 +115,8 @@ fn assert_rate(rows: &[(u64, Option<f64>)], from: u64, to: u64, rate: f64) -> Re
 
 #[tokio::test]
 async fn creates_port_file_with_librenms_layout() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let server = Rrdcached::start(&dirs, &free_tcp_addr()?).await?;
-    let writer = Writer::start(&server.addr, 300);
+    let rrd = Rrdcached::start();
+    let writer = Writer::start(&tcp_addr(&rrd)?, 300);
     let path = rrd_path("sw1.example", "port-id1");
     let t0 = past_start(300);
     for i in 0..3 {
@@ -294,9 +126,9 @@ async fn creates_port_file_with_librenms_layout() -> Result<()> {
             .await?;
     }
     writer.wait_for("3 written", |s| s.written == 3).await?;
-    flush(&server.addr, &path).await?;
+    rrd.flush(&path);
 
-    let info = rrd_info(&dirs.base().join(&path))?;
+    let info = rrd.rrd_info(&path);
     assert_eq!(info.get("step").map(String::as_str), Some("300"));
     for name in PORT_DS {
         assert_eq!(
@@ -358,9 +190,8 @@ async fn creates_port_file_with_librenms_layout() -> Result<()> {
 
 #[tokio::test]
 async fn derive_rates_land_and_duplicate_seconds_are_not_sent() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let server = Rrdcached::start(&dirs, &free_tcp_addr()?).await?;
-    let writer = Writer::start(&server.addr, 10);
+    let rrd = Rrdcached::start();
+    let writer = Writer::start(&tcp_addr(&rrd)?, 10);
     let path = rrd_path("sw2", "port-id7");
     let other = rrd_path("sw2", "port-id8");
     let t0 = past_start(10);
@@ -384,14 +215,14 @@ async fn derive_rates_land_and_duplicate_seconds_are_not_sent() -> Result<()> {
         "{stats:?}"
     );
 
-    let mut c = RrdcachedClient::connect(&server.addr, Duration::from_secs(5)).await?;
+    let mut c = RrdcachedClient::connect(&tcp_addr(&rrd)?, Duration::from_secs(5)).await?;
     let received = c.stats().await?;
     assert_eq!(received.get("UpdatesReceived"), Some(&80), "{received:?}");
-    flush(&server.addr, &path).await?;
-    flush(&server.addr, &other).await?;
+    rrd.flush(&path);
+    rrd.flush(&other);
 
     for p in [&path, &other] {
-        let rows = fetch_first_ds(&dirs.base().join(p), 10, t0, t0 + 390)?;
+        let rows = first_ds(&rrd, &p, t0, t0 + 390);
         assert_rate(&rows, t0 + 10, t0 + 390, 1000.0)?;
     }
     writer.stop().await?;
@@ -400,10 +231,9 @@ async fn derive_rates_land_and_duplicate_seconds_are_not_sent() -> Result<()> {
 
 #[tokio::test]
 async fn unix_socket_works() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let addr: RrdcachedAddr = format!("unix:{}", dirs.socket().display()).parse()?;
-    let server = Rrdcached::start(&dirs, &addr).await?;
-    let writer = Writer::start(&server.addr, 10);
+    let rrd = Rrdcached::start();
+    let addr: RrdcachedAddr = format!("unix:{}", rrd.unix_socket().display()).parse()?;
+    let writer = Writer::start(&addr, 10);
     let path = rrd_path("[2001:db8::1]", "port-id3");
     assert_eq!(path, "2001_db8__1/port-id3.rrd");
     let t0 = past_start(10);
@@ -414,8 +244,8 @@ async fn unix_socket_works() -> Result<()> {
             .await?;
     }
     writer.wait_for("10 written", |s| s.written == 10).await?;
-    flush(&server.addr, &path).await?;
-    let rows = fetch_first_ds(&dirs.base().join(&path), 10, t0, t0 + 90)?;
+    rrd.flush(&path);
+    let rows = first_ds(&rrd, &path, t0, t0 + 90);
     assert_rate(&rows, t0 + 10, t0 + 90, 1000.0)?;
     writer.stop().await?;
     Ok(())
@@ -425,9 +255,8 @@ async fn unix_socket_works() -> Result<()> {
 /// else SIGTERM), queues 40 more while it is away, starts it again on the
 /// same port, and checks all 60 are in the file.
 async fn restart_mid_stream(crash: bool) -> Result<()> {
-    let dirs = Dirs::new()?;
-    let addr = free_tcp_addr()?;
-    let mut server = Rrdcached::start(&dirs, &addr).await?;
+    let mut rrd = Rrdcached::start();
+    let addr = tcp_addr(&rrd)?;
     let writer = Writer::start(&addr, 10);
     let path = rrd_path("sw3", "port-id1");
     let t0 = past_start(10);
@@ -440,10 +269,10 @@ async fn restart_mid_stream(crash: bool) -> Result<()> {
     writer.wait_for("20 written", |s| s.written == 20).await?;
 
     if crash {
-        flush(&addr, &path).await?;
-        server.kill()?;
+        rrd.flush(&path);
+        rrd.kill9();
     } else {
-        server.terminate()?;
+        rrd.stop();
     }
     for i in 20..60 {
         writer
@@ -464,15 +293,15 @@ async fn restart_mid_stream(crash: bool) -> Result<()> {
     );
     assert!(stats.queued > 0, "{stats:?}");
 
-    let server = Rrdcached::start(&dirs, &addr).await?;
+    rrd.start_again();
     let stats = writer
         .wait_for("60 written after reconnect", |s| {
             s.written == 60 && s.queued == 0
         })
         .await?;
     assert!(stats.connected);
-    flush(&server.addr, &path).await?;
-    let rows = fetch_first_ds(&dirs.base().join(&path), 10, t0, t0 + 590)?;
+    rrd.flush(&path);
+    let rows = first_ds(&rrd, &path, t0, t0 + 590);
     assert_rate(&rows, t0 + 10, t0 + 590, 1000.0)?;
     writer.stop().await?;
     Ok(())
@@ -490,8 +319,11 @@ async fn nothing_lost_across_rrdcached_crash() -> Result<()> {
 
 #[tokio::test]
 async fn unreachable_rrdcached_is_named_then_catches_up() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let addr = free_tcp_addr()?;
+    // rrdcached's port and directories are set up, then it is stopped: the writer starts
+    // against an address where nothing listens.
+    let mut rrd = Rrdcached::start();
+    rrd.stop();
+    let addr = tcp_addr(&rrd)?;
     let writer = Writer::start(&addr, 10);
     let path = rrd_path("sw4", "uptime");
     let def = Arc::new(RrdDef {
@@ -526,12 +358,12 @@ async fn unreachable_rrdcached_is_named_then_catches_up() -> Result<()> {
     let direct = direct.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(direct.contains(&addr.to_string()), "{direct}");
 
-    let server = Rrdcached::start(&dirs, &addr).await?;
+    rrd.start_again();
     writer
         .wait_for("5 written", |s| s.written == 5 && s.queued == 0)
         .await?;
-    flush(&server.addr, &path).await?;
-    let info = rrd_info(&dirs.base().join(&path))?;
+    rrd.flush(&path);
+    let info = rrd.rrd_info(&path);
     assert_eq!(
         info.get("ds[uptime].type").map(String::as_str),
         Some("GAUGE")
@@ -546,9 +378,8 @@ async fn unreachable_rrdcached_is_named_then_catches_up() -> Result<()> {
 
 #[tokio::test]
 async fn shutdown_hands_over_queued_updates() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let server = Rrdcached::start(&dirs, &free_tcp_addr()?).await?;
-    let writer = Writer::start(&server.addr, 10);
+    let rrd = Rrdcached::start();
+    let writer = Writer::start(&tcp_addr(&rrd)?, 10);
     let path = rrd_path("sw5", "port-id2");
     let t0 = past_start(10);
     for i in 0..30 {
@@ -565,17 +396,16 @@ async fn shutdown_hands_over_queued_updates() -> Result<()> {
         (30, 0, 0),
         "{stats:?}"
     );
-    flush(&server.addr, &path).await?;
-    let rows = fetch_first_ds(&dirs.base().join(&path), 10, t0, t0 + 290)?;
+    rrd.flush(&path);
+    let rows = first_ds(&rrd, &path, t0, t0 + 290);
     assert_rate(&rows, t0 + 10, t0 + 290, 1000.0)?;
     Ok(())
 }
 
 #[tokio::test]
 async fn recreates_a_file_deleted_while_rrdcached_was_away() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let addr = free_tcp_addr()?;
-    let mut server = Rrdcached::start(&dirs, &addr).await?;
+    let mut rrd = Rrdcached::start();
+    let addr = tcp_addr(&rrd)?;
     let writer = Writer::start(&addr, 10);
     let path = rrd_path("sw6", "port-id1");
     let t0 = past_start(10);
@@ -586,10 +416,10 @@ async fn recreates_a_file_deleted_while_rrdcached_was_away() -> Result<()> {
             .await?;
     }
     writer.wait_for("5 written", |s| s.written == 5).await?;
-    server.terminate()?;
-    std::fs::remove_file(dirs.base().join(&path))?;
+    rrd.stop();
+    std::fs::remove_file(rrd.path(&path))?;
 
-    let server = Rrdcached::start(&dirs, &addr).await?;
+    rrd.start_again();
     for i in 20..40 {
         writer
             .handle
@@ -606,8 +436,8 @@ async fn recreates_a_file_deleted_while_rrdcached_was_away() -> Result<()> {
         0,
         "{stats:?}"
     );
-    flush(&server.addr, &path).await?;
-    let rows = fetch_first_ds(&dirs.base().join(&path), 10, t0 + 200, t0 + 390)?;
+    rrd.flush(&path);
+    let rows = first_ds(&rrd, &path, t0 + 200, t0 + 390);
     assert_rate(&rows, t0 + 200, t0 + 390, 1000.0)?;
     writer.stop().await?;
     Ok(())
@@ -615,9 +445,8 @@ async fn recreates_a_file_deleted_while_rrdcached_was_away() -> Result<()> {
 
 #[tokio::test]
 async fn many_new_files_in_one_go() -> Result<()> {
-    let dirs = Dirs::new()?;
-    let server = Rrdcached::start(&dirs, &free_tcp_addr()?).await?;
-    let writer = Writer::start_with(RrdWriterConfig::new(server.addr.clone(), 10));
+    let rrd = Rrdcached::start();
+    let writer = Writer::start_with(RrdWriterConfig::new(tcp_addr(&rrd)?, 10));
     let def = Arc::new(RrdDef {
         ds: vec![DsDef {
             name: "usage",
@@ -644,8 +473,8 @@ async fn many_new_files_in_one_go() -> Result<()> {
         .await?;
     assert_eq!(stats.errors, 0, "{stats:?}");
     for i in 0..150 {
-        let file = dirs
-            .base()
+        let file = rrd
+            .base_dir()
             .join(format!("host{}", i % 3))
             .join(format!("processor-hr-{i}.rrd"));
         ensure!(file.exists(), "{} missing", file.display());
