@@ -13,9 +13,8 @@ use raftpoll::secret::Secret;
 use raftpoll::snmp::{
     AsyncSnmpClient, Oid, SnmpClient, SnmpClientConfig, SnmpError, SnmpTarget, SnmpValue,
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use raftpoll_testbed::snmpd::{Snmpd, SnmpdUser};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 const SYS_DESCR: &str = "1.3.6.1.2.1.1.1.0";
@@ -23,161 +22,36 @@ const SYS_UPTIME: &str = "1.3.6.1.2.1.1.3.0";
 const IF_TABLE: &str = "1.3.6.1.2.1.2.2";
 const IF_DESCR: &str = "1.3.6.1.2.1.2.2.1.2";
 
-/// v3 users configured in snmpd: (user, auth, auth password, privacy and its password).
-type V3User = (
-    &'static str,
-    &'static str,
-    &'static str,
-    Option<(&'static str, &'static str)>,
-);
-const USERS: &[V3User] = &[
-    ("bob", "SHA", "authpass123", Some(("AES", "privpass123"))),
-    (
+/// v3 users configured in snmpd, one per supported protocol family.
+const USERS: &[SnmpdUser] = &[
+    user("bob", "SHA", "authpass123", Some(("AES", "privpass123"))),
+    user(
         "carol",
         "SHA-512",
         "carolauth123",
         Some(("AES-256", "carolpriv123")),
     ),
-    ("dave", "MD5", "daveauth123", Some(("DES", "davepriv123"))),
-    ("erin", "SHA-256", "erinauth123", None),
+    user("dave", "MD5", "daveauth123", Some(("DES", "davepriv123"))),
+    user("erin", "SHA-256", "erinauth123", None),
 ];
 
-/// A real snmpd, killed on drop; its log is printed if a test fails.
-struct Snmpd {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Snmpd {
-    fn start() -> Snmpd {
-        let mut last_error = String::new();
-        // A free port can be taken between probing and binding: try a few.
-        for _ in 0..5 {
-            match Self::try_start() {
-                Ok(snmpd) => return snmpd,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("snmpd did not start: {last_error}");
-    }
-
-    fn try_start() -> Result<Snmpd, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let persist = dir.path().join("persist");
-        std::fs::create_dir_all(&persist).map_err(|e| e.to_string())?;
-        let mut conf = format!(
-            "agentAddress udp:127.0.0.1:{port}\n\
-             rocommunity public 127.0.0.1\n\
-             sysName raftpoll-test-agent\n"
-        );
-        for (user, auth, auth_pass, privacy) in USERS {
-            match privacy {
-                Some((proto, pass)) => {
-                    conf += &format!(
-                        "createUser {user} {auth} \"{auth_pass}\" {proto} \"{pass}\"\nrouser {user} priv\n"
-                    )
-                }
-                None => {
-                    conf +=
-                        &format!("createUser {user} {auth} \"{auth_pass}\"\nrouser {user} auth\n")
-                }
-            }
-        }
-        let conf_path = dir.path().join("snmpd.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = Command::new(find_snmpd())
-            .env("SNMP_PERSISTENT_DIR", &persist)
-            .arg("-f")
-            .arg("-C")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-m")
-            .arg("")
-            .arg("-I")
-            .arg("-smux")
-            .arg("-Lf")
-            .arg(dir.path().join("snmpd.log"))
-            .arg("-p")
-            .arg(dir.path().join("snmpd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run snmpd: {e}"))?;
-        let mut snmpd = Snmpd {
-            child,
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            dir,
-        };
-        snmpd.wait_ready()?;
-        Ok(snmpd)
-    }
-
-    /// Polls a raw v2c GET (not our client: its failures must not look like
-    /// a dead agent) until snmpd answers, exits, or the deadline passes.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("snmpd exited with {status}: {}", self.log()));
-            }
-            let _ = socket.send_to(&raw_v2c_get_sysuptime(), self.addr);
-            let mut buf = [0u8; 1500];
-            if let Ok((n, _)) = socket.recv_from(&mut buf)
-                && n > 0
-            {
-                return Ok(());
-            }
-        }
-        Err(format!("snmpd did not answer in 20 s: {}", self.log()))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("snmpd.log")).unwrap_or_default()
+const fn user(
+    name: &'static str,
+    auth: &'static str,
+    auth_pass: &'static str,
+    privacy: Option<(&'static str, &'static str)>,
+) -> SnmpdUser {
+    SnmpdUser {
+        name,
+        auth,
+        auth_pass,
+        privacy,
     }
 }
 
-impl Drop for Snmpd {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- snmpd log ---\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find_snmpd() -> PathBuf {
-    ["/usr/sbin/snmpd", "/usr/local/sbin/snmpd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("snmpd"))
-}
-
-/// GetRequest v2c, community "public", request-id 1, sysUpTime.0.
-fn raw_v2c_get_sysuptime() -> Vec<u8> {
-    let oid = [0x2b, 6, 1, 2, 1, 1, 3, 0];
-    let varbind = [
-        &[0x30, (oid.len() + 4) as u8, 0x06, oid.len() as u8][..],
-        &oid,
-        &[0x05, 0x00],
-    ]
-    .concat();
-    let varbinds = [&[0x30, varbind.len() as u8][..], &varbind].concat();
-    let pdu_body = [&[0x02, 1, 1, 0x02, 1, 0, 0x02, 1, 0][..], &varbinds].concat();
-    let pdu = [&[0xa0, pdu_body.len() as u8][..], &pdu_body].concat();
-    let msg_body = [&[0x02, 1, 1, 0x04, 6][..], b"public", &pdu].concat();
-    [&[0x30, msg_body.len() as u8][..], &msg_body].concat()
+/// A real snmpd with [`USERS`] and a known sysName.
+fn start_snmpd() -> Snmpd {
+    Snmpd::start_with(USERS, "sysName raftpoll-test-agent\n")
 }
 
 fn oid(s: &str) -> Oid {
@@ -191,15 +65,17 @@ fn v2c(community: &str) -> SnmpCredentials {
 }
 
 fn v3(user: &str) -> SnmpCredentials {
-    let (_, auth, auth_pass, privacy) =
-        USERS.iter().find(|u| u.0 == user).expect("configured user");
-    let auth = match *auth {
+    let configured = USERS
+        .iter()
+        .find(|u| u.name == user)
+        .expect("configured user");
+    let auth = match configured.auth {
         "MD5" => AuthProtocol::Md5,
         "SHA" => AuthProtocol::Sha1,
         "SHA-256" => AuthProtocol::Sha256,
         _ => AuthProtocol::Sha512,
     };
-    let privacy = privacy.map(|(proto, pass)| {
+    let privacy = configured.privacy.map(|(proto, pass)| {
         let proto = match proto {
             "DES" => PrivProtocol::Des,
             "AES" => PrivProtocol::Aes128,
@@ -209,7 +85,7 @@ fn v3(user: &str) -> SnmpCredentials {
     });
     SnmpCredentials::V3(UsmCredentials {
         user: user.into(),
-        auth: Some((auth, Secret::new(*auth_pass))),
+        auth: Some((auth, Secret::new(configured.auth_pass))),
         privacy,
     })
 }
@@ -228,9 +104,9 @@ async fn client(timeout_ms: u64, retries: u32) -> AsyncSnmpClient {
 
 #[tokio::test]
 async fn v2c_get_sysdescr_and_uptime() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(1000, 1).await;
-    let target = SnmpTarget::new(snmpd.addr, v2c("public"));
+    let target = SnmpTarget::new(snmpd.socket_addr(), v2c("public"));
     let got = client
         .get(
             &target,
@@ -252,9 +128,9 @@ async fn v2c_get_sysdescr_and_uptime() {
 
 #[tokio::test]
 async fn v2c_walk_of_iftable_is_ordered_and_in_subtree() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(1000, 1).await;
-    let target = SnmpTarget::new(snmpd.addr, v2c("public"));
+    let target = SnmpTarget::new(snmpd.socket_addr(), v2c("public"));
     let descrs = client
         .walk(&target, &oid(IF_DESCR))
         .await
@@ -285,10 +161,10 @@ async fn v2c_walk_of_iftable_is_ordered_and_in_subtree() {
 
 #[tokio::test]
 async fn v1_get_with_a_missing_object_and_v1_walk() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(1000, 1).await;
     let target = SnmpTarget::new(
-        snmpd.addr,
+        snmpd.socket_addr(),
         SnmpCredentials::V1 {
             community: Secret::new("public"),
         },
@@ -318,10 +194,10 @@ async fn v1_get_with_a_missing_object_and_v1_walk() {
 
 #[tokio::test]
 async fn v3_every_protocol_family_works() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(1000, 1).await;
-    for (user, ..) in USERS {
-        let target = SnmpTarget::new(snmpd.addr, v3(user));
+    for user in USERS.iter().map(|u| u.name) {
+        let target = SnmpTarget::new(snmpd.socket_addr(), v3(user));
         let got = match client.get(&target, &[oid(SYS_DESCR)]).await {
             Ok(got) => got,
             Err(e) => panic!("v3 user {user}: {e}"),
@@ -334,13 +210,13 @@ async fn v3_every_protocol_family_works() {
 
 #[tokio::test]
 async fn v3_wrong_password_is_a_readable_auth_failure() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(500, 1).await;
     let SnmpCredentials::V3(mut usm) = v3("bob") else {
         unreachable!()
     };
     usm.auth = Some((AuthProtocol::Sha1, Secret::new("wrong-password-42")));
-    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm.clone()));
+    let target = SnmpTarget::new(snmpd.socket_addr(), SnmpCredentials::V3(usm.clone()));
     let started = Instant::now();
     let err = client
         .get(&target, &[oid(SYS_DESCR)])
@@ -362,7 +238,7 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
     // Right auth password, wrong privacy password.
     usm.auth = Some((AuthProtocol::Sha1, Secret::new("authpass123")));
     usm.privacy = Some((PrivProtocol::Aes128, Secret::new("wrong-privacy-42")));
-    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm.clone()));
+    let target = SnmpTarget::new(snmpd.socket_addr(), SnmpCredentials::V3(usm.clone()));
     let err = client
         .get(&target, &[oid(SYS_DESCR)])
         .await
@@ -378,7 +254,7 @@ async fn v3_wrong_password_is_a_readable_auth_failure() {
     assert!(!err.to_string().contains("wrong-privacy-42"));
 
     usm.user = "mallory".into();
-    let target = SnmpTarget::new(snmpd.addr, SnmpCredentials::V3(usm));
+    let target = SnmpTarget::new(snmpd.socket_addr(), SnmpCredentials::V3(usm));
     let err = client
         .get(&target, &[oid(SYS_DESCR)])
         .await
@@ -415,9 +291,9 @@ async fn timeout_against_a_silent_port() {
 
 #[tokio::test]
 async fn wrong_community_times_out_without_naming_it() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(200, 0).await;
-    let target = SnmpTarget::new(snmpd.addr, v2c("not-the-community"));
+    let target = SnmpTarget::new(snmpd.socket_addr(), v2c("not-the-community"));
     let err = client
         .get(&target, &[oid(SYS_UPTIME)])
         .await
@@ -431,7 +307,7 @@ async fn wrong_community_times_out_without_naming_it() {
 
 #[tokio::test]
 async fn one_socket_serves_many_requests_in_flight() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = AsyncSnmpClient::new(SnmpClientConfig {
         source_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         timeout: Duration::from_millis(2000),
@@ -443,8 +319,8 @@ async fn one_socket_serves_many_requests_in_flight() {
     .expect("bind to source_ip");
     let local = client.local_addr();
     assert_eq!(local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let v2 = SnmpTarget::new(snmpd.addr, v2c("public"));
-    let v3 = SnmpTarget::new(snmpd.addr, v3("bob"));
+    let v2 = SnmpTarget::new(snmpd.socket_addr(), v2c("public"));
+    let v3 = SnmpTarget::new(snmpd.socket_addr(), v3("bob"));
     let requests = (0..200).map(|i| {
         let client = client.clone();
         let target = if i % 2 == 0 { v2.clone() } else { v3.clone() };
@@ -463,7 +339,7 @@ async fn one_socket_serves_many_requests_in_flight() {
     // The agent saw every request come from that one socket (plus the
     // readiness probe's own socket).
     let ours = format!("[127.0.0.1]:{}->", local.port());
-    let log = snmpd.log();
+    let log = snmpd.agent_log();
     let from_us = log.lines().filter(|l| l.contains(&ours)).count();
     assert!(
         from_us >= 200,
@@ -535,9 +411,9 @@ async fn in_flight_limits_per_device_and_node_wide() {
 
 #[tokio::test]
 async fn modules_discover_and_poll_the_real_agent() {
-    let snmpd = Snmpd::start();
+    let snmpd = start_snmpd();
     let client = client(1000, 1).await;
-    let target = SnmpTarget::new(snmpd.addr, v3("bob"));
+    let target = SnmpTarget::new(snmpd.socket_addr(), v3("bob"));
     let discovery = modules::discover(&client, &target).await.expect("discover");
     assert_eq!(discovery.system.sys_name, "raftpoll-test-agent");
     assert!(
