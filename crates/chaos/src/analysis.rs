@@ -11,72 +11,9 @@ use std::net::IpAddr;
 /// source ends a poll (a poll is tens of requests within ~100 ms).
 pub const BURST_GAP_MS: u64 = 1000;
 
-/// One request the agent answered (a line of `raftpoll-sim --record`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub at_ms: u64,
-    pub src: IpAddr,
-    pub community: String,
-}
-
-/// Parses `unix_ms src_ip:port community port` lines; malformed lines (a
-/// torn last line after a kill) are skipped.
-pub fn parse_record(text: &str) -> Vec<Request> {
-    text.lines()
-        .filter_map(|line| {
-            let mut it = line.split_whitespace();
-            let at_ms = it.next()?.parse().ok()?;
-            let src = it.next()?.parse::<std::net::SocketAddr>().ok()?.ip();
-            let community = it.next()?.to_string();
-            Some(Request {
-                at_ms,
-                src,
-                community,
-            })
-        })
-        .collect()
-}
-
-/// One poll of one device: a burst of requests from one source address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Poll {
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub src: IpAddr,
-    pub requests: usize,
-}
-
-/// Groups requests into polls per community (requests sorted by time first).
-pub fn group_polls(requests: &[Request], burst_gap_ms: u64) -> BTreeMap<String, Vec<Poll>> {
-    let mut sorted: Vec<&Request> = requests.iter().collect();
-    sorted.sort_by_key(|r| r.at_ms);
-    let mut out: BTreeMap<String, Vec<Poll>> = BTreeMap::new();
-    for r in sorted {
-        let polls = out.entry(r.community.clone()).or_default();
-        // A burst from the same source may interleave with another node's
-        // poll; look back for this source's open burst.
-        let open = polls
-            .iter_mut()
-            .rev()
-            .find(|p| p.src == r.src && r.at_ms.saturating_sub(p.end_ms) < burst_gap_ms);
-        match open {
-            Some(p) => {
-                p.end_ms = r.at_ms;
-                p.requests += 1;
-            }
-            None => polls.push(Poll {
-                start_ms: r.at_ms,
-                end_ms: r.at_ms,
-                src: r.src,
-                requests: 1,
-            }),
-        }
-    }
-    for polls in out.values_mut() {
-        polls.sort_by_key(|p| p.start_ms);
-    }
-    out
-}
+// The request record and its grouping into polls are the testbed's, so the chaos checker and
+// the tests read a recording agent's record the same way.
+pub use raftpoll_testbed::capture::{Poll, Request, group_polls, parse_record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
