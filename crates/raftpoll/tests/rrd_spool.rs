@@ -71,6 +71,15 @@ impl Writer {
         }
     }
 
+    /// Submits samples `range` of every file in `files`, sample by sample.
+    async fn submit_samples(&self, files: &[String], t0: u64, range: std::ops::Range<u64>) {
+        for i in range {
+            for f in files {
+                self.handle.submit(sample(f, t0, i)).await.expect("submit");
+            }
+        }
+    }
+
     /// Like a kill -9 of the node: the task is dropped wherever it is.
     async fn abort(self) {
         self.task.abort();
@@ -129,29 +138,13 @@ async fn outage_loses_nothing_and_sends_nothing_twice() {
         .map(|i| rrd_path("sw1", &format!("port-id{i}")))
         .collect();
     let t0 = past_start();
-    for i in 0..20 {
-        for f in &files {
-            writer
-                .handle
-                .submit(sample(f, t0, i))
-                .await
-                .expect("submit");
-        }
-    }
+    writer.submit_samples(&files, t0, 0..20).await;
     writer
         .wait_for("the first 80", |s| s.written == 80 && s.spool_records == 0)
         .await;
 
     server.stop();
-    for i in 20..220 {
-        for f in &files {
-            writer
-                .handle
-                .submit(sample(f, t0, i))
-                .await
-                .expect("submit");
-        }
-    }
+    writer.submit_samples(&files, t0, 20..220).await;
     let stats = writer
         .wait_for("800 spooled", |s| s.spool_records == 800 && !s.connected)
         .await;
@@ -194,15 +187,7 @@ async fn killed_writer_replays_its_spool() {
         .collect();
     let t0 = past_start();
     let writer = Writer::start(&server.addr(), &spool, 1 << 30);
-    for i in 0..150 {
-        for f in &files {
-            writer
-                .handle
-                .submit(sample(f, t0, i))
-                .await
-                .expect("submit");
-        }
-    }
+    writer.submit_samples(&files, t0, 0..150).await;
     writer
         .wait_for("450 spooled", |s| s.spool_records == 450)
         .await;
@@ -217,15 +202,7 @@ async fn killed_writer_replays_its_spool() {
         "{stats:?}"
     );
     // New samples queue behind the replay, still in order per file.
-    for i in 150..200 {
-        for f in &files {
-            writer
-                .handle
-                .submit(sample(f, t0, i))
-                .await
-                .expect("submit");
-        }
-    }
+    writer.submit_samples(&files, t0, 150..200).await;
     let stats = writer
         .wait_for("replayed", |s| {
             s.written == 600 && s.spool_records == 0 && s.queued == 0
@@ -250,15 +227,7 @@ async fn killed_mid_stream_resumes_without_gaps() {
         .collect();
     let t0 = past_start();
     let writer = Writer::start(&server.addr(), &spool, 1 << 30);
-    for i in 0..200 {
-        for f in &files {
-            writer
-                .handle
-                .submit(sample(f, t0, i))
-                .await
-                .expect("submit");
-        }
-    }
+    writer.submit_samples(&files, t0, 0..200).await;
     writer.wait_for("some written", |s| s.written >= 150).await;
     writer.abort().await;
     let before = rrdcached_stat(&server, "UpdatesReceived");
@@ -287,13 +256,9 @@ async fn torn_spool_record_is_skipped() {
     let path = rrd_path("sw4", "port-id1");
     let t0 = past_start();
     let writer = Writer::start(&server.addr(), &spool, 1 << 30);
-    for i in 0..50 {
-        writer
-            .handle
-            .submit(sample(&path, t0, i))
-            .await
-            .expect("submit");
-    }
+    writer
+        .submit_samples(std::slice::from_ref(&path), t0, 0..50)
+        .await;
     writer
         .wait_for("50 spooled", |s| s.spool_records == 50)
         .await;
@@ -341,13 +306,9 @@ async fn full_spool_drops_oldest_and_counts() {
     let max = 48 << 10;
     let writer = Writer::start(&server.addr(), &spool, max);
     let total = 300;
-    for i in 0..total {
-        writer
-            .handle
-            .submit(sample(&path, t0, i))
-            .await
-            .expect("submit");
-    }
+    writer
+        .submit_samples(std::slice::from_ref(&path), t0, 0..total)
+        .await;
     let stats = writer
         .wait_for("all spooled or dropped", |s| {
             s.spool_records + s.dropped_spool_full == total
