@@ -1,9 +1,10 @@
 //! The real `raftpoll` binary as a node process with a generated config, and its CLI.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::process::{
@@ -130,37 +131,120 @@ fn merge(into: &mut toml::Table, from: &toml::Table) {
     }
 }
 
-/// One `raftpoll node` process in its own temp dir (config file, data dir, logs).
+/// How to run a node beyond its [`NodeConfig`]: for tools that place nodes themselves (a
+/// given directory, a command prefix such as `ip netns exec NS` or a profiler, their own
+/// config text).
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    dir: Option<PathBuf>,
+    wrapper: Vec<OsString>,
+    config_text: Option<String>,
+    wait_ready: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            dir: None,
+            wrapper: Vec::new(),
+            config_text: None,
+            wait_ready: true,
+        }
+    }
+}
+
+impl NodeOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs in `dir` (config file, `data/`, logs), kept afterwards; default: a temp dir.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// A command prefix (see [`Daemon::wrapper`]). CPU and memory figures of the pid are then
+    /// the prefix's, unless it execs the node (`ip netns exec` does, profilers do not).
+    pub fn wrapper<S: Into<OsString>>(mut self, words: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = words.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Writes `text` as the config file instead of [`NodeConfig::to_toml`]: for configs that
+    /// keep the product's own defaults. `NodeConfig::listen` must then be set to the text's
+    /// `listen`, and `NodeConfig::secret` be its secret (the CLI helpers use both).
+    pub fn config_text(mut self, text: impl Into<String>) -> Self {
+        self.config_text = Some(text.into());
+        self
+    }
+
+    /// Returns once the process is spawned, without waiting for its port: for nodes whose
+    /// port is unreachable from here (another network namespace), checked by other means.
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+}
+
+/// One `raftpoll node` process in its own directory (config file, data dir, logs).
 pub struct RaftpollNode {
     cfg: NodeConfig,
     listen: SocketAddr,
     config_path: PathBuf,
     daemon: Daemon,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl RaftpollNode {
     /// Writes the config, starts the node, waits until its gRPC port accepts connections.
     pub fn start(cfg: NodeConfig) -> RaftpollNode {
+        RaftpollNode::start_with(cfg, NodeOptions::new())
+    }
+
+    /// [`RaftpollNode::start`] with the options of `opts`.
+    pub fn start_with(cfg: NodeConfig, opts: NodeOptions) -> RaftpollNode {
         let name = format!("raftpoll node {}", cfg.node_name);
+        assert!(
+            opts.config_text.is_none() || cfg.listen.is_some(),
+            "{name}: a node with its own config text needs NodeConfig::listen"
+        );
         let fixed = cfg.listen;
         let pick = || fixed.map_or_else(free_tcp_port, |a| a.port());
         start_on_free_port(&name, pick, |port| {
-            let dir = test_dir(&format!("node-{}", cfg.node_name));
+            let (dir, temp) = match &opts.dir {
+                Some(d) => {
+                    fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+                    (d.clone(), None)
+                }
+                None => {
+                    let t = test_dir(&format!("node-{}", cfg.node_name));
+                    (t.path().to_path_buf(), Some(t))
+                }
+            };
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let listen = fixed.unwrap_or(listen);
-            let config_path = dir.path().join("raftpoll.toml");
-            fs::write(&config_path, cfg.to_toml(&dir.path().join("data"), listen))
-                .expect("write node config");
+            let config_path = dir.join("raftpoll.toml");
+            let text = match &opts.config_text {
+                Some(text) => text.clone(),
+                None => cfg.to_toml(&dir.join("data"), listen),
+            };
+            fs::write(&config_path, text)
+                .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
             let mut node = RaftpollNode {
-                daemon: node_daemon(&cfg.node_name, dir.path(), &config_path),
+                daemon: node_daemon(&cfg.node_name, &dir, &config_path)
+                    .wrapper(opts.wrapper.clone()),
                 cfg: cfg.clone(),
                 listen,
                 config_path,
                 dir,
+                _temp: temp,
             };
             node.daemon.spawn();
-            node.daemon.wait_ready(READY_DEADLINE, || accepts(listen))?;
+            if opts.wait_ready {
+                node.daemon.wait_ready(READY_DEADLINE, || accepts(listen))?;
+            }
             Ok(node)
         })
     }
@@ -182,8 +266,14 @@ impl RaftpollNode {
         &self.config_path
     }
 
+    /// `data/` under the node's directory (where generated configs put the data dir).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.dir.join("data")
+    }
+
+    /// The node's directory: config file, `data/`, logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -192,6 +282,11 @@ impl RaftpollNode {
 
     pub fn is_running(&mut self) -> bool {
         self.daemon.is_running()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, …) without waiting for anything.
+    pub fn signal(&self, name: &str) {
+        self.daemon.signal(name);
     }
 
     /// SIGKILL, no shutdown of any kind.
@@ -271,6 +366,60 @@ impl RaftpollNode {
     /// The node's whole stdout and stderr (all runs), not just the tails.
     pub fn full_logs(&self) -> String {
         self.daemon.full_logs()
+    }
+}
+
+/// One `raftpoll` CLI run against any node address, under a command prefix (e.g. `ip netns
+/// exec NS`), killed after `timeout`. Err (with stderr) unless it succeeds: for tools that
+/// expect failures (a node being killed) and must not hang on a paused one.
+pub fn run_cli<S: AsRef<OsStr>>(
+    wrapper: &[S],
+    addr: &str,
+    secret: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, String> {
+    let bin = raftpoll_bin();
+    let mut command = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let child = command
+        .args(args)
+        .arg("--addr")
+        .arg(addr)
+        .arg("--secret")
+        .arg(secret)
+        .env_remove("RAFTPOLL_ADDR")
+        .env_remove("RAFTPOLL_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+    let pid = child.id().to_string();
+    // wait_with_output blocks: it runs on a thread so a hung call can be killed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(out)) if out.status.success() => {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid])
+                .stderr(Stdio::null())
+                .status();
+            Err(format!("no answer within {timeout:?}"))
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! A real rrdcached on loopback TCP (and a unix socket), plus rrdtool helpers to read the files.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,50 +20,138 @@ pub type FetchRows = Vec<(u64, Vec<Option<f64>>)>;
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to start rrdcached beyond [`Rrdcached::start`]'s defaults: for benchmarks (longer write
+/// delays), and tools that place it themselves (a given directory, a fixed address, a network
+/// namespace).
+#[derive(Clone, Debug)]
+pub struct RrdcachedOptions {
+    listen: Option<SocketAddr>,
+    dir: Option<PathBuf>,
+    write_timeout_s: u32,
+    write_delay_s: u32,
+    wrapper: Vec<OsString>,
+}
+
+impl Default for RrdcachedOptions {
+    fn default() -> Self {
+        RrdcachedOptions {
+            listen: None,
+            dir: None,
+            // Short, so tests see their updates on disk within seconds.
+            write_timeout_s: 5,
+            write_delay_s: 1,
+            wrapper: Vec::new(),
+        }
+    }
+}
+
+impl RrdcachedOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// TCP address (default: a free port on 127.0.0.1).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Runs in `dir` (base dir `rrd/`, `journal/`, socket, pid file, logs), kept afterwards;
+    /// default: a temp dir.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// `-w`: seconds an update may wait in the cache before it is written (default 5).
+    pub fn write_timeout_s(mut self, secs: u32) -> Self {
+        self.write_timeout_s = secs;
+        self
+    }
+
+    /// `-z`: random extra delay, up to this many seconds, spreading the writes (default 1).
+    pub fn write_delay_s(mut self, secs: u32) -> Self {
+        self.write_delay_s = secs;
+        self
+    }
+
+    /// A command prefix, e.g. `ip netns exec NS` (see [`Daemon::wrapper`]).
+    pub fn wrapper<S: Into<OsString>>(mut self, words: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = words.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Starts rrdcached and waits until STATS answers on its unix socket (which works from
+    /// outside a network namespace too).
+    pub fn start(self) -> Rrdcached {
+        let fixed = self.listen;
+        let pick = || fixed.map_or_else(free_tcp_port, |a| a.port());
+        start_on_free_port("rrdcached", pick, |port| {
+            let (dir, temp) = match &self.dir {
+                Some(d) => (d.clone(), None),
+                None => {
+                    let t = test_dir("rrdcached");
+                    (t.path().to_path_buf(), Some(t))
+                }
+            };
+            for sub in ["rrd", "journal"] {
+                fs::create_dir_all(dir.join(sub))
+                    .unwrap_or_else(|e| panic!("create {}: {e}", dir.join(sub).display()));
+            }
+            let addr = fixed.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+            let mut rrd = Rrdcached {
+                addr,
+                daemon: daemon(&dir, addr, &self).wrapper(self.wrapper.clone()),
+                dir,
+                _temp: temp,
+            };
+            rrd.daemon.spawn();
+            let sock = rrd.unix_socket();
+            rrd.daemon.wait_ready(READY_DEADLINE, || stats_ok(&sock))?;
+            Ok(rrd)
+        })
+    }
+}
+
 pub struct Rrdcached {
-    port: u16,
+    addr: SocketAddr,
     daemon: Daemon,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Rrdcached {
     /// Starts rrdcached (`-B -R` base dir, journal, `-w 5 -z 1`) and waits until STATS answers.
     pub fn start() -> Rrdcached {
-        start_on_free_port("rrdcached", free_tcp_port, |port| {
-            let dir = test_dir("rrdcached");
-            for sub in ["rrd", "journal"] {
-                fs::create_dir_all(dir.path().join(sub)).expect("create rrdcached dirs");
-            }
-            let mut rrd = Rrdcached {
-                port,
-                daemon: daemon(dir.path(), port),
-                dir,
-            };
-            rrd.daemon.spawn();
-            let addr = rrd.addr();
-            rrd.daemon
-                .wait_ready(READY_DEADLINE, || command(&addr, "STATS").is_ok())?;
-            Ok(rrd)
-        })
+        RrdcachedOptions::new().start()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
 
     /// "127.0.0.1:<port>"
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_string()
+    }
+
+    /// The TCP address as a socket address.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The unix socket rrdcached also listens on.
     pub fn unix_socket(&self) -> PathBuf {
-        self.dir.path().join("rrdcached.sock")
+        self.dir.join("rrdcached.sock")
     }
 
     /// `-b` dir: relative paths in the protocol are relative to it.
     pub fn base_dir(&self) -> PathBuf {
-        self.dir.path().join("rrd")
+        self.dir.join("rrd")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -80,7 +170,7 @@ impl Rrdcached {
 
     /// Starts again on the same port, base dir and journal (replayed at start).
     pub fn start_again(&mut self) {
-        let addr = self.addr();
+        let sock = self.unix_socket();
         // The port may be held briefly by the old socket: retry until the deadline.
         wait_until(
             READY_DEADLINE,
@@ -88,7 +178,7 @@ impl Rrdcached {
             || {
                 self.daemon.spawn();
                 self.daemon
-                    .wait_ready(READY_DEADLINE, || command(&addr, "STATS").is_ok())
+                    .wait_ready(READY_DEADLINE, || stats_ok(&sock))
                     .ok()
             },
         );
@@ -200,11 +290,11 @@ impl Rrdcached {
     }
 }
 
-fn daemon(dir: &Path, port: u16) -> Daemon {
+fn daemon(dir: &Path, addr: SocketAddr, opts: &RrdcachedOptions) -> Daemon {
     Daemon::new("rrdcached", find_program("rrdcached"), dir)
         .arg("-g")
         .arg("-l")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(addr.to_string())
         .arg("-l")
         .arg(format!("unix:{}", dir.join("rrdcached.sock").display()))
         .arg("-b")
@@ -215,11 +305,31 @@ fn daemon(dir: &Path, port: u16) -> Daemon {
         .arg(dir.join("journal"))
         .arg("-F")
         .arg("-w")
-        .arg("5")
+        .arg(opts.write_timeout_s.to_string())
         .arg("-z")
-        .arg("1")
+        .arg(opts.write_delay_s.to_string())
         .arg("-p")
         .arg(dir.join("rrdcached.pid"))
+}
+
+/// Whether STATS answers on the unix socket. Not over TCP: from outside a network namespace the
+/// TCP address is unreachable, and no other daemon can hold our socket file.
+fn stats_ok(sock: &Path) -> bool {
+    let Ok(stream) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let mut writer = &stream;
+    if writer.write_all(b"STATS\n").is_err() {
+        return false;
+    }
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status).is_ok()
+        && status
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|n| n >= 0)
 }
 
 /// One request/answer over TCP: status line `<n> <message>` (negative n = error) then n lines.
