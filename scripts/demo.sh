@@ -27,8 +27,8 @@ scripts/install-deps.sh
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-say "cargo build --release"
-cargo build --release
+say "cargo build --release -p raftpoll"
+cargo build --release -p raftpoll
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/raftpoll"
 [ -x "$BIN" ] || die "no binary at $BIN"
 PATH="$PATH:/usr/sbin:/sbin"
@@ -138,7 +138,7 @@ SIM_PORT=$(free_port udp)
 say "snmpsimd on 127.0.0.1:$SIM_PORT: communities linux, winxp (recordings), moving (known rates)"
 gzip -dc "$SIM_DATA/recorded/linux-full-walk.snmprec.gz" >"$DEMO/snmpsim-data/linux.snmprec"
 gzip -dc "$SIM_DATA/recorded/winxp-full-walk.snmprec.gz" >"$DEMO/snmpsim-data/winxp.snmprec"
-cp "$ROOT/testbed/snmpsim/moving.snmprec" "$DEMO/snmpsim-data/moving.snmprec"
+cp "$ROOT/crates/testbed/recordings/moving.snmprec" "$DEMO/snmpsim-data/moving.snmprec"
 chmod 644 "$DEMO"/snmpsim-data/*.snmprec
 start snmpsimd "$DEMO/snmpsimd.log" env HOME="$DEMO" snmpsimd \
     --data-dir="$DEMO/snmpsim-data" --cache-dir="$DEMO/snmpsim-cache" \

@@ -1,10 +1,9 @@
 //! End-to-end tests of `raftpoll-sim` with real net-snmp clients (snmpget, snmpwalk,
 //! snmpbulkwalk) on loopback.
 
-use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use raftpoll_testbed::{SimAgent, SimBuilder};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LINUX_GZ: &str = "/usr/share/doc/snmpsim/examples/data/recorded/linux-full-walk.snmprec.gz";
@@ -12,62 +11,19 @@ const IF_HC_IN_OCTETS_1: &str = ".1.3.6.1.2.1.31.1.1.1.6.1";
 const IF_IN_OCTETS_1: &str = ".1.3.6.1.2.1.2.2.1.10.1";
 
 fn moving() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/snmpsim/moving.snmprec")
+    raftpoll_testbed::snmpsim::moving_snmprec()
 }
 
-/// A running simulator; killed on drop.
-struct Sim {
-    child: Child,
-    ports: Vec<u16>,
+/// Starts the simulator with these flags (on a free port of 127.0.0.1) and waits until it serves.
+fn start_sim(args: &[&str]) -> SimAgent {
+    args.iter()
+        .fold(SimBuilder::new(), |sim, arg| sim.arg(*arg))
+        .start()
 }
 
-impl Sim {
-    /// Starts the binary and waits for its `ready` line; `None` if it exits first
-    /// (e.g. a port in the range was taken).
-    fn try_start(args: &[&str]) -> Option<Sim> {
-        let bin = std::env::var_os("RAFTPOLL_SIM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_raftpoll-sim")));
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn raftpoll-sim");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut ports = Vec::new();
-        let mut ready = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening ") {
-                ports.extend(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
-            } else if line.starts_with("ready") {
-                ready = true;
-                break;
-            }
-        }
-        if ready {
-            return Some(Sim { child, ports });
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn start(args: &[&str]) -> Sim {
-        Self::try_start(args).expect("raftpoll-sim did not become ready")
-    }
-
-    fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.ports[0])
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// "127.0.0.1:<port>" of the simulator's first port.
+fn target(sim: &SimAgent) -> String {
+    format!("127.0.0.1:{}", sim.port())
 }
 
 /// Runs a net-snmp tool with numeric output and no MIBs; returns (success, stdout+stderr).
@@ -113,9 +69,7 @@ fn expected_rendering(tag: &str, value: &str) -> Option<String> {
 #[test]
 fn serves_recorded_values_to_net_snmp_clients() {
     let moving = moving();
-    let sim = Sim::start(&[
-        "--listen",
-        "127.0.0.1:0",
+    let sim = start_sim(&[
         "--recording",
         moving.to_str().unwrap(),
         "--recording",
@@ -125,7 +79,7 @@ fn serves_recorded_values_to_net_snmp_clients() {
         "--community-prefix",
         "dev",
     ]);
-    let target = sim.target();
+    let target = target(&sim);
 
     // dev0 serves moving.snmprec: every static value as recorded, every object once.
     let (ok, walk) = net_snmp("snmpbulkwalk", &["-v2c", "-c", "dev0", &target, ".1"]);
@@ -195,8 +149,8 @@ fn serves_recorded_values_to_net_snmp_clients() {
 
 #[test]
 fn whole_tree_walk_terminates_with_end_of_mib_view() {
-    let sim = Sim::start(&["--listen", "127.0.0.1:0", "--recording", LINUX_GZ]);
-    let target = sim.target();
+    let sim = start_sim(&["--recording", LINUX_GZ]);
+    let target = target(&sim);
     let recorded = String::from_utf8(
         Command::new("gzip")
             .args(["-dc", LINUX_GZ])
@@ -266,9 +220,7 @@ fn assert_rate(got: f64, want: f64) {
 #[test]
 fn counters_move_at_the_known_rate() {
     let moving = moving();
-    let sim = Sim::start(&[
-        "--listen",
-        "127.0.0.1:0",
+    let sim = start_sim(&[
         "--recording",
         moving.to_str().unwrap(),
         "--devices",
@@ -276,53 +228,35 @@ fn counters_move_at_the_known_rate() {
         "--community-prefix",
         "dev",
     ]);
-    // Rates from moving.snmprec (testbed/README.md): 1000/s in, 100 ticks/s uptime.
+    // Rates from moving.snmprec (crates/testbed/README.md): 1000/s in, 100 ticks/s uptime.
     let span = Duration::from_secs(3);
     assert_rate(
-        measure_rate(&sim.target(), "dev1", IF_HC_IN_OCTETS_1, span),
+        measure_rate(&target(&sim), "dev1", IF_HC_IN_OCTETS_1, span),
         1000.0,
     );
     assert_rate(
-        measure_rate(&sim.target(), "dev0", IF_IN_OCTETS_1, span),
+        measure_rate(&target(&sim), "dev0", IF_IN_OCTETS_1, span),
         1000.0,
     );
     assert_rate(
-        measure_rate(&sim.target(), "dev0", ".1.3.6.1.2.1.1.3.0", span),
+        measure_rate(&target(&sim), "dev0", ".1.3.6.1.2.1.1.3.0", span),
         100.0,
     );
 
     // --rate makes the static counters of a plain recording move.
-    let rated = Sim::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--recording",
-        LINUX_GZ,
-        "--rate",
-        "5000",
-    ]);
+    let rated = start_sim(&["--recording", LINUX_GZ, "--rate", "5000"]);
     assert_rate(
-        measure_rate(&rated.target(), "public", IF_HC_IN_OCTETS_1, span),
+        measure_rate(&target(&rated), "public", IF_HC_IN_OCTETS_1, span),
         5000.0,
     );
 }
 
-/// Starts the simulator on a range of `n` consecutive free-looking ports (retrying).
-fn start_on_port_range(n: u16, extra: &[&str]) -> Sim {
-    for attempt in 0..20u16 {
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let first = probe.local_addr().unwrap().port().wrapping_add(attempt);
-        drop(probe);
-        if first < 1024 || first > 65535 - n {
-            continue;
-        }
-        let range = format!("{first}-{}", first + n - 1);
-        let mut args = vec!["--listen", "127.0.0.1:0", "--ports", &range];
-        args.extend_from_slice(extra);
-        if let Some(sim) = Sim::try_start(&args) {
-            return sim;
-        }
-    }
-    panic!("no free port range found");
+/// Starts the simulator on a range of `n` consecutive free ports.
+fn start_on_port_range(n: u16, extra: &[&str]) -> SimAgent {
+    extra
+        .iter()
+        .fold(SimBuilder::new().ports(n), |sim, arg| sim.arg(*arg))
+        .start()
 }
 
 #[test]
@@ -339,14 +273,14 @@ fn devices_by_port_and_unknown_communities_get_no_answer() {
             "dev",
         ],
     );
-    assert_eq!(sim.ports.len(), 2);
+    assert_eq!(sim.ports().len(), 2);
     let on = |port: u16| format!("127.0.0.1:{port}");
     let sys_name = ".1.3.6.1.2.1.1.5.0";
     // Device i listens on port first + i mod 2.
     for (community, port) in [
-        ("dev0", sim.ports[0]),
-        ("dev1", sim.ports[1]),
-        ("dev2", sim.ports[0]),
+        ("dev0", sim.ports()[0]),
+        ("dev1", sim.ports()[1]),
+        ("dev2", sim.ports()[0]),
     ] {
         let (ok, out) = net_snmp("snmpget", &["-v2c", "-c", community, &on(port), sys_name]);
         assert!(
@@ -355,9 +289,9 @@ fn devices_by_port_and_unknown_communities_get_no_answer() {
         );
     }
     for (community, port) in [
-        ("dev1", sim.ports[0]),
-        ("nobody", sim.ports[0]),
-        ("dev9", sim.ports[1]),
+        ("dev1", sim.ports()[0]),
+        ("nobody", sim.ports()[0]),
+        ("dev9", sim.ports()[1]),
     ] {
         let (ok, out) = net_snmp(
             "snmpget",
@@ -375,9 +309,7 @@ fn record_file_lists_answered_requests() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("requests.log");
     let moving = moving();
-    let sim = Sim::start(&[
-        "--listen",
-        "127.0.0.1:0",
+    let sim = start_sim(&[
         "--recording",
         moving.to_str().unwrap(),
         "--devices",
@@ -396,7 +328,7 @@ fn record_file_lists_answered_requests() {
                 community,
                 "-r",
                 "0",
-                &sim.target(),
+                &target(&sim),
                 ".1.3.6.1.2.1.1.5.0",
             ],
         );
@@ -421,7 +353,7 @@ fn record_file_lists_answered_requests() {
         assert!(now_ms - ms < 60_000, "{line}");
         assert!(f[1].starts_with("127.0.0.1:"), "{line}");
         assert_eq!(f[2], community);
-        assert_eq!(f[3], sim.ports[0].to_string());
+        assert_eq!(f[3], sim.ports()[0].to_string());
         assert_eq!(f[4], "1", "varbinds in the answer: {line}");
     }
 }

@@ -33,7 +33,7 @@ pub fn source_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// `raftpoll-sim` serving `count` copies of testbed/snmpsim/moving.snmprec on one UDP port,
+/// `raftpoll-sim` serving `count` copies of `recordings/moving.snmprec` on one UDP port,
 /// device `i` answering to community `{prefix}{i}`, recording every answered request.
 pub struct RecordingAgent {
     prefix: String,

@@ -44,11 +44,16 @@ impl SimBuilder {
             .arg(prefix)
     }
 
+    /// Listens on `count` consecutive free ports (`--ports`) instead of one.
+    pub fn ports(mut self, count: u16) -> Self {
+        self.port_range = Some(count.max(1));
+        self
+    }
+
     /// Serves one device per port on `count` consecutive free ports, all answering to
     /// `community`.
-    pub fn one_device_per_port(mut self, count: u16, community: &str) -> Self {
-        self.port_range = Some(count.max(1));
-        self.arg("--community").arg(community)
+    pub fn one_device_per_port(self, count: u16, community: &str) -> Self {
+        self.ports(count).arg("--community").arg(community)
     }
 
     /// The `.snmprec` recording every device serves.

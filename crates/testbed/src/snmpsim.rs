@@ -20,7 +20,7 @@ pub const WINXP_RECORDING: &str = "recorded/winxp-full-walk.snmprec.gz";
 /// A Cisco Catalyst 3750 switch: ~57 interfaces with ifXTable, no HOST-RESOURCES.
 pub const CISCO_RECORDING: &str = "cisco_16_switch.snmprec.gz";
 
-/// The device with moving counters (testbed/snmpsim/moving.snmprec): the `numeric` variation
+/// The device with moving counters (`recordings/moving.snmprec`): the `numeric` variation
 /// makes each value `initial + rate * seconds since snmpsimd started`, exactly, no jitter.
 pub mod moving {
     /// ifInOctets / ifHCInOctets of every port grow by this many octets per second.
