@@ -9,11 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh --bench
-cargo build --release --bins
+cargo build --release --workspace --bins
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
 failover() {
-    "$BIN/raftpoll" chaos --nodes 5 --faults kill --at-once 1 --rounds 20 --devices 50 "$@"
+    "$BIN/raftpoll-chaos" --nodes 5 --faults kill --at-once 1 --rounds 20 --devices 50 "$@"
 }
 
 if [ $# -gt 0 ]; then

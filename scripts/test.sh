@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: dependencies, formatting, lints, then every test (unit tests and the
-# end-to-end tests that start real snmpd, snmpsimd, rrdcached and raftpoll nodes on loopback).
+# The whole test suite: dependencies, formatting, lints, then every test of every crate of the
+# workspace (unit tests and the end-to-end tests that start real snmpd, snmpsimd, rrdcached,
+# raftpoll-sim and raftpoll nodes on loopback, and the short chaos run).
 # Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -11,9 +12,10 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test --all-targets"
-cargo test --all-targets
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+# Every crate's tests; the end-to-end ones start the workspace's binaries, which this builds.
+echo "== cargo test --workspace --all-targets"
+cargo test --workspace --all-targets
