@@ -9,25 +9,29 @@ pub mod net;
 
 use analysis::{Convergence, Fault, FaultKind, Inputs, Report, RunMeta};
 use net::{HUB_SERVICE_IP, Net, cluster_ip, service_ip};
+use raftpoll_testbed::raftpoll::{NodeConfig, NodeOptions, RaftpollNode, node_log_path, run_cli};
+use raftpoll_testbed::rrdcached::{Rrdcached, RrdcachedOptions};
+use raftpoll_testbed::sim::{SimAgent, SimBuilder};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::IpAddr;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The agent's recording: counters moving at known rates (testbed/snmpsim).
+/// The agent's recording: counters moving at known rates (crates/testbed/recordings).
 const RECORDING: &str = include_str!("../../testbed/recordings/moving.snmprec");
 const NODE_PORT: u16 = 7000;
 const AGENT_PORT: u16 = 16100;
 const RRDCACHED_PORT: u16 = 42217;
+/// The node's default log filter when RUST_LOG is unset (crates/raftpoll/src/node.rs).
+const PRODUCT_LOG_FILTER: &str = "info,openraft=warn,sled=warn,h2=warn,tower=warn,async_snmp=off";
 /// One CLI call (status, device list) may take this long.
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 /// The cluster must be healthy again this long after a fault is undone.
@@ -178,38 +182,9 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// A child process, SIGKILLed when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.pid()])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Default)]
 struct NodeSlot {
-    proc: Option<Daemon>,
+    proc: Option<RaftpollNode>,
     paused: bool,
     cut: bool,
 }
@@ -225,12 +200,11 @@ struct Snapshot {
 /// namespaces they live in.
 struct Session {
     nodes: Vec<NodeSlot>,
-    agent: Option<Daemon>,
-    rrdcached: Option<Daemon>,
+    agent: Option<SimAgent>,
+    rrdcached: Option<Rrdcached>,
     net: Net,
     args: ChaosArgs,
     stop: Arc<AtomicBool>,
-    exe: PathBuf,
     dir: PathBuf,
     secret: String,
     started: Instant,
@@ -255,7 +229,6 @@ impl Session {
                 "--devices must be positive and --frequency at least 2".into(),
             ));
         }
-        let exe = raftpoll_testbed::workspace_bin("raftpoll");
         let (dir, temp) = match &args.workdir {
             Some(d) => (d.clone(), false),
             None => (
@@ -273,7 +246,6 @@ impl Session {
             secret: format!("chaos-{}-{}", args.seed, std::process::id()),
             args,
             stop,
-            exe,
             dir: dir.clone(),
             started: Instant::now(),
             started_ms: unix_ms(),
@@ -367,74 +339,19 @@ impl Session {
         ))
     }
 
-    fn log_file(&self, name: &str) -> Result<File, ChaosError> {
-        let path = self.dir.join(name);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err("cannot open", &path))
-    }
-
-    fn spawn(
-        &self,
-        ns: &str,
-        program: &Path,
-        args: &[String],
-        log: &str,
-    ) -> Result<Daemon, ChaosError> {
-        let out = self.log_file(log)?;
-        let err = out
-            .try_clone()
-            .map_err(io_err("cannot open", &self.dir.join(log)))?;
-        let child = Net::exec(ns, program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ChaosError::Setup(format!("cannot start {}: {e}", program.display())))?;
-        Ok(Daemon { child })
+    /// `ip netns exec NS`: every process of the run starts in a namespace.
+    fn in_ns(ns: String) -> [String; 4] {
+        ["ip".into(), "netns".into(), "exec".into(), ns]
     }
 
     fn start_rrdcached(&mut self) -> Result<(), ChaosError> {
-        let base = self.dir.join("rrd");
-        let journal = self.dir.join("rrd-journal");
-        for d in [&base, &journal] {
-            fs::create_dir_all(d).map_err(io_err("cannot create", d))?;
-        }
-        let args: Vec<String> = vec![
-            "-g".into(),
-            "-l".into(),
-            format!("{HUB_SERVICE_IP}:{RRDCACHED_PORT}"),
-            "-b".into(),
-            base.display().to_string(),
-            "-B".into(),
-            "-R".into(),
-            "-j".into(),
-            journal.display().to_string(),
-            "-F".into(),
-            "-w".into(),
-            "5".into(),
-            "-z".into(),
-            "1".into(),
-            "-p".into(),
-            self.dir.join("rrdcached.pid").display().to_string(),
-        ];
-        let mut d = self.spawn(
-            &self.net.hub(),
-            Path::new("rrdcached"),
-            &args,
-            "rrdcached.log",
-        )?;
-        self.sleep(Duration::from_millis(300))?;
-        if d.exited() {
-            return Err(ChaosError::Setup(format!(
-                "rrdcached exited at once; see {}",
-                self.dir.join("rrdcached.log").display()
-            )));
-        }
-        self.rrdcached = Some(d);
+        // Panics with rrdcached's logs if it cannot start: set-up failures end the run.
+        let rrd = RrdcachedOptions::new()
+            .listen(SocketAddr::from((HUB_SERVICE_IP, RRDCACHED_PORT)))
+            .dir(&self.dir)
+            .wrapper(Self::in_ns(self.net.hub()))
+            .start();
+        self.rrdcached = Some(rrd);
         Ok(())
     }
 
@@ -443,45 +360,18 @@ impl Session {
     }
 
     fn start_agent(&mut self) -> Result<(), ChaosError> {
-        let sim = raftpoll_testbed::workspace_bin("raftpoll-sim");
         let recording = self.dir.join("agent.snmprec");
         fs::write(&recording, RECORDING).map_err(io_err("cannot write", &recording))?;
+        // The analysis reads this run's requests only.
         let _ = fs::remove_file(self.record_path());
-        let err = self.log_file("agent.log")?;
-        let mut child = Net::exec(&self.net.hub(), &sim)
-            .arg("--listen")
-            .arg(format!("{HUB_SERVICE_IP}:{AGENT_PORT}"))
-            .arg("--devices")
-            .arg(self.args.devices.to_string())
-            .arg("--community-prefix")
-            .arg(COMMUNITY_PREFIX)
-            .arg("--recording")
-            .arg(&recording)
-            .arg("--record")
-            .arg(self.record_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ChaosError::Setup(format!("cannot start {}: {e}", sim.display())))?;
-        let stdout = child.stdout.take();
-        let agent = Daemon { child };
-        let (tx, rx) = std::sync::mpsc::channel();
-        if let Some(out) = stdout {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if line.starts_with("ready") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-        }
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            return Err(ChaosError::Setup(format!(
-                "raftpoll-sim did not get ready; see {}",
-                self.dir.join("agent.log").display()
-            )));
-        }
+        let agent = SimBuilder::new()
+            .listen(format!("{HUB_SERVICE_IP}:{AGENT_PORT}"))
+            .devices(self.args.devices, COMMUNITY_PREFIX)
+            .recording(&recording)
+            .record(self.record_path())
+            .wrapper(Self::in_ns(self.net.hub()))
+            .log_dir(&self.dir)
+            .start();
         self.agent = Some(agent);
         Ok(())
     }
@@ -521,21 +411,36 @@ impl Session {
 
     fn start_node(&mut self, i: usize) -> Result<(), ChaosError> {
         let dir = self.dir.join(format!("n{i}"));
+        let mut cfg = NodeConfig::new(
+            &format!("n{i}"),
+            &format!("{HUB_SERVICE_IP}:{RRDCACHED_PORT}"),
+        );
+        cfg.listen = Some(SocketAddr::from(([0, 0, 0, 0], NODE_PORT)));
+        cfg.secret = self.secret.clone();
+        // The node's port is inside its namespace: the run checks the cluster through the
+        // CLI instead of waiting here.
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
-        let config = dir.join("node.toml");
-        fs::write(&config, self.node_config(i)).map_err(io_err("cannot write", &config))?;
-        let log = format!("n{i}/node.log");
-        let mut f = self.log_file(&log)?;
+        // Restarts are marked in the node's log, to line it up with the fault times.
+        let log = node_log_path(&dir, &cfg.node_name);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err("cannot open", &log))?;
         let _ = writeln!(f, "=== chaos: starting n{i} at unix_ms {}", unix_ms());
-        let args = vec![
-            "node".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
-        let exe = self.exe.clone();
-        let d = self.spawn(&self.net.node(i), &exe, &args, &log)?;
+        let opts = NodeOptions::new()
+            .dir(&dir)
+            // The product's own default filter: the testbed's debug default would slow the
+            // nodes (and change what a run measures).
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| PRODUCT_LOG_FILTER.into()),
+            )
+            .config_text(self.node_config(i))
+            .wrapper(Self::in_ns(self.net.node(i)))
+            .no_wait();
         self.nodes[i - 1] = NodeSlot {
-            proc: Some(d),
+            proc: Some(RaftpollNode::start_with(cfg, opts)),
             paused: false,
             cut: false,
         };
@@ -545,32 +450,13 @@ impl Session {
     /// Runs the CLI against node `i` (over its service link, so it answers
     /// even while partitioned) and returns its stdout.
     fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
-        let child = Net::exec(&self.net.hub(), &self.exe)
-            .arg("--addr")
-            .arg(format!("{}:{NODE_PORT}", service_ip(i)))
-            .args(args)
-            .env("RAFTPOLL_SECRET", &self.secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let pid = child.id().to_string();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(CLI_TIMEOUT) {
-            Ok(Ok(out)) if out.status.success() => {
-                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-            Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                Err(format!("no answer within {CLI_TIMEOUT:?}"))
-            }
-        }
+        run_cli(
+            &Self::in_ns(self.net.hub()),
+            &format!("{}:{NODE_PORT}", service_ip(i)),
+            &self.secret,
+            args,
+            CLI_TIMEOUT,
+        )
     }
 
     fn status(&self, i: usize) -> Option<Value> {
@@ -603,7 +489,7 @@ impl Session {
         })?;
         if ok.is_none() {
             return Err(ChaosError::Setup(
-                "n1 did not bootstrap a cluster; see n1/node.log".into(),
+                "n1 did not bootstrap a cluster; see n1/raftpoll-n1.stderr".into(),
             ));
         }
         for i in 2..=self.args.nodes {
@@ -651,8 +537,9 @@ impl Session {
     }
 
     fn requests(&self) -> Vec<analysis::Request> {
-        fs::read_to_string(self.record_path())
-            .map(|t| analysis::parse_record(&t))
+        self.agent
+            .as_ref()
+            .map(SimAgent::requests)
             .unwrap_or_default()
     }
 
@@ -882,9 +769,9 @@ impl Session {
                     s.nodes[node - 1]
                         .proc
                         .as_ref()
-                        .map(|p| {
-                            !Path::new(&format!("/proc/{}/status", p.pid())).exists()
-                                || zombie(&p.pid())
+                        .and_then(RaftpollNode::pid)
+                        .map(|pid| {
+                            !Path::new(&format!("/proc/{pid}/status")).exists() || zombie(pid)
                         })
                         .unwrap_or(true)
                         .then_some(())
@@ -988,19 +875,16 @@ impl Session {
 
     /// Stops the agent (it flushes its record) and returns what it recorded.
     fn stop_agent(&mut self) -> Result<Vec<analysis::Request>, ChaosError> {
-        if let Some(mut agent) = self.agent.take() {
-            agent.signal("TERM");
-            let until = Instant::now() + Duration::from_secs(10);
-            while !agent.exited() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(self.requests())
+        let Some(mut agent) = self.agent.take() else {
+            return Ok(Vec::new());
+        };
+        agent.stop(Duration::from_secs(10));
+        Ok(agent.requests())
     }
 }
 
 /// Whether process `pid` is a zombie (exited, not yet reaped).
-fn zombie(pid: &str) -> bool {
+fn zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')

@@ -140,6 +140,7 @@ pub struct NodeOptions {
     wrapper: Vec<OsString>,
     config_text: Option<String>,
     wait_ready: bool,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Default for NodeOptions {
@@ -149,6 +150,7 @@ impl Default for NodeOptions {
             wrapper: Vec::new(),
             config_text: None,
             wait_ready: true,
+            env: Vec::new(),
         }
     }
 }
@@ -176,6 +178,12 @@ impl NodeOptions {
     /// `listen`, and `NodeConfig::secret` be its secret (the CLI helpers use both).
     pub fn config_text(mut self, text: impl Into<String>) -> Self {
         self.config_text = Some(text.into());
+        self
+    }
+
+    /// An environment variable of the node (over the testbed's, e.g. its `RUST_LOG`).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -232,9 +240,13 @@ impl RaftpollNode {
             };
             fs::write(&config_path, text)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+            let mut daemon =
+                node_daemon(&cfg.node_name, &dir, &config_path).wrapper(opts.wrapper.clone());
+            for (k, v) in &opts.env {
+                daemon = daemon.env(k, v);
+            }
             let mut node = RaftpollNode {
-                daemon: node_daemon(&cfg.node_name, &dir, &config_path)
-                    .wrapper(opts.wrapper.clone()),
+                daemon,
                 cfg: cfg.clone(),
                 listen,
                 config_path,
@@ -421,6 +433,12 @@ pub fn run_cli<S: AsRef<OsStr>>(
             Err(format!("no answer within {timeout:?}"))
         }
     }
+}
+
+/// The file in `dir` that receives the standard error (the log) of node `node_name`, all of
+/// its runs appended.
+pub fn node_log_path(dir: &Path, node_name: &str) -> PathBuf {
+    dir.join(format!("raftpoll-{node_name}.stderr"))
 }
 
 fn node_daemon(name: &str, dir: &Path, config: &Path) -> Daemon {
