@@ -174,7 +174,7 @@ fn run_one(
     let seconds = started.elapsed().as_secs_f64();
     let raft_mib = cluster
         .iter()
-        .map(|n| dir_size(&n.dir.join("data").join("raft")))
+        .map(|n| dir_size(&n.proc.data_dir().join("raft")))
         .max()
         .unwrap_or(0) as f64
         / 1048576.0;

@@ -1,31 +1,20 @@
-//! Shared pieces of the benchmarks: real processes on loopback, their CPU time and memory,
-//! a generated switch recording, and markdown tables.
+//! Shared pieces of the benchmarks: their processes on loopback (started by the testbed),
+//! their CPU time and memory, a generated switch recording, and markdown tables.
 
 use super::BenchError;
+use raftpoll_testbed::process::Daemon;
+use raftpoll_testbed::raftpoll::{NodeConfig, NodeOptions, RaftpollNode, node_log_path};
+use raftpoll_testbed::rrdcached::{Rrdcached, RrdcachedOptions};
+pub use raftpoll_testbed::{free_tcp_port, workspace_bin};
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cluster secret of benchmark nodes (loopback only, thrown away after the run).
 pub const BENCH_SECRET: &str = "raftpoll-bench-secret";
-
-/// A binary built next to the running benchmark (`target/release/raftpoll`, …).
-pub fn sibling_bin(name: &str) -> Result<PathBuf, BenchError> {
-    let exe = std::env::current_exe().map_err(|e| BenchError::Setup(format!("own path: {e}")))?;
-    let path = exe.with_file_name(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(BenchError::Setup(format!(
-            "{} not found: build it with `cargo build --release --bin {name}`",
-            path.display()
-        )))
-    }
-}
 
 /// A program from the system, looked up in PATH and the sbin directories.
 pub fn system_bin(name: &str, package: &str) -> Result<PathBuf, BenchError> {
@@ -41,14 +30,9 @@ pub fn system_bin(name: &str, package: &str) -> Result<PathBuf, BenchError> {
         })
 }
 
-pub fn free_tcp_port() -> Result<u16, BenchError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BenchError::Setup(format!("no free TCP port on 127.0.0.1: {e}")))
-}
-
-/// Polls `f` until it returns `Some`, at most until `deadline` has passed.
+/// Polls `f` until it returns `Some`, at most until `deadline` has passed. Unlike the testbed's
+/// `wait_until` it does not panic: in a benchmark a timeout is often a finding (devices not
+/// polled, files not created) that is reported, not a set-up failure.
 pub fn wait_for<T>(
     deadline: Duration,
     what: &str,
@@ -66,81 +50,44 @@ pub fn wait_for<T>(
     }
 }
 
-/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Proc {
-    pub name: String,
-    child: std::process::Child,
-}
-
-impl Proc {
-    /// Starts `program` with stdout and stderr appended to `log`.
-    pub fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-    ) -> Result<Proc, BenchError> {
-        let out = File::create(log).map_err(|e| BenchError::io("create", log, e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| BenchError::io("open", log, e))?;
-        Self::spawn_with(
-            name,
-            Command::new(program).args(args).stdout(out).stderr(err),
-        )
-    }
-
-    pub fn spawn_with(name: &str, command: &mut Command) -> Result<Proc, BenchError> {
-        let child = command
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| BenchError::Setup(format!("cannot start {name}: {e}")))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
+/// A process of the test bed whose CPU time and memory the benchmarks read from /proc.
+pub trait Running {
+    fn pid(&self) -> Option<u32>;
+    fn is_running(&mut self) -> bool;
 
     /// CPU time and memory of the process now.
-    pub fn usage(&self) -> Result<Usage, BenchError> {
-        Usage::of(self.pid())
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status();
-    }
-
-    /// SIGTERM, and SIGKILL if it has not exited after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
-        if !self.is_running() {
-            return;
-        }
-        self.signal("TERM");
-        let end = Instant::now() + grace;
-        while Instant::now() < end {
-            if !self.is_running() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn usage(&self) -> Result<Usage, BenchError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| BenchError::Setup("the measured process is not running".into()))?;
+        Usage::of(pid)
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
+impl Running for Daemon {
+    fn pid(&self) -> Option<u32> {
+        Daemon::pid(self)
+    }
+    fn is_running(&mut self) -> bool {
+        Daemon::is_running(self)
+    }
+}
+
+impl Running for RaftpollNode {
+    fn pid(&self) -> Option<u32> {
+        RaftpollNode::pid(self)
+    }
+    fn is_running(&mut self) -> bool {
+        RaftpollNode::is_running(self)
+    }
+}
+
+impl Running for Rrdcached {
+    fn pid(&self) -> Option<u32> {
+        Rrdcached::pid(self)
+    }
+    fn is_running(&mut self) -> bool {
+        Rrdcached::is_running(self)
     }
 }
 
@@ -198,107 +145,20 @@ fn stat_ticks(path: &Path) -> Result<impl Fn(usize) -> u64 + use<>, BenchError> 
     Ok(move |i: usize| fields.get(i).copied().unwrap_or(0))
 }
 
-/// `raftpoll-sim` serving `devices` simulated devices (communities `<prefix><i>`).
-pub struct Sim {
-    pub proc: Proc,
-    pub addr: SocketAddr,
+/// The benchmarks' rrdcached: in `dir` (base dir `dir/rrd`), with writes delayed as in
+/// production (`-w 300 -z 60`), so what is measured is the cache, not the disk.
+pub fn start_rrdcached(dir: &Path) -> Rrdcached {
+    RrdcachedOptions::new()
+        .dir(dir)
+        .write_timeout_s(300)
+        .write_delay_s(60)
+        .start()
 }
 
-impl Sim {
-    pub fn start(
-        dir: &Path,
-        devices: usize,
-        prefix: &str,
-        recording: &Path,
-        extra: &[&str],
-    ) -> Result<Sim, BenchError> {
-        let bin = sibling_bin("raftpoll-sim")?;
-        let mut args: Vec<String> = [
-            "--listen",
-            "127.0.0.1:0",
-            "--devices",
-            &devices.to_string(),
-            "--community-prefix",
-            prefix,
-            "--recording",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(recording.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let log = dir.join("raftpoll-sim.log");
-        let err = File::create(&log).map_err(|e| BenchError::io("create", &log, e))?;
-        let mut command = Command::new(&bin);
-        command.args(&args).stdout(Stdio::piped()).stderr(err);
-        let mut proc = Proc::spawn_with("raftpoll-sim", &mut command)?;
-        let stdout = proc
-            .child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Setup("raftpoll-sim has no stdout".into()))?;
-        let mut addr = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|e| BenchError::Setup(format!("raftpoll-sim output: {e}")))?;
-            if let Some(a) = line.strip_prefix("listening ") {
-                addr = a.trim().parse().ok();
-            }
-            if line.starts_with("ready") {
-                break;
-            }
-        }
-        let addr = addr.ok_or_else(|| {
-            BenchError::Setup(format!("raftpoll-sim did not start; see {}", log.display()))
-        })?;
-        Ok(Sim { proc, addr })
-    }
-}
-
-/// A real rrdcached on a free loopback TCP port, journaling in `dir`.
-pub struct Rrdcached {
-    pub proc: Proc,
-    pub addr: SocketAddr,
-    pub base: PathBuf,
-}
-
-impl Rrdcached {
-    pub fn start(dir: &Path) -> Result<Rrdcached, BenchError> {
-        let bin = system_bin("rrdcached", "rrdcached")?;
-        let base = dir.join("rrd");
-        let journal = dir.join("rrd-journal");
-        for d in [&base, &journal] {
-            fs::create_dir_all(d).map_err(|e| BenchError::io("create", d, e))?;
-        }
-        let port = free_tcp_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let args: Vec<String> = vec![
-            "-g".into(),
-            "-l".into(),
-            addr.to_string(),
-            "-b".into(),
-            base.display().to_string(),
-            "-B".into(),
-            "-R".into(),
-            "-j".into(),
-            journal.display().to_string(),
-            "-p".into(),
-            dir.join("rrdcached.pid").display().to_string(),
-            "-w".into(),
-            "300".into(),
-            "-z".into(),
-            "60".into(),
-        ];
-        let proc = Proc::spawn("rrdcached", &bin, &args, &dir.join("rrdcached.log"))?;
-        wait_for(Duration::from_secs(10), "rrdcached to listen", || {
-            TcpStream::connect(addr).ok()
-        })?;
-        Ok(Rrdcached { proc, addr, base })
-    }
-}
-
-/// One `raftpoll node` process with a generated config in its own directory.
+/// One `raftpoll node` process (started by the testbed) with a generated config in its own
+/// directory.
 pub struct Node {
-    pub proc: Proc,
+    pub proc: RaftpollNode,
     pub addr: SocketAddr,
     pub dir: PathBuf,
 }
@@ -316,7 +176,8 @@ impl Node {
         Self::start_with_seed(dir, name, rrdcached, poller, extra, None)
     }
 
-    /// [`Node::start`], joining the cluster of the node at `seed` when given.
+    /// [`Node::start`], joining the cluster of the node at `seed` when given. The config
+    /// names only what the benchmark sets: everything else keeps the product's defaults.
     pub fn start_with_seed(
         dir: &Path,
         name: &str,
@@ -326,9 +187,7 @@ impl Node {
         seed: Option<SocketAddr>,
     ) -> Result<Node, BenchError> {
         let dir = dir.join(name);
-        fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
-        let port = free_tcp_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let config = format!(
             "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\n{membership}\n\
              secret = \"{BENCH_SECRET}\"\ngroups = [0]\n\n[poller]\nsource_ip = \"127.0.0.1\"\n{poller}\n\n\
@@ -339,27 +198,21 @@ impl Node {
                 None => "bootstrap = true".to_string(),
             },
         );
-        let config_path = dir.join("raftpoll.toml");
-        fs::write(&config_path, config).map_err(|e| BenchError::io("write", &config_path, e))?;
-        let mut args = vec![
-            "node".to_string(),
-            "--config".into(),
-            config_path.display().to_string(),
-        ];
-        let mut program = sibling_bin("raftpoll")?;
+        let mut cfg = NodeConfig::new(name, rrdcached);
+        cfg.listen = Some(addr);
+        cfg.secret = BENCH_SECRET.to_string();
+        let mut opts = NodeOptions::new().dir(&dir).config_text(config);
         // For profiling: e.g. RAFTPOLL_BENCH_NODE_WRAPPER="heaptrack -o /tmp/node" runs the
         // node under the wrapper (CPU and memory figures are then the wrapper's).
         if let Ok(wrapper) = std::env::var("RAFTPOLL_BENCH_NODE_WRAPPER") {
-            let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_string).collect();
-            if !words.is_empty() {
-                words.push(program.display().to_string());
-                words.append(&mut args);
-                program = PathBuf::from(words.remove(0));
-                args = words;
-            }
+            opts = opts.wrapper(wrapper.split_whitespace().map(str::to_string));
         }
-        let proc = Proc::spawn(name, &program, &args, &dir.join("node.log"))?;
-        let node = Node { proc, addr, dir };
+        let node = Node {
+            proc: RaftpollNode::start_with(cfg, opts),
+            addr,
+            dir,
+        };
+        // The port accepts before the cluster is up: wait until the CLI gets answers.
         wait_for(Duration::from_secs(30), "the node to answer status", || {
             node.cli(&["status", "--json"]).ok()
         })?;
@@ -368,12 +221,7 @@ impl Node {
 
     /// Runs the `raftpoll` CLI against this node; stdout on success.
     pub fn cli(&self, args: &[&str]) -> Result<String, BenchError> {
-        let out = Command::new(sibling_bin("raftpoll")?)
-            .args(["--addr", &self.addr.to_string()])
-            .args(args)
-            .env("RAFTPOLL_SECRET", BENCH_SECRET)
-            .output()
-            .map_err(|e| BenchError::Setup(format!("cannot run the raftpoll CLI: {e}")))?;
+        let out = self.proc.cli(args);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -390,6 +238,11 @@ impl Node {
         let text = self.cli(&["device", "list", "--json"])?;
         serde_json::from_str(&text)
             .map_err(|e| BenchError::Setup(format!("device list --json: {e}")))
+    }
+
+    /// The node's log (its standard error, every run).
+    pub fn log(&self) -> PathBuf {
+        node_log_path(&self.dir, self.proc.config().node_name.as_str())
     }
 }
 
@@ -543,82 +396,6 @@ pub fn machine() -> String {
         })
         .map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
-}
-
-/// `raftpoll-sim` with one device per UDP port (`ports[i]` serves device `i`), every device
-/// answering to the same community: per-device credentials are then identical, as pollers
-/// that keep credentials per module rather than per target need.
-pub struct PortSim {
-    pub proc: Proc,
-    pub ports: Vec<u16>,
-}
-
-impl PortSim {
-    /// Starts the simulator on `devices` consecutive free loopback UDP ports; `extra` is
-    /// appended to its flags. Logs to `dir/raftpoll-sim.log`.
-    pub fn start(
-        dir: &Path,
-        devices: u16,
-        community: &str,
-        recording: &Path,
-        extra: &[&str],
-    ) -> Result<PortSim, BenchError> {
-        let bin = sibling_bin("raftpoll-sim")?;
-        let log = dir.join("raftpoll-sim.log");
-        let span = u32::from(devices.max(1));
-        // Another process may take a port between the probe and the bind: a few tries.
-        for _ in 0..8 {
-            let first = 20_000 + rand::random_range(0..(40_000 - span));
-            let Ok(first) = u16::try_from(first) else {
-                continue;
-            };
-            let ports: Vec<u16> = (first..).take(span as usize).collect();
-            if !ports
-                .iter()
-                .all(|&p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
-            {
-                continue;
-            }
-            let last = ports[ports.len() - 1];
-            let mut args: Vec<String> = vec![
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--ports".into(),
-                format!("{first}-{last}"),
-                "--community".into(),
-                community.into(),
-                "--recording".into(),
-                recording.display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let err = File::create(&log).map_err(|e| BenchError::io("create", &log, e))?;
-            let mut command = Command::new(&bin);
-            command.args(&args).stdout(Stdio::piped()).stderr(err);
-            let mut proc = Proc::spawn_with("raftpoll-sim", &mut command)?;
-            let stdout = proc
-                .child
-                .stdout
-                .take()
-                .ok_or_else(|| BenchError::Setup("raftpoll-sim has no stdout".into()))?;
-            // The simulator prints `ready` after binding every port; EOF first means it failed.
-            let ready = BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .any(|line| line.starts_with("ready"));
-            if ready {
-                return Ok(PortSim { proc, ports });
-            }
-            proc.stop(Duration::from_secs(2));
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            if !text.contains("cannot bind") {
-                break;
-            }
-        }
-        Err(BenchError::Setup(format!(
-            "raftpoll-sim did not start on {devices} consecutive UDP ports; see {}",
-            log.display()
-        )))
-    }
 }
 
 /// One HTTP/1.0 GET to a loopback server: (status code, body). `timeout` bounds the

@@ -7,10 +7,13 @@ mod record;
 mod scraper;
 
 use super::harness::{
-    self, Node, PortSim, Proc, Rrdcached, Table, free_tcp_port, sibling_bin, system_bin, wait_for,
+    self, Node, Running, Table, free_tcp_port, start_rrdcached, system_bin, wait_for, workspace_bin,
 };
 use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
+use raftpoll_testbed::process::Daemon;
+use raftpoll_testbed::rrdcached::Rrdcached;
+use raftpoll_testbed::sim::SimBuilder;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::BufReader;
@@ -184,7 +187,8 @@ pub fn run(args: &PeersArgs) -> Result<String, BenchError> {
     let pollers = args.pollers();
     // Missing programs fail before anything starts.
     for bin in ["raftpoll-sim", "raftpoll"] {
-        sibling_bin(bin)?;
+        // Panics naming the missing binary and how to build it.
+        workspace_bin(bin);
     }
     if args.rrdcached == RrdTarget::Real {
         system_bin("rrdcached", "rrdcached")?;
@@ -207,24 +211,23 @@ pub fn run(args: &PeersArgs) -> Result<String, BenchError> {
     let recording = dir.join("switch.snmprec");
     harness::write_switch_recording(&recording, args.ports_per_device)?;
     let record_path = dir.join("requests.log");
-    let record_arg = record_path.display().to_string();
-    let mut sim = PortSim::start(
-        dir,
-        args.devices,
-        COMMUNITY,
-        &recording,
-        &["--record", &record_arg],
-    )?;
+    let mut sim = SimBuilder::new()
+        .one_device_per_port(args.devices, COMMUNITY)
+        .recording(&recording)
+        .record(&record_path)
+        .log_dir(dir)
+        .start();
     let rrd = match args.rrdcached {
         RrdTarget::Sink => Rrd::Sink(RrdSink::start()?),
-        RrdTarget::Real => Rrd::Real(Rrdcached::start(dir)?),
+        RrdTarget::Real => Rrd::Real(start_rrdcached(dir)),
     };
+    let rrd_base = rrd.base();
     let env = Env {
         args,
         dir,
-        ports: &sim.ports,
+        ports: sim.ports(),
         rrdcached: rrd.addr(),
-        rrd_base: rrd.base(),
+        rrd_base: rrd_base.as_deref(),
     };
     let mut runs = Vec::new();
     for poller in pollers {
@@ -237,7 +240,7 @@ pub fn run(args: &PeersArgs) -> Result<String, BenchError> {
         runs.push(run);
     }
     // A graceful stop flushes the record file.
-    sim.proc.stop(Duration::from_secs(10));
+    sim.stop(Duration::from_secs(10));
     let file = fs::File::open(&record_path).map_err(|e| BenchError::io("read", &record_path, e))?;
     let windows: Vec<record::Window> = runs.iter().map(|r| r.window).collect();
     // Polls of one device are about an interval apart (raftpoll: at least half of one);
@@ -262,14 +265,14 @@ impl Rrd {
     fn addr(&self) -> SocketAddr {
         match self {
             Rrd::Sink(s) => s.addr,
-            Rrd::Real(r) => r.addr,
+            Rrd::Real(r) => r.socket_addr(),
         }
     }
 
-    fn base(&self) -> Option<&Path> {
+    fn base(&self) -> Option<PathBuf> {
         match self {
             Rrd::Sink(_) => None,
-            Rrd::Real(r) => Some(&r.base),
+            Rrd::Real(r) => Some(r.base_dir()),
         }
     }
 }
@@ -289,7 +292,8 @@ struct Measured {
 /// Samples the process's CPU time and the RRD values received over `duration`, failing
 /// if the process exits meanwhile.
 fn measure(
-    proc: &mut Proc,
+    proc: &mut impl Running,
+    name: &str,
     duration: Duration,
     log: &Path,
     rrdcached: SocketAddr,
@@ -301,8 +305,7 @@ fn measure(
     while Instant::now() < end {
         if !proc.is_running() {
             return Err(BenchError::Setup(format!(
-                "{} exited while being measured; see {}",
-                proc.name,
+                "{name} exited while being measured; see {}",
                 log.display()
             )));
         }
@@ -355,14 +358,13 @@ fn wait_for_rrd_files(env: &Env, who: &str, dirs: &[&str], count: usize) -> Opti
 }
 
 /// Waits `secs`, failing early if the process exits.
-fn warm_up(proc: &mut Proc, secs: u64, log: &Path) -> Result<(), BenchError> {
-    progress(&format!("{}: warming up for {secs} s", proc.name));
+fn warm_up(proc: &mut impl Running, name: &str, secs: u64, log: &Path) -> Result<(), BenchError> {
+    progress(&format!("{name}: warming up for {secs} s"));
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if !proc.is_running() {
             return Err(BenchError::Setup(format!(
-                "{} exited during warm-up; see {}",
-                proc.name,
+                "{name} exited during warm-up; see {}",
                 log.display()
             )));
         }
@@ -398,7 +400,7 @@ fn run_raftpoll(env: &Env) -> Result<Run, BenchError> {
         configs::TIMEOUT_S * 1000,
         configs::RETRIES
     );
-    let log = env.dir.join("raftpoll").join("node.log");
+    let log = env.dir.join("raftpoll").join("raftpoll-raftpoll.stderr");
     let mut node = Node::start(
         env.dir,
         "raftpoll",
@@ -432,10 +434,10 @@ fn run_raftpoll(env: &Env) -> Result<Run, BenchError> {
     let device_dirs: Vec<String> = (0..env.ports.len()).map(|i| format!("dev{i}")).collect();
     let device_dirs: Vec<&str> = device_dirs.iter().map(String::as_str).collect();
     warnings.extend(wait_for_rrd_files(env, "raftpoll", &device_dirs, files));
-    warm_up(&mut node.proc, args.warmup(), &log)?;
+    warm_up(&mut node.proc, "raftpoll", args.warmup(), &log)?;
     progress(&format!("raftpoll: measuring for {} s", args.duration));
     let duration = Duration::from_secs(args.duration);
-    let m = measure(&mut node.proc, duration, &log, env.rrdcached)?;
+    let m = measure(&mut node.proc, "raftpoll", duration, &log, env.rrdcached)?;
     match node.devices() {
         Ok(devices) => {
             let down = devices.iter().filter(|d| d["status"] != "up").count();
@@ -445,7 +447,7 @@ fn run_raftpoll(env: &Env) -> Result<Run, BenchError> {
         }
         Err(e) => warnings.push(format!("raftpoll: device list failed at the end: {e}")),
     }
-    node.proc.stop(Duration::from_secs(10));
+    node.proc.terminate(Duration::from_secs(10));
     Ok(Run {
         poller: Poller::Raftpoll,
         window: m.window,
@@ -465,7 +467,7 @@ fn run_raftpoll(env: &Env) -> Result<Run, BenchError> {
 
 /// `raftpoll device add` for every port, a few CLI processes at a time.
 fn add_devices(node: &Node, ports: &[u16]) -> Result<(), BenchError> {
-    let bin = sibling_bin("raftpoll")?;
+    let bin = workspace_bin("raftpoll");
     let addr = node.addr.to_string();
     let threads = 4;
     std::thread::scope(|s| {
@@ -535,19 +537,18 @@ fn run_collectd(env: &Env) -> Result<Run, BenchError> {
         community: COMMUNITY,
     });
     fs::write(&conf, text).map_err(|e| BenchError::io("write", &conf, e))?;
-    let log = dir.join("collectd.log");
+    let log = dir.join("collectd.stderr");
     // -f: stay in the foreground, so the process measured is the one polling.
-    let mut proc = Proc::spawn(
-        "collectd",
-        &bin,
-        &["-f".into(), "-C".into(), conf.display().to_string()],
-        &log,
-    )?;
+    let mut proc = Daemon::new("collectd", &bin, &dir)
+        .arg("-f")
+        .arg("-C")
+        .arg(&conf);
+    proc.spawn();
     wait_for(
         Duration::from_secs(15),
         "collectd to load its plugins",
         || {
-            let text = fs::read_to_string(&log).unwrap_or_default();
+            let text = proc.full_logs();
             (text.contains("Initialization complete") || !proc.is_running()).then_some(())
         },
     )
@@ -561,12 +562,12 @@ fn run_collectd(env: &Env) -> Result<Run, BenchError> {
     let mut warnings = Vec::new();
     let files = env.ports.len() * args.ports_per_device as usize;
     warnings.extend(wait_for_rrd_files(env, "collectd", &["collectd"], files));
-    warm_up(&mut proc, args.warmup(), &log)?;
+    warm_up(&mut proc, "collectd", args.warmup(), &log)?;
     progress(&format!("collectd: measuring for {} s", args.duration));
     let duration = Duration::from_secs(args.duration);
-    let m = measure(&mut proc, duration, &log, env.rrdcached)?;
-    proc.stop(Duration::from_secs(10));
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let m = measure(&mut proc, "collectd", duration, &log, env.rrdcached)?;
+    proc.terminate(Duration::from_secs(10));
+    let log_text = proc.full_logs();
     let errors = log_text
         .lines()
         .filter(|l| l.contains("failed") || l.contains("rror"))
@@ -608,18 +609,13 @@ fn run_exporter(env: &Env) -> Result<Run, BenchError> {
         configs::exporter_config(COMMUNITY, EXPORTER_MAX_REPETITIONS),
     )
     .map_err(|e| BenchError::io("write", &config, e))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
-    let log = dir.join("snmp_exporter.log");
-    let mut proc = Proc::spawn(
-        "snmp_exporter",
-        &bin,
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--web.listen-address={addr}"),
-            "--log.level=warn".into(),
-        ],
-        &log,
-    )?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let log = dir.join("snmp_exporter.stderr");
+    let mut proc = Daemon::new("snmp_exporter", &bin, &dir)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=warn");
+    proc.spawn();
     wait_for(Duration::from_secs(15), "snmp_exporter to listen", || {
         (TcpStream::connect(addr).is_ok() || !proc.is_running()).then_some(())
     })
@@ -645,17 +641,17 @@ fn run_exporter(env: &Env) -> Result<Run, BenchError> {
     };
     let (measured, scrapes) = std::thread::scope(|s| {
         let scrapes = s.spawn(|| scraper::run(&plan, &stop));
-        let measured = warm_up(&mut proc, args.warmup(), &log).and_then(|()| {
+        let measured = warm_up(&mut proc, "snmp_exporter", args.warmup(), &log).and_then(|()| {
             progress(&format!("snmp_exporter: measuring for {} s", args.duration));
             let duration = Duration::from_secs(args.duration);
-            measure(&mut proc, duration, &log, env.rrdcached)
+            measure(&mut proc, "snmp_exporter", duration, &log, env.rrdcached)
         });
         stop.store(true, Ordering::Relaxed);
         (measured, scrapes.join().unwrap_or_default())
     });
     let m = measured?;
     let window = m.window;
-    proc.stop(Duration::from_secs(10));
+    proc.terminate(Duration::from_secs(10));
     let in_window: Vec<&scraper::Scrape> = scrapes
         .iter()
         .filter(|s| (window.start_ms..window.end_ms).contains(&s.at_ms))

@@ -2,11 +2,14 @@
 //! spool) into a real rrdcached, against one `rrdtool update --daemon` process per update
 //! and against one long-lived `rrdtool -` pipe.
 
-use super::harness::{Rrdcached, Table, Usage, children_cpu_s, machine, system_bin, wait_for};
+use super::harness::{
+    Running as _, Table, Usage, children_cpu_s, machine, start_rrdcached, system_bin, wait_for,
+};
 use super::{BenchError, Workdir};
 use raftpoll::poller::modules::defs::port_def;
 use raftpoll::rrd::layout::{RrdUpdate, RrdValue, update_line};
 use raftpoll::rrd::writer::{RrdWriter, RrdWriterConfig};
+use raftpoll_testbed::rrdcached::Rrdcached;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -48,7 +51,7 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
         ));
     }
     let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-rrd-")?;
-    let rrdcached = Rrdcached::start(work.path())?;
+    let rrdcached = start_rrdcached(work.path());
     let rrdtool = system_bin("rrdtool", "rrdtool")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,7 +74,7 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
         ("raftpoll writer: BATCH, no spool", None),
     ] {
         eprintln!("rrd: {client}");
-        let before = (Usage::of(std::process::id())?, rrdcached.proc.usage()?);
+        let before = (Usage::of(std::process::id())?, rrdcached.usage()?);
         let started = Instant::now();
         let sent = runtime.block_on(write_with_writer(
             &rrdcached,
@@ -96,19 +99,13 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
             cpu_s: children_cpu_s()?,
             ..Usage::default()
         },
-        rrdcached.proc.usage()?,
+        rrdcached.usage()?,
     );
     let started = Instant::now();
     for i in 0..args.rrdtool_updates {
         let (path, line) = next_update(&paths, i, next_k);
         let status = Command::new(&rrdtool)
-            .args([
-                "update",
-                "--daemon",
-                &rrdcached.addr.to_string(),
-                &path,
-                &line,
-            ])
+            .args(["update", "--daemon", &rrdcached.addr(), &path, &line])
             .stdout(Stdio::null())
             .status()
             .map_err(|e| BenchError::Setup(format!("cannot run rrdtool: {e}")))?;
@@ -132,7 +129,7 @@ pub fn run(args: &RrdArgs) -> Result<String, BenchError> {
     )?);
 
     eprintln!("rrd: one rrdtool - pipe");
-    let before_rrdcached = rrdcached.proc.usage()?;
+    let before_rrdcached = rrdcached.usage()?;
     let started = Instant::now();
     let pipe_cpu = rrdtool_pipe(&rrdtool, &rrdcached, &paths, args.rrdtool_updates, next_k)?;
     rows.push(row(
@@ -193,7 +190,7 @@ fn row(
         updates,
         seconds: started.elapsed().as_secs_f64(),
         client_cpu_s: client_after.cpu_s - before.0.cpu_s,
-        rrdcached_cpu_s: rrdcached.proc.usage()?.cpu_s - before.1.cpu_s,
+        rrdcached_cpu_s: rrdcached.usage()?.cpu_s - before.1.cpu_s,
     })
 }
 
@@ -225,7 +222,7 @@ async fn write_with_writer(
     next_k: &mut u64,
 ) -> Result<usize, BenchError> {
     let addr = rrdcached
-        .addr
+        .socket_addr()
         .to_string()
         .parse()
         .map_err(|e| BenchError::Setup(format!("rrdcached address: {e}")))?;
@@ -289,7 +286,7 @@ fn rrdtool_pipe(
         return Err(BenchError::Setup("rrdtool - has no pipes".into()));
     };
     let mut answers = BufReader::new(stdout);
-    let daemon = rrdcached.addr.to_string();
+    let daemon = rrdcached.addr();
     let mut answer = String::new();
     for i in 0..count {
         let (path, line) = next_update(paths, i, k0);

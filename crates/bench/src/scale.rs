@@ -1,9 +1,12 @@
 //! Scale on one node: N simulated switches (about 30 ports each) polled at a fixed
 //! interval; CPU, memory and whether every device was polled in every interval.
 
-use super::harness::{Node, Sim, Table, dir_size, machine, wait_for, write_switch_recording};
+use super::harness::{
+    Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
+};
 use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
+use raftpoll_testbed::sim::SimBuilder;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -109,7 +112,11 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
     let recording = dir.join("switch.snmprec");
     write_switch_recording(&recording, args.ports)?;
-    let sim = Sim::start(&dir, n, "dev", &recording, &[])?;
+    let sim = SimBuilder::new()
+        .devices(n, "dev")
+        .recording(&recording)
+        .log_dir(&dir)
+        .start();
     let sink = RrdSink::start()?;
     let poller = format!(
         "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
@@ -120,7 +127,7 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
     let csv = dir.join("devices.csv");
     let mut text = String::from("hostname,address,port,community\n");
     for i in 0..n {
-        let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.addr.port());
+        let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.port());
     }
     std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
     let started = Instant::now();
@@ -156,7 +163,7 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
         if !node.proc.is_running() {
             return Err(BenchError::Setup(format!(
                 "the node exited during the run; see {}",
-                node.dir.join("node.log").display()
+                node.log().display()
             )));
         }
         std::thread::sleep(
@@ -201,7 +208,7 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
     });
     let cpu = u1.cpu_s - u0.cpu_s;
     let data_mib = dir_size(&node.dir.join("data")) as f64 / 1048576.0;
-    node.proc.stop(Duration::from_secs(10));
+    node.proc.terminate(Duration::from_secs(10));
     drop(sim);
     Ok(Outcome {
         devices: n,
