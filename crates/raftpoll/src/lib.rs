@@ -5,6 +5,8 @@
 //! Module map:
 //! - [`config`]: the node's TOML config, defaults and validation.
 //! - [`cluster`]: replicated data model, state machine, assignment, Raft wiring.
+//! - [`codec`]: the one binary encoding of stored and replicated data.
+//! - [`raft_types`]: openraft's type config and aliases (shared by `cluster` and `storage`).
 //! - [`storage`]: sled-backed Raft log and state machine storage.
 //! - [`snmp`]: the `SnmpClient` trait and its async-snmp implementation.
 //! - [`poller`]: scheduler and the SNMP modules (system, ports, processors, storage).
@@ -20,9 +22,11 @@ pub mod bench;
 pub mod chaos;
 pub mod client;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod node;
 pub mod poller;
+pub mod raft_types;
 pub mod rrd;
 pub mod secret;
 pub mod sim;

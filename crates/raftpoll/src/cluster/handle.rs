@@ -1,14 +1,16 @@
 //! The node's handle on the cluster: propose commands (forwarded to the
 //! leader when this node is not it), read the replicated state, see the leader.
 
+use crate::cluster::assignment::drain_moves;
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
-use crate::cluster::raft::{ClientWriteError, RaftError};
 use crate::cluster::state::ClusterState;
 use crate::cluster::types::NodeInfo;
 use crate::cluster::types::{Command, CommandResult, NodeId};
+use crate::codec;
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{JoinRequest, ProposeRequest, RemoveRequest};
+use crate::raft_types::{ClientWriteError, RaftError};
 use crate::secret::Secret;
 use crate::storage::SharedState;
 use openraft::ChangeMembers;
@@ -296,7 +298,7 @@ impl ClusterHandle {
                     .filter(|m| m.alive)
                     .map(|m| m.id)
                     .collect();
-                let moves = self.read(|s| super::controller::drain_moves(s, &alive, *id));
+                let moves = self.read(|s| drain_moves(s, &alive, *id));
                 raft.client_write(Command::Drain { id: *id, moves })
                     .await
                     .map(|r| Done::Applied(r.data))
@@ -357,14 +359,13 @@ impl ClusterHandle {
         let status_err = |s: tonic::Status| forward_err(s.message().to_string());
         match op {
             Op::Propose(cmd) => {
-                let bytes =
-                    bincode::serialize(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
+                let bytes = codec::encode(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
                 let mut request = self.request(ProposeRequest { command: bytes });
                 // Per attempt: a hung leader must not hold a proposal past
                 // the election that replaces it.
                 request.set_timeout(ATTEMPT_TIMEOUT);
                 let reply = client.propose(request).await.map_err(status_err)?;
-                bincode::deserialize(&reply.into_inner().result)
+                codec::decode(&reply.into_inner().result)
                     .map(Done::Applied)
                     .map_err(|e| ClusterError::Codec(e.to_string()))
             }

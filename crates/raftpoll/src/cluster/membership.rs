@@ -5,6 +5,7 @@
 use super::handle::{ClusterHandle, join_request};
 use super::network::bearer_value;
 use super::types::{Command, CommandResult, NodeId, NodeInfo};
+use crate::codec;
 use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;
@@ -49,7 +50,7 @@ pub async fn allocate_node_id(
     secret: &Secret,
     rounds: u32,
 ) -> Result<Option<NodeId>, JoinError> {
-    let command = bincode::serialize(&Command::AllocateNodeId).unwrap_or_default();
+    let command = codec::encode(&Command::AllocateNodeId).unwrap_or_default();
     let mut pause = Duration::from_secs(1);
     for round in 0..rounds {
         let mut refused = 0;
@@ -62,7 +63,7 @@ pub async fn allocate_node_id(
                 secret,
             );
             match client.propose(request).await {
-                Ok(reply) => match bincode::deserialize(&reply.into_inner().result) {
+                Ok(reply) => match codec::decode(&reply.into_inner().result) {
                     Ok(CommandResult::NodeIdAllocated(id)) => {
                         tracing::info!(node_id = id, %seed, "node id allocated");
                         return Ok(Some(id));

@@ -4,11 +4,13 @@
 //! fields of `proto/raft.proto`. Every call carries the cluster secret as
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
 
-use crate::cluster::raft::{Raft, Snapshot, TypeConfig, Vote};
+use crate::cluster::raft::Raft;
 use crate::cluster::types::NodeId;
+use crate::codec::{CodecError, decode, encode};
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::{self, RaftServer};
 use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};
+use crate::raft_types::{Snapshot, TypeConfig, Vote};
 use crate::secret::Secret;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -415,9 +417,8 @@ impl raft_server::Raft for RaftRpc {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check_target(req.target)?;
-        let bad = |e: bincode::Error| {
-            Status::invalid_argument(format!("undecodable snapshot request: {e}"))
-        };
+        let bad =
+            |e: CodecError| Status::invalid_argument(format!("undecodable snapshot request: {e}"));
         let vote: Vote = decode(&req.vote).map_err(bad)?;
         let meta = decode(&req.meta).map_err(bad)?;
         let snapshot = Snapshot {
@@ -446,14 +447,6 @@ impl raft_server::Raft for RaftRpc {
                 .map_err(unavailable)?,
         )
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
-    bincode::serialize(value)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(bytes)
 }
 
 #[cfg(test)]
