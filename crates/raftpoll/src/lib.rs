@@ -11,6 +11,7 @@
 //! - [`snmp`]: the `SnmpClient` trait and its async-snmp implementation.
 //! - [`poller`]: scheduler and the SNMP modules (system, ports, processors, storage).
 //! - [`rrd`]: RRD layout, rrdcached client and writer.
+//! - [`grpc`]: client-side gRPC endpoints and the channel cache.
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`client`]: the operator CLI's client side.
 //! - [`node`]: starts and stops a node: every task, in order.
@@ -24,6 +25,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod grpc;
 pub mod node;
 pub mod poller;
 pub mod raft_types;

@@ -76,7 +76,10 @@ fn rejection_status(r: Rejection) -> Status {
 
 impl AdminRpc {
     async fn leader_status(&self, addr: &str) -> Result<pb::StatusReply, Status> {
-        let channel = self.cluster.channel(addr).map_err(Status::unavailable)?;
+        let channel = self
+            .cluster
+            .channel(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut request = self.cluster.request(pb::StatusRequest {});
         request.set_timeout(Duration::from_secs(2));
         Ok(AdminClient::new(channel)
@@ -494,7 +497,10 @@ impl Admin for AdminRpc {
             .find(|m| m.id == target)
             .map(|m| m.addr)
             .ok_or_else(|| rejection_status(Rejection::UnknownNode(target)))?;
-        let channel = self.cluster.channel(&addr).map_err(Status::unavailable)?;
+        let channel = self
+            .cluster
+            .channel(&addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let request = self.cluster.request(pb::LeaveRequest {
             node_id: Some(target),
         });

@@ -6,6 +6,7 @@ use super::handle::{ClusterHandle, join_request};
 use super::network::bearer_value;
 use super::types::{Command, CommandResult, NodeId, NodeInfo};
 use crate::codec;
+use crate::grpc;
 use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;
@@ -13,7 +14,6 @@ use openraft::async_runtime::WatchReceiver;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 const SEED_TIMEOUT: Duration = Duration::from_secs(5);
 /// A member without a leader for this long asks the seeds to take it back.
@@ -28,9 +28,8 @@ pub enum JoinError {
 }
 
 async fn peer(addr: &str) -> Result<PeerClient<tonic::transport::Channel>, JoinError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = grpc::endpoint(addr, grpc::PEER_CONNECT_TIMEOUT)
         .map_err(|_| JoinError::BadSeed(addr.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
         .timeout(SEED_TIMEOUT);
     Ok(PeerClient::new(endpoint.connect_lazy()))
 }
