@@ -19,7 +19,7 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// Snapshot payloads are plain bytes (bincode, see [`crate::storage`]).
+/// Snapshot payloads are plain bytes: the state machine in the [`crate::codec`] encoding.
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
