@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -153,9 +153,8 @@ impl Admin {
     async fn connect(conn: &Connection) -> Result<Admin, ClientError> {
         let secret = Secret::new(conn.secret.clone().ok_or(ClientError::NoSecret)?);
         let auth = crate::cluster::network::bearer_value(&secret).ok_or(ClientError::BadSecret)?;
-        let endpoint = Endpoint::from_shared(format!("http://{}", conn.addr))
+        let endpoint = crate::grpc::endpoint(&conn.addr, Duration::from_secs(3))
             .map_err(|_| ClientError::BadAddress(conn.addr.clone()))?
-            .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30));
         let channel = endpoint
             .connect()

@@ -5,10 +5,13 @@
 //! Module map:
 //! - [`config`]: the node's TOML config, defaults and validation.
 //! - [`cluster`]: replicated data model, state machine, assignment, Raft wiring.
+//! - [`codec`]: the one binary encoding of stored and replicated data.
+//! - [`raft_types`]: openraft's type config and aliases (shared by `cluster` and `storage`).
 //! - [`storage`]: sled-backed Raft log and state machine storage.
 //! - [`snmp`]: the `SnmpClient` trait and its async-snmp implementation.
 //! - [`poller`]: scheduler and the SNMP modules (system, ports, processors, storage).
 //! - [`rrd`]: RRD layout, rrdcached client and writer.
+//! - [`grpc`]: client-side gRPC endpoints and the channel cache.
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`client`]: the operator CLI's client side.
 //! - [`node`]: starts and stops a node: every task, in order.
@@ -16,9 +19,12 @@
 pub mod api;
 pub mod client;
 pub mod cluster;
+pub mod codec;
 pub mod config;
+pub mod grpc;
 pub mod node;
 pub mod poller;
+pub mod raft_types;
 pub mod rrd;
 pub mod secret;
 pub mod snmp;

@@ -4,10 +4,11 @@
 use openraft::BasicNode;
 use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
 use raftpoll::cluster::raft::{Raft, raft_config};
-use raftpoll::cluster::types::{Command, CommandResult, NewDevice, NodeId, SnmpCredentials};
+use raftpoll::cluster::types::{Command, CommandResult, NewDevice, NodeId};
 use raftpoll::proto::RaftRequest;
 use raftpoll::proto::raft_client::RaftClient;
 use raftpoll::secret::Secret;
+use raftpoll::snmp::credentials::SnmpCredentials;
 use raftpoll::storage::{self, SharedState, StorageError};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,9 +5,10 @@ use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, Membership, RaftLogReader, StorageError as RaftStorageError};
-use raftpoll::cluster::raft::{Entry, LogId, TypeConfig, Vote};
-use raftpoll::cluster::types::{Command, NewDevice, SnmpCredentials};
+use raftpoll::cluster::types::{Command, NewDevice};
+use raftpoll::raft_types::{Entry, LogId, TypeConfig, Vote};
 use raftpoll::secret::Secret;
+use raftpoll::snmp::credentials::SnmpCredentials;
 use raftpoll::storage::{self, LogStore, StateMachineStore};
 use tempfile::TempDir;
 

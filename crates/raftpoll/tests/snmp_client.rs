@@ -4,12 +4,11 @@
 //! community, v3 users for every supported protocol family) and kills it
 //! on drop. Readiness is polled with a deadline, never slept for.
 
-use raftpoll::cluster::types::{
-    AuthProtocol, Inventory, Port, PrivProtocol, SnmpCredentials, StorageKind, UsmCredentials,
-};
+use raftpoll::cluster::types::{Inventory, Port, StorageKind};
 use raftpoll::poller::modules::{self, defs};
 use raftpoll::rrd::layout::RrdValue;
 use raftpoll::secret::Secret;
+use raftpoll::snmp::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials, UsmCredentials};
 use raftpoll::snmp::{
     AsyncSnmpClient, Oid, SnmpClient, SnmpClientConfig, SnmpError, SnmpTarget, SnmpValue,
 };

@@ -6,11 +6,13 @@
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::cluster::types::*;
+use crate::codec;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::{self as pb};
 use crate::rrd::layout::rrd_path;
 use crate::secret::Secret;
+use crate::snmp::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials, UsmCredentials};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -74,7 +76,10 @@ fn rejection_status(r: Rejection) -> Status {
 
 impl AdminRpc {
     async fn leader_status(&self, addr: &str) -> Result<pb::StatusReply, Status> {
-        let channel = self.cluster.channel(addr).map_err(Status::unavailable)?;
+        let channel = self
+            .cluster
+            .channel(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut request = self.cluster.request(pb::StatusRequest {});
         request.set_timeout(Duration::from_secs(2));
         Ok(AdminClient::new(channel)
@@ -250,7 +255,7 @@ pub fn new_devices(reqs: Vec<pb::AddDeviceRequest>) -> Result<Vec<NewDevice>, St
 /// devices and about [`BYTES_PER_ENTRY`] bytes, keeping the order.
 fn entry_chunks(devices: Vec<NewDevice>) -> Vec<Vec<NewDevice>> {
     super::split_by_size(devices, DEVICES_PER_ENTRY, BYTES_PER_ENTRY, |d| {
-        bincode::serialized_size(d).unwrap_or(BYTES_PER_ENTRY)
+        codec::encoded_size(d).unwrap_or(BYTES_PER_ENTRY)
     })
 }
 
@@ -492,7 +497,10 @@ impl Admin for AdminRpc {
             .find(|m| m.id == target)
             .map(|m| m.addr)
             .ok_or_else(|| rejection_status(Rejection::UnknownNode(target)))?;
-        let channel = self.cluster.channel(&addr).map_err(Status::unavailable)?;
+        let channel = self
+            .cluster
+            .channel(&addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let request = self.cluster.request(pb::LeaveRequest {
             node_id: Some(target),
         });
@@ -594,7 +602,7 @@ mod tests {
         );
         assert_eq!(chunks.concat(), many);
         // A 2000-device entry is far below any message limit.
-        let entry = bincode::serialize(&Command::AddDevices(chunks[0].clone())).unwrap();
+        let entry = codec::encode(&Command::AddDevices(chunks[0].clone())).unwrap();
         assert!(entry.len() < 256 * 1024, "{}", entry.len());
 
         let big = "x".repeat(300 * 1024);
@@ -604,7 +612,7 @@ mod tests {
         let chunks = entry_chunks(fat);
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
         for c in &chunks {
-            let bytes = bincode::serialize(&Command::AddDevices(c.clone())).unwrap();
+            let bytes = codec::encode(&Command::AddDevices(c.clone())).unwrap();
             assert!(bytes.len() as u64 <= BYTES_PER_ENTRY + 64);
         }
     }

@@ -4,6 +4,7 @@
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::cluster::types::{Command, NodeInfo};
+use crate::codec;
 use crate::proto::peer_server::{Peer, PeerServer};
 use crate::proto::{
     JoinReply, JoinRequest, ProposeReply, ProposeRequest, RemoveReply, RemoveRequest,
@@ -35,7 +36,7 @@ impl Peer for PeerRpc {
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
-        let cmd: Command = bincode::deserialize(&request.into_inner().command)
+        let cmd: Command = codec::decode(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         // A node that is not in a cluster yet says so at once, so a joining
         // or bootstrapping node does not wait on it.
@@ -45,7 +46,7 @@ impl Peer for PeerRpc {
             ));
         }
         let result = self.cluster.propose(cmd).await.map_err(unavailable)?;
-        let result = bincode::serialize(&result)
+        let result = codec::encode(&result)
             .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;
         Ok(Response::new(ProposeReply { result }))
     }

@@ -5,9 +5,13 @@
 //! group; orphans go to the least-loaded eligible node; rebalancing moves as
 //! few devices as possible and only when the spread exceeds a threshold, so
 //! small cost fluctuations never make devices flap between nodes.
+//!
+//! Also here, equally pure: reading [`ClusterState`] into the assignment's
+//! inputs, and [`drain_moves`] for a node that leaves gracefully.
 
+use super::state::ClusterState;
 use super::types::{GroupId, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A node as the assignment sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +172,63 @@ fn rebalance_loads(
     }
 }
 
+/// Cost assumed for a device never polled, and the floor below which poll
+/// durations count as equal (they are noise), in ms.
+pub const DEFAULT_COST_MS: f64 = 100.0;
+
+/// The registered nodes among `ids`, as assignment candidates.
+pub fn candidates<'a>(
+    state: &ClusterState,
+    ids: impl Iterator<Item = &'a NodeId>,
+) -> Vec<Candidate> {
+    ids.filter_map(|id| state.nodes.get(id))
+        .map(|n| Candidate {
+            id: n.id,
+            groups: n.groups.clone(),
+        })
+        .collect()
+}
+
+/// Every device as assignment sees it; `leaving`'s devices count as unowned.
+pub fn placements(
+    state: &ClusterState,
+    cost_floor_ms: f64,
+    leaving: Option<NodeId>,
+) -> Vec<Placement<'_>> {
+    state
+        .devices
+        .values()
+        .map(|d| Placement {
+            hostname: &d.hostname,
+            group: d.group,
+            owner: d.owner.filter(|o| Some(*o) != leaving),
+            cost: d
+                .last_poll_ms
+                .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
+        })
+        .collect()
+}
+
+/// Where a leaving node's devices go: the least-loaded live nodes serving
+/// their groups (none if no other node serves a group). Pure.
+pub fn drain_moves(
+    state: &ClusterState,
+    alive: &BTreeSet<NodeId>,
+    leaving: NodeId,
+) -> Vec<(String, Option<NodeId>)> {
+    let live = candidates(state, alive.iter().filter(|id| **id != leaving));
+    let placements = placements(state, DEFAULT_COST_MS, Some(leaving));
+    let mut moves = assign(&live, &placements, None);
+    // `assign` reports changes against the owners it was given; a device of
+    // the leaving node that finds no new owner must still be let go.
+    for d in state.devices.values().filter(|d| d.owner == Some(leaving)) {
+        if !moves.iter().any(|(h, _)| *h == d.hostname) {
+            moves.push((d.hostname.clone(), None));
+        }
+    }
+    moves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +380,42 @@ mod tests {
         devices[2].cost = 19.0;
         let live = [node(1, &[0]), node(2, &[0])];
         assert!(assign(&live, &devices, Some(Balance::default())).is_empty());
+    }
+
+    #[test]
+    fn drain_moves_every_device_in_one_entry() {
+        use crate::cluster::types::{Command, NewDevice, NodeInfo};
+        use crate::secret::Secret;
+        use crate::snmp::credentials::SnmpCredentials;
+        let mut s = ClusterState::default();
+        for (id, groups) in [(1, vec![0]), (2, vec![0, 1]), (3, vec![0])] {
+            s.apply(&Command::UpsertNode(NodeInfo {
+                id,
+                name: format!("n{id}"),
+                addr: String::new(),
+                groups,
+            }));
+        }
+        for i in 0..7 {
+            s.apply(&Command::AddDevice(NewDevice {
+                hostname: format!("d{i}"),
+                address: "127.0.0.1".into(),
+                port: 161,
+                credentials: SnmpCredentials::V2c {
+                    community: Secret::new("c"),
+                },
+                group: u32::from(i == 6),
+            }));
+        }
+        let all: Vec<_> = (0..7).map(|i| (format!("d{i}"), Some(2))).collect();
+        s.apply(&Command::Assign { moves: all });
+        let moves = drain_moves(&s, &[1, 2, 3].into_iter().collect(), 2);
+        s.apply(&Command::Drain { id: 2, moves });
+        assert!(!s.nodes.contains_key(&2));
+        let owners: Vec<_> = s.devices.values().map(|d| d.owner).collect();
+        // Group 0 spreads over nodes 1 and 3; the group-1 device has nowhere to go.
+        assert_eq!(owners.iter().filter(|o| **o == Some(1)).count(), 3);
+        assert_eq!(owners.iter().filter(|o| **o == Some(3)).count(), 3);
+        assert_eq!(s.devices["d6"].owner, None);
     }
 }

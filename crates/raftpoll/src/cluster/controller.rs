@@ -2,9 +2,8 @@
 //! ownership by running the pure [`assignment`](super::assignment) and
 //! writing its moves as one Raft entry.
 
-use super::assignment::{Balance, Candidate, Placement, assign};
+use super::assignment::{Balance, Candidate, assign, candidates, placements};
 use super::handle::ClusterHandle;
-use super::state::ClusterState;
 use super::types::{Command, NodeId};
 use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
@@ -34,6 +33,10 @@ const STALL: Duration = Duration::from_secs(1);
 /// Cost-driven rebalancing runs at most this often (membership changes
 /// trigger one sooner, after the join debounce).
 const REBALANCE_EVERY: Duration = Duration::from_secs(600);
+
+/// The default of [`ControllerConfig::default_cost_ms`]: assignment's own,
+/// named here as well because the node's setup reads it from the controller.
+pub use super::assignment::DEFAULT_COST_MS;
 
 /// Most voters; more nodes stay learners (they still poll).
 pub const MAX_VOTERS: usize = 5;
@@ -184,60 +187,6 @@ pub async fn run(
     }
 }
 
-/// Cost assumed for a device never polled, and the floor below which poll
-/// durations count as equal (they are noise), in ms.
-pub const DEFAULT_COST_MS: f64 = 100.0;
-
-/// The registered nodes among `ids`, as assignment candidates.
-fn candidates<'a>(state: &ClusterState, ids: impl Iterator<Item = &'a NodeId>) -> Vec<Candidate> {
-    ids.filter_map(|id| state.nodes.get(id))
-        .map(|n| Candidate {
-            id: n.id,
-            groups: n.groups.clone(),
-        })
-        .collect()
-}
-
-/// Every device as assignment sees it; `leaving`'s devices count as unowned.
-fn placements(
-    state: &ClusterState,
-    cost_floor_ms: f64,
-    leaving: Option<NodeId>,
-) -> Vec<Placement<'_>> {
-    state
-        .devices
-        .values()
-        .map(|d| Placement {
-            hostname: &d.hostname,
-            group: d.group,
-            owner: d.owner.filter(|o| Some(*o) != leaving),
-            cost: d
-                .last_poll_ms
-                .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
-        })
-        .collect()
-}
-
-/// Where a leaving node's devices go: the least-loaded live nodes serving
-/// their groups (none if no other node serves a group). Pure.
-pub fn drain_moves(
-    state: &ClusterState,
-    alive: &BTreeSet<NodeId>,
-    leaving: NodeId,
-) -> Vec<(String, Option<NodeId>)> {
-    let live = candidates(state, alive.iter().filter(|id| **id != leaving));
-    let placements = placements(state, DEFAULT_COST_MS, Some(leaving));
-    let mut moves = assign(&live, &placements, None);
-    // `assign` reports changes against the owners it was given; a device of
-    // the leaving node that finds no new owner must still be let go.
-    for d in state.devices.values().filter(|d| d.owner == Some(leaving)) {
-        if !moves.iter().any(|(h, _)| *h == d.hostname) {
-            moves.push((d.hostname.clone(), None));
-        }
-    }
-    moves
-}
-
 async fn manage_voters(
     cluster: &ClusterHandle,
     view: &super::handle::ClusterView,
@@ -320,43 +269,6 @@ mod tests {
             plan_voters(&set(&[1]), &set(&[2, 3]), &set(&[1, 2]), &none),
             None
         );
-    }
-
-    #[test]
-    fn drain_moves_every_device_in_one_entry() {
-        use crate::cluster::state::ClusterState;
-        use crate::cluster::types::{NewDevice, NodeInfo, SnmpCredentials};
-        use crate::secret::Secret;
-        let mut s = ClusterState::default();
-        for (id, groups) in [(1, vec![0]), (2, vec![0, 1]), (3, vec![0])] {
-            s.apply(&Command::UpsertNode(NodeInfo {
-                id,
-                name: format!("n{id}"),
-                addr: String::new(),
-                groups,
-            }));
-        }
-        for i in 0..7 {
-            s.apply(&Command::AddDevice(NewDevice {
-                hostname: format!("d{i}"),
-                address: "127.0.0.1".into(),
-                port: 161,
-                credentials: SnmpCredentials::V2c {
-                    community: Secret::new("c"),
-                },
-                group: u32::from(i == 6),
-            }));
-        }
-        let all: Vec<_> = (0..7).map(|i| (format!("d{i}"), Some(2))).collect();
-        s.apply(&Command::Assign { moves: all });
-        let moves = drain_moves(&s, &set(&[1, 2, 3]), 2);
-        s.apply(&Command::Drain { id: 2, moves });
-        assert!(!s.nodes.contains_key(&2));
-        let owners: Vec<_> = s.devices.values().map(|d| d.owner).collect();
-        // Group 0 spreads over nodes 1 and 3; the group-1 device has nowhere to go.
-        assert_eq!(owners.iter().filter(|o| **o == Some(1)).count(), 3);
-        assert_eq!(owners.iter().filter(|o| **o == Some(3)).count(), 3);
-        assert_eq!(s.devices["d6"].owner, None);
     }
 
     #[test]

@@ -1,25 +1,27 @@
 //! The node's handle on the cluster: propose commands (forwarded to the
 //! leader when this node is not it), read the replicated state, see the leader.
 
+use crate::cluster::assignment::drain_moves;
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
-use crate::cluster::raft::{ClientWriteError, RaftError};
 use crate::cluster::state::ClusterState;
 use crate::cluster::types::NodeInfo;
 use crate::cluster::types::{Command, CommandResult, NodeId};
+use crate::codec;
+use crate::grpc::{ChannelCache, GrpcError};
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{JoinRequest, ProposeRequest, RemoveRequest};
+use crate::raft_types::{ClientWriteError, RaftError};
 use crate::secret::Secret;
 use crate::storage::SharedState;
 use openraft::ChangeMembers;
 use openraft::Instant;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Metadata key a follower uses to name the leader's address.
 pub const LEADER_METADATA: &str = "x-raftpoll-leader";
@@ -87,7 +89,7 @@ struct Inner {
     node_id: NodeId,
     secret: Secret,
     auth: Option<AsciiMetadataValue>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: ChannelCache,
 }
 
 impl ClusterHandle {
@@ -99,7 +101,7 @@ impl ClusterHandle {
                 node_id,
                 secret: secret.clone(),
                 auth: bearer_value(secret),
-                channels: Mutex::default(),
+                channels: ChannelCache::new(),
             }),
         }
     }
@@ -296,7 +298,7 @@ impl ClusterHandle {
                     .filter(|m| m.alive)
                     .map(|m| m.id)
                     .collect();
-                let moves = self.read(|s| super::controller::drain_moves(s, &alive, *id));
+                let moves = self.read(|s| drain_moves(s, &alive, *id));
                 raft.client_write(Command::Drain { id: *id, moves })
                     .await
                     .map(|r| Done::Applied(r.data))
@@ -353,18 +355,18 @@ impl ClusterHandle {
             addr: addr.to_string(),
             message,
         };
-        let mut client = PeerClient::new(self.channel(addr).map_err(forward_err)?);
+        let mut client =
+            PeerClient::new(self.channel(addr).map_err(|e| forward_err(e.to_string()))?);
         let status_err = |s: tonic::Status| forward_err(s.message().to_string());
         match op {
             Op::Propose(cmd) => {
-                let bytes =
-                    bincode::serialize(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
+                let bytes = codec::encode(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
                 let mut request = self.request(ProposeRequest { command: bytes });
                 // Per attempt: a hung leader must not hold a proposal past
                 // the election that replaces it.
                 request.set_timeout(ATTEMPT_TIMEOUT);
                 let reply = client.propose(request).await.map_err(status_err)?;
-                bincode::deserialize(&reply.into_inner().result)
+                codec::decode(&reply.into_inner().result)
                     .map(Done::Applied)
                     .map_err(|e| ClusterError::Codec(e.to_string()))
             }
@@ -402,21 +404,8 @@ impl ClusterHandle {
     }
 
     /// A channel to any node's gRPC address (cached).
-    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address: {e}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+    pub fn channel(&self, addr: &str) -> Result<Channel, GrpcError> {
+        self.inner.channels.get(addr)
     }
 }
 

@@ -5,6 +5,8 @@
 use super::handle::{ClusterHandle, join_request};
 use super::network::bearer_value;
 use super::types::{Command, CommandResult, NodeId, NodeInfo};
+use crate::codec;
+use crate::grpc;
 use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;
@@ -12,7 +14,6 @@ use openraft::async_runtime::WatchReceiver;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 const SEED_TIMEOUT: Duration = Duration::from_secs(5);
 /// A member without a leader for this long asks the seeds to take it back.
@@ -27,9 +28,8 @@ pub enum JoinError {
 }
 
 async fn peer(addr: &str) -> Result<PeerClient<tonic::transport::Channel>, JoinError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = grpc::endpoint(addr, grpc::PEER_CONNECT_TIMEOUT)
         .map_err(|_| JoinError::BadSeed(addr.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
         .timeout(SEED_TIMEOUT);
     Ok(PeerClient::new(endpoint.connect_lazy()))
 }
@@ -49,7 +49,7 @@ pub async fn allocate_node_id(
     secret: &Secret,
     rounds: u32,
 ) -> Result<Option<NodeId>, JoinError> {
-    let command = bincode::serialize(&Command::AllocateNodeId).unwrap_or_default();
+    let command = codec::encode(&Command::AllocateNodeId).unwrap_or_default();
     let mut pause = Duration::from_secs(1);
     for round in 0..rounds {
         let mut refused = 0;
@@ -62,7 +62,7 @@ pub async fn allocate_node_id(
                 secret,
             );
             match client.propose(request).await {
-                Ok(reply) => match bincode::deserialize(&reply.into_inner().result) {
+                Ok(reply) => match codec::decode(&reply.into_inner().result) {
                     Ok(CommandResult::NodeIdAllocated(id)) => {
                         tracing::info!(node_id = id, %seed, "node id allocated");
                         return Ok(Some(id));

@@ -4,11 +4,14 @@
 //! fields of `proto/raft.proto`. Every call carries the cluster secret as
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
 
-use crate::cluster::raft::{Raft, Snapshot, TypeConfig, Vote};
+use crate::cluster::raft::Raft;
 use crate::cluster::types::NodeId;
+use crate::codec::{CodecError, decode, encode};
+use crate::grpc::ChannelCache;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::{self, RaftServer};
 use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};
+use crate::raft_types::{Snapshot, TypeConfig, Vote};
 use crate::secret::Secret;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -19,20 +22,16 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 /// Largest Raft message accepted or sent (a whole snapshot travels in one).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-/// How long to wait for a TCP connection to a peer before calling it unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------- client side
 
@@ -43,35 +42,15 @@ pub struct GrpcNetworkFactory {
     /// `Bearer <secret>`; `None` if the secret cannot be a header value (every
     /// call then fails as unreachable instead of sending a broken header).
     auth: Option<AsciiMetadataValue>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: ChannelCache,
 }
 
 impl GrpcNetworkFactory {
     pub fn new(secret: Secret) -> Self {
         GrpcNetworkFactory {
             auth: bearer_value(&secret),
-            channels: Arc::default(),
+            channels: ChannelCache::new(),
         }
-    }
-
-    /// The cached channel to `addr`, created (not connected) on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| format!("invalid peer address '{addr}': {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -92,11 +71,15 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
     type Network = GrpcNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcNetwork {
-        let client = self.channel(&node.addr).map(|c| {
-            RaftClient::new(c)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
+        let client = self
+            .channels
+            .get(&node.addr)
+            .map_err(|e| e.to_string())
+            .map(|c| {
+                RaftClient::new(c)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            });
         GrpcNetwork {
             target,
             addr: node.addr.clone(),
@@ -415,9 +398,8 @@ impl raft_server::Raft for RaftRpc {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check_target(req.target)?;
-        let bad = |e: bincode::Error| {
-            Status::invalid_argument(format!("undecodable snapshot request: {e}"))
-        };
+        let bad =
+            |e: CodecError| Status::invalid_argument(format!("undecodable snapshot request: {e}"));
         let vote: Vote = decode(&req.vote).map_err(bad)?;
         let meta = decode(&req.meta).map_err(bad)?;
         let snapshot = Snapshot {
@@ -446,14 +428,6 @@ impl raft_server::Raft for RaftRpc {
                 .map_err(unavailable)?,
         )
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
-    bincode::serialize(value)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(bytes)
 }
 
 #[cfg(test)]

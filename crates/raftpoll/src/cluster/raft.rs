@@ -1,32 +1,11 @@
-//! openraft wiring: the type config, handy aliases and the Raft timing config.
+//! openraft wiring: the `Raft` node type and the Raft timing config.
 
-use crate::cluster::types::{Command, CommandResult, NodeId};
+use crate::raft_types::TypeConfig;
 use crate::storage::StateMachineStore;
 use std::sync::Arc;
 
-openraft::declare_raft_types!(
-    /// Raft types of raftpoll: the log carries [`Command`]s, applying one yields a
-    /// [`CommandResult`]; a node's `BasicNode::addr` is its advertised gRPC address.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResult,
-        NodeId = NodeId,
-        Node = openraft::BasicNode,
-        AsyncRuntime = openraft::TokioRuntime,
-);
-
-/// A running Raft node of raftpoll.
+/// A running Raft node of raftpoll (the type config is in [`crate::raft_types`]).
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
-pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
-pub type Vote = openraft::alias::VoteOf<TypeConfig>;
-pub type Entry = openraft::alias::EntryOf<TypeConfig>;
-pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
-pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// Snapshot payloads are plain bytes (bincode, see [`crate::storage`]).
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
-pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
-pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
-pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
 
 /// Default heartbeat interval: ~5 heartbeats per minimum election timeout on
 /// loopback/LAN, so one lost heartbeat never triggers an election.

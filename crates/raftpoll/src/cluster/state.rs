@@ -234,6 +234,7 @@ impl ClusterState {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+    use crate::snmp::credentials::SnmpCredentials;
 
     fn new_device(hostname: &str) -> NewDevice {
         NewDevice {

@@ -3,7 +3,7 @@
 //! Everything here travels through the Raft log, so it is plain serde data with
 //! no I/O and no clocks: timestamps are supplied by whoever proposes a command.
 
-use crate::secret::Secret;
+use crate::snmp::credentials::SnmpCredentials;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,47 +12,6 @@ pub type NodeId = u64;
 pub type PortId = u64;
 /// Poller group number, as in LibreNMS (`0` is the default group).
 pub type GroupId = u32;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuthProtocol {
-    Md5,
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PrivProtocol {
-    Des,
-    Aes128,
-    Aes256,
-}
-
-/// SNMPv3 USM user. `auth` without `privacy` is authNoPriv; both is authPriv.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsmCredentials {
-    pub user: String,
-    pub auth: Option<(AuthProtocol, Secret)>,
-    pub privacy: Option<(PrivProtocol, Secret)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnmpCredentials {
-    V1 { community: Secret },
-    V2c { community: Secret },
-    V3(UsmCredentials),
-}
-
-impl SnmpCredentials {
-    /// `v1`, `v2c` or `v3`, as shown to operators.
-    pub fn version_name(&self) -> &'static str {
-        match self {
-            SnmpCredentials::V1 { .. } => "v1",
-            SnmpCredentials::V2c { .. } => "v2c",
-            SnmpCredentials::V3(_) => "v3",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum DeviceStatus {
@@ -331,4 +290,70 @@ pub enum Rejection {
     UnknownDevice(String),
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::secret::Secret;
+    use crate::snmp::credentials::{AuthProtocol, PrivProtocol, UsmCredentials};
+
+    /// Every credentials variant, in an entry as the log stores it.
+    fn entry_with_every_credential() -> Command {
+        let creds = [
+            SnmpCredentials::V1 {
+                community: Secret::new("pub"),
+            },
+            SnmpCredentials::V2c {
+                community: Secret::new("c2"),
+            },
+            SnmpCredentials::V3(UsmCredentials {
+                user: "u".into(),
+                auth: Some((AuthProtocol::Sha256, Secret::new("ap"))),
+                privacy: Some((PrivProtocol::Aes128, Secret::new("pp"))),
+            }),
+            SnmpCredentials::V3(UsmCredentials {
+                user: "v".into(),
+                auth: Some((AuthProtocol::Sha512, Secret::new("a"))),
+                privacy: None,
+            }),
+        ];
+        Command::AddDevices(
+            creds
+                .into_iter()
+                .enumerate()
+                .map(|(i, credentials)| NewDevice {
+                    hostname: format!("h{i}"),
+                    address: "10.0.0.1".into(),
+                    port: 161,
+                    credentials,
+                    group: 1,
+                })
+                .collect(),
+        )
+    }
+
+    /// Bytes of [`entry_with_every_credential`] recorded while the credential
+    /// types still lived in this module: logs and snapshots written by older
+    /// versions must decode, so moving the types must not change them.
+    const RECORDED: &[u8] = &[
+        11, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 104, 48, 8, 0, 0, 0, 0, 0, 0,
+        0, 49, 48, 46, 48, 46, 48, 46, 49, 161, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 112, 117,
+        98, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 104, 49, 8, 0, 0, 0, 0, 0, 0, 0, 49, 48, 46, 48,
+        46, 48, 46, 49, 161, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 99, 50, 1, 0, 0, 0, 2, 0, 0, 0,
+        0, 0, 0, 0, 104, 50, 8, 0, 0, 0, 0, 0, 0, 0, 49, 48, 46, 48, 46, 48, 46, 49, 161, 0, 2, 0,
+        0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 117, 1, 2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 97, 112, 1, 1, 0,
+        0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 112, 112, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 104, 51, 8, 0,
+        0, 0, 0, 0, 0, 0, 49, 48, 46, 48, 46, 48, 46, 49, 161, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+        0, 118, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 97, 0, 1, 0, 0, 0,
+    ];
+
+    #[test]
+    fn credentials_encode_as_before_their_move() {
+        let entry = entry_with_every_credential();
+        assert_eq!(codec::encode(&entry).expect("encodes"), RECORDED);
+        let decoded: Command = codec::decode(RECORDED).expect("old bytes decode");
+        assert_eq!(decoded, entry);
+    }
 }

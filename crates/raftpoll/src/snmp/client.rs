@@ -1,8 +1,8 @@
 //! The `SnmpClient` trait the poller talks to, its target and its settings.
 
+use super::credentials::SnmpCredentials;
 use super::error::SnmpError;
 use super::types::{Oid, VarBind};
-use crate::cluster::types::SnmpCredentials;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

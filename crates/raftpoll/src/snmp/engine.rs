@@ -2,9 +2,9 @@
 //! socket for every device, many requests in flight, bounded node-wide and per device.
 
 use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget};
+use super::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use super::error::SnmpError;
 use super::types::{Oid, SnmpValue, VarBind};
-use crate::cluster::types::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use async_snmp::v3::ReportStatus;
 use async_snmp::{
     Auth, Client, DesSaltState, EngineCache, ErrorStatus, OidOrdering, PersistedDesSaltState,
@@ -578,8 +578,8 @@ fn report_error(status: &ReportStatus, user: &str) -> SnmpError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::UsmCredentials;
     use crate::secret::Secret;
+    use crate::snmp::credentials::UsmCredentials;
 
     /// The second walk of a root asks for as many rows as the first one found
     /// (plus one to see the end): one request instead of two rounds of 25.

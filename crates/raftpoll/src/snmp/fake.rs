@@ -121,8 +121,8 @@ impl SnmpClient for FakeSnmpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::SnmpCredentials;
     use crate::secret::Secret;
+    use crate::snmp::credentials::SnmpCredentials;
 
     fn target() -> SnmpTarget {
         SnmpTarget::new(

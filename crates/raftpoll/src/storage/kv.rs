@@ -4,6 +4,7 @@
 //! fallback named in the design) means rewriting this file only.
 
 use super::StorageError;
+use crate::codec::{decode, encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::ops::RangeBounds;
@@ -197,13 +198,4 @@ impl Tree {
     pub(crate) fn corrupt_key(&self, what: &str, key: &[u8]) -> StorageError {
         self.corrupt(what, format!("bad key of {} bytes", key.len()))
     }
-}
-
-/// The one encoding of everything raftpoll stores or sends between peers.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
-    bincode::serialize(value)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(bytes)
 }

@@ -6,7 +6,7 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
-use crate::cluster::raft::{Entry, LogId, TypeConfig, Vote};
+use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;

@@ -8,9 +8,10 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
-use crate::cluster::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::cluster::state::ClusterState;
 use crate::cluster::types::CommandResult;
+use crate::codec::{self, CodecError};
+use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -96,7 +97,7 @@ impl StateMachineStore {
         let tree = kv.tree(kv::SM)?;
         let applied = match tree.get::<StoredSnapshot>(SNAPSHOT, "state machine snapshot")? {
             None => Applied::default(),
-            Some(s) => kv::decode::<Applied>(&s.data).map_err(|e| StorageError::Corrupt {
+            Some(s) => codec::decode::<Applied>(&s.data).map_err(|e| StorageError::Corrupt {
                 path: kv.path().to_path_buf(),
                 what: "state machine snapshot data".into(),
                 detail: e.to_string(),
@@ -142,18 +143,15 @@ impl StateMachineStore {
 /// Encodes `StoredSnapshot { meta, data: encode(applied) }` without building
 /// `data` separately (bincode writes a byte vector as its u64 length, then the
 /// bytes). Returns the encoding and where `data` starts in it.
-fn encode_stored(
-    meta: &SnapshotMeta,
-    applied: &Applied,
-) -> Result<(Vec<u8>, usize), bincode::Error> {
-    let mut buf = kv::encode(meta)?;
+fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usize), CodecError> {
+    let mut buf = codec::encode(meta)?;
     let len_at = buf.len();
     // Sized up front: growing by doubling would hold up to three times the
     // snapshot while it reallocates.
-    let data_len = bincode::serialized_size(applied)?;
+    let data_len = codec::encoded_size(applied)?;
     buf.reserve_exact(8 + usize::try_from(data_len).unwrap_or(0));
     buf.extend_from_slice(&0u64.to_le_bytes());
-    bincode::serialize_into(&mut buf, applied)?;
+    codec::encode_into(&mut buf, applied)?;
     let data_len = (buf.len() - len_at - 8) as u64;
     buf[len_at..len_at + 8].copy_from_slice(&data_len.to_le_bytes());
     Ok((buf, len_at + 8))
@@ -242,7 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let mut applied: Applied = kv::decode(&snapshot).map_err(|e| {
+        let mut applied: Applied = codec::decode(&snapshot).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("snapshot from leader: {e}"),
@@ -291,15 +289,15 @@ mod tests {
         }));
         let meta = StateMachineStore::meta_of(&applied);
         let (bytes, data_at) = encode_stored(&meta, &applied).expect("encode");
-        let data = kv::encode(&applied).expect("encode applied");
+        let data = codec::encode(&applied).expect("encode applied");
         assert_eq!(&bytes[data_at..], &data[..]);
-        let two_step = kv::encode(&StoredSnapshot {
+        let two_step = codec::encode(&StoredSnapshot {
             meta,
             data: data.clone(),
         })
         .expect("encode stored");
         assert_eq!(bytes, two_step);
-        let decoded: StoredSnapshot = kv::decode(&bytes).expect("decode");
+        let decoded: StoredSnapshot = codec::decode(&bytes).expect("decode");
         assert_eq!(decoded.data, data);
     }
 }

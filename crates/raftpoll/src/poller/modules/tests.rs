@@ -1,10 +1,11 @@
 //! Module tests against the in-memory fake agent (real GETNEXT ordering).
 
 use super::*;
-use crate::cluster::types::{Port, Processor, SnmpCredentials, StorageKind};
+use crate::cluster::types::{Port, Processor, StorageKind};
 use crate::rrd::layout::RrdValue;
 use crate::secret::Secret;
 use crate::snmp::FakeSnmpClient;
+use crate::snmp::credentials::SnmpCredentials;
 
 fn target() -> SnmpTarget {
     SnmpTarget::new(
