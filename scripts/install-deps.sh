@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what raftpoll's tests and demo need, only if missing (idempotent):
-# rrdcached, rrdtool, net-snmp agent and tools, snmpsim (Debian/Ubuntu packages), and checks
-# for the Rust toolchain. Runs as root, or through sudo when available.
+# rrdcached, rrdtool, net-snmp agent and tools, snmpsim, MariaDB server and client (Debian/Ubuntu
+# packages), and checks for the Rust toolchain. Runs as root, or through sudo when available.
 # `--bench` also installs the pollers the benchmarks compare against (collectd, snmp_exporter).
 set -euo pipefail
 
-PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2)
-# One program per package above, looked up in PATH and the sbin dirs.
-PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip)
-SERVICES=(snmpd rrdcached)
+PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2 mariadb-server mariadb-client)
+# One program per package above, looked up in PATH and the sbin dirs. The test bed's MariaDB
+# (LibreNMS's database) also needs mariadb-install-db, which mariadb-server ships.
+PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip mariadbd mariadb)
+SERVICES=(snmpd rrdcached mariadb)
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES+=(collectd-core prometheus-snmp-exporter)
     PROGRAMS+=(collectd prometheus-snmp-exporter)
@@ -37,7 +38,8 @@ as_root() {
     fi
 }
 
-# The packages start system services (snmpd on 127.0.0.1:161, rrdcached on its own socket, …).
+# The packages start system services (snmpd on 127.0.0.1:161, rrdcached on its own socket,
+# mariadb on 3306 with /var/lib/mysql, …).
 # The test bed never uses them (every daemon gets its own port and temp dir); stop and disable
 # them so a fresh machine is not left running agents nobody asked for.
 stop_service() {

@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod fuzz;
+pub mod mariadb;
 pub mod process;
 pub mod raftpoll;
 pub mod rrdcached;
@@ -22,6 +23,7 @@ pub mod snmp;
 pub mod snmpd;
 pub mod snmpsim;
 
+pub use mariadb::MariaDb;
 pub use process::{free_tcp_port, free_udp_port, wait_until, wait_until_every, workspace_bin};
 pub use raftpoll::{NodeConfig, RaftpollNode, TEST_SECRET};
 pub use rrdcached::Rrdcached;
