@@ -341,77 +341,15 @@ fn skip_line(chars: &mut Peekable<Chars>, line: &mut usize) {
 pub fn parse_import(text: &str) -> Result<Vec<pb::AddDeviceRequest>, CsvProblems> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = csv_records(text).into_iter();
-    let header = match records.next() {
-        None => {
-            return Err(CsvProblems(vec![LineProblem::new(
-                1,
-                "empty file: expected a header line naming the columns, e.g. hostname,address,community",
-            )]));
-        }
-        Some(Err(e)) => {
-            return Err(CsvProblems(vec![LineProblem::new(
-                e.line,
-                format!("header, column {}: {}", e.cell + 1, e.problem),
-            )]));
-        }
-        Some(Ok(r)) => r,
-    };
+    let header = header_record(records.next())?;
     let columns = header_columns(&header)?;
     let mut problems = Vec::new();
     let mut devices = Vec::new();
     let mut first_line: HashMap<String, usize> = HashMap::new();
     for record in records {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let column = columns
-                    .get(e.cell)
-                    .copied()
-                    .unwrap_or("beyond the last column");
-                problems.push(LineProblem::new(
-                    e.line,
-                    format!("column {} ({column}): {}", e.cell + 1, e.problem),
-                ));
-                continue;
-            }
-        };
-        if record.cells.len() != columns.len() {
-            problems.push(LineProblem::new(
-                record.line,
-                format!(
-                    "{} cells, but the header has {} columns",
-                    record.cells.len(),
-                    columns.len()
-                ),
-            ));
-            continue;
-        }
-        let row: HashMap<&str, &str> = columns
-            .iter()
-            .copied()
-            .zip(record.cells.iter().map(String::as_str))
-            .collect();
-        let request = match row_request(&row) {
-            Ok(r) => r,
-            Err(message) => {
-                problems.push(LineProblem::new(record.line, message));
-                continue;
-            }
-        };
-        match new_device(request.clone()) {
-            Ok(device) => {
-                if let Some(first) = first_line.insert(device.hostname.clone(), record.line) {
-                    problems.push(LineProblem::new(
-                        record.line,
-                        format!("hostname '{}' already on line {first}", device.hostname),
-                    ));
-                } else {
-                    devices.push(request);
-                }
-            }
-            Err(status) => {
-                problems.push(LineProblem::new(record.line, csv_wording(status.message())))
-            }
+        match device_line(record, &columns, &mut first_line) {
+            Ok(request) => devices.push(request),
+            Err(problem) => problems.push(problem),
         }
     }
     if !problems.is_empty() {
@@ -424,6 +362,65 @@ pub fn parse_import(text: &str) -> Result<Vec<pb::AddDeviceRequest>, CsvProblems
         )]));
     }
     Ok(devices)
+}
+
+/// The first record, which names the columns.
+fn header_record(first: Option<Result<Record, SyntaxError>>) -> Result<Record, CsvProblems> {
+    match first {
+        None => Err(CsvProblems(vec![LineProblem::new(
+            1,
+            "empty file: expected a header line naming the columns, e.g. hostname,address,community",
+        )])),
+        Some(Err(e)) => Err(CsvProblems(vec![LineProblem::new(
+            e.line,
+            format!("header, column {}: {}", e.cell + 1, e.problem),
+        )])),
+        Some(Ok(r)) => Ok(r),
+    }
+}
+
+/// One device line, checked as `device add` would check it; `first_line`
+/// remembers each hostname's line to name duplicates.
+fn device_line(
+    record: Result<Record, SyntaxError>,
+    columns: &[&str],
+    first_line: &mut HashMap<String, usize>,
+) -> Result<pb::AddDeviceRequest, LineProblem> {
+    let record = record.map_err(|e| {
+        let column = columns
+            .get(e.cell)
+            .copied()
+            .unwrap_or("beyond the last column");
+        LineProblem::new(
+            e.line,
+            format!("column {} ({column}): {}", e.cell + 1, e.problem),
+        )
+    })?;
+    if record.cells.len() != columns.len() {
+        return Err(LineProblem::new(
+            record.line,
+            format!(
+                "{} cells, but the header has {} columns",
+                record.cells.len(),
+                columns.len()
+            ),
+        ));
+    }
+    let row: HashMap<&str, &str> = columns
+        .iter()
+        .copied()
+        .zip(record.cells.iter().map(String::as_str))
+        .collect();
+    let request = row_request(&row).map_err(|m| LineProblem::new(record.line, m))?;
+    let device = new_device(request.clone())
+        .map_err(|status| LineProblem::new(record.line, csv_wording(status.message())))?;
+    if let Some(first) = first_line.insert(device.hostname.clone(), record.line) {
+        return Err(LineProblem::new(
+            record.line,
+            format!("hostname '{}' already on line {first}", device.hostname),
+        ));
+    }
+    Ok(request)
 }
 
 /// The header's column names, checked: known, not repeated, `hostname` present.

@@ -1,8 +1,8 @@
-//! Client side of the operator CLI: parses nothing itself (clap does), sends
-//! one command to any node over gRPC and returns what to print.
+//! Client side of the operator CLI: sends one command to any node over gRPC
+//! and returns what to print.
 //!
-//! [`rpc`] holds the Admin calls, [`import`] reads and checks `device import`
-//! files, [`render`] turns replies into tables or JSON.
+//! `rpc` holds the Admin calls, `import` reads and checks `device import`
+//! files, `render` turns replies into tables or JSON.
 
 mod import;
 mod render;

@@ -61,6 +61,7 @@ pub fn detail_json(d: &pb::DeviceDetail) -> Value {
     v
 }
 
+/// A value, or `-` where the reply has none.
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
