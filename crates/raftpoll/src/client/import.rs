@@ -700,6 +700,12 @@ mod tests {
         // Blanks inside quotes stay; a BOM before a quoted header is dropped.
         let devices = parse_import("\u{feff}\"hostname\",community\nsw1,\" c \"\n").unwrap();
         assert_eq!(creds(&devices[0]).community, " c ");
+        // A line holding only an empty quoted cell is a record, not a blank line.
+        let p = problems("hostname,community\n\"\"\nsw1,c\n");
+        assert_eq!(
+            p,
+            [LineProblem::new(2, "1 cells, but the header has 2 columns")]
+        );
         // Blanks between a closing quote and the line's end are not text.
         let devices = parse_import("hostname\n\"sw1\" \t\r\n").unwrap();
         assert_eq!(devices[0].hostname, "sw1");
