@@ -156,8 +156,8 @@ fn csv_records(text: &str) -> Vec<Result<Record, SyntaxError>> {
         // Only LF ends a record: a CR is trimmed off a cell, as before.
         .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(checked.clean.as_bytes());
-    // csv's own line numbers skip the lines left out, so each record takes
-    // its line from the check, in order.
+    // csv numbers only the lines it is given (bad and blank ones are left
+    // out), so each record takes its file line from the check, in order.
     for (record, &line) in reader.records().zip(&checked.lines) {
         out.push(match record {
             Ok(r) => Ok(Record {
