@@ -219,7 +219,7 @@ pub fn run(args: &PeersArgs) -> Result<String, BenchError> {
         .start();
     let rrd = match args.rrdcached {
         RrdTarget::Sink => Rrd::Sink(RrdSink::start()?),
-        RrdTarget::Real => Rrd::Real(start_rrdcached(dir)),
+        RrdTarget::Real => Rrd::Real(Box::new(start_rrdcached(dir))),
     };
     let rrd_base = rrd.base();
     let env = Env {
@@ -258,7 +258,7 @@ pub fn run(args: &PeersArgs) -> Result<String, BenchError> {
 /// The running RRD target (kept alive for the whole run).
 enum Rrd {
     Sink(RrdSink),
-    Real(Rrdcached),
+    Real(Box<Rrdcached>),
 }
 
 impl Rrd {

@@ -1,8 +1,9 @@
 //! Starts and stops a node: every task, one shutdown signal, ordered teardown.
 //!
-//! Startup reads as a list of steps: config → storage → node id → Raft →
-//! gRPC server → bootstrap → registration → RRD writer → SNMP engine →
-//! scheduler, reporter, controller. Shutdown runs them backwards.
+//! [`run`] reads as its list of steps, one function each: storage and node
+//! id → Raft → RRD writer → gRPC server → bootstrap → membership and
+//! registration, SNMP engine, scheduler, reporter, controller. Shutdown
+//! stops the tasks, then the writer, Raft and the server.
 
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 const NODE_ID_KEY: &str = "node_id";
 
@@ -123,16 +125,83 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let advertise = config.advertise_addr();
 
-    // 1. Storage and identity.
+    // 1. Storage and identity. `store` lives as long as the node.
+    let (store, node_id, found_cluster) = open_storage(&config).await?;
+    tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
+
+    // 2. Raft.
+    let (raft, cluster) = start_raft(&config, &store, node_id).await?;
+
+    // 3. One shutdown signal for every task; `exit` is how a graceful leave
+    // asks for it.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let exit = Arc::new(tokio::sync::Notify::new());
+
+    // 4. RRD writer (its status is served by Admin).
+    let (writer, writer_task) = start_rrd_writer(&config, stop_rx.clone())?;
+
+    // 5. gRPC server: Raft, Peer, Admin, health, reflection.
+    let services = Services {
+        raft: &raft,
+        cluster: &cluster,
+        writer: &writer,
+        exit: &exit,
+    };
+    let mut server_task = start_server(&config, listener, services, stop_rx.clone()).await?;
+
+    // 6. Bootstrap a new cluster (only a node that just found no existing one).
+    if found_cluster {
+        bootstrap(&raft, node_id, &advertise).await?;
+    }
+
+    // 7. Background tasks.
+    let tasks = spawn_tasks(&config, &cluster, node_id, writer, &stop_rx).await?;
+
+    // 8. Run until asked to stop (or the server dies), then tear down in order.
+    tokio::pin!(shutdown);
+    let server_result = tokio::select! {
+        _ = &mut shutdown => None,
+        _ = exit.notified() => None,
+        r = &mut server_task => Some(r),
+    };
+    tracing::info!(node_id, "shutting down");
+    let _ = stop_tx.send(true);
+    tasks.join().await;
+    let _ = writer_task.await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    let server_result = match server_result {
+        Some(r) => r,
+        None => server_task.await,
+    };
+    drop(store);
+    match server_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Server(e.to_string())),
+        Err(e) => Err(NodeError::Server(e.to_string())),
+    }
+}
+
+/// Step 1: the data directory, the store in it, and this node's id (with
+/// whether it must bootstrap a new cluster).
+async fn open_storage(config: &Config) -> Result<(Store, NodeId, bool), NodeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
     let store = Store::open(&config.data_dir.join("raft")).await?;
-    let (node_id, found_cluster) = node_id(&store, &config).await?;
-    tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
+    let (node_id, found_cluster) = node_id(&store, config).await?;
+    Ok((store, node_id, found_cluster))
+}
 
-    // 2. Raft.
+/// Step 2: the Raft instance on the store, and the handle the rest of the
+/// node uses to read and propose.
+async fn start_raft(
+    config: &Config,
+    store: &Store,
+    node_id: NodeId,
+) -> Result<(Raft, ClusterHandle), NodeError> {
     let (log_store, sm_store) = store.raft_stores().await?;
     let shared = sm_store.shared();
     let c = &config.cluster;
@@ -147,13 +216,14 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret);
+    Ok((raft, cluster))
+}
 
-    // 3. One shutdown signal for every task; `exit` is how a graceful leave
-    // asks for it.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let exit = Arc::new(tokio::sync::Notify::new());
-
-    // 4. RRD writer (its status is served by Admin).
+/// Step 4: the RRD writer task, spooling under the data directory.
+fn start_rrd_writer(
+    config: &Config,
+    stop: watch::Receiver<bool>,
+) -> Result<(RrdWriterHandle, JoinHandle<()>), NodeError> {
     let rrd_addr: RrdcachedAddr = config
         .rrd
         .rrdcached
@@ -163,13 +233,31 @@ pub async fn run(
     writer_cfg.queue_capacity = config.rrd.queue_capacity;
     writer_cfg.spool_dir = Some(config.data_dir.join("spool"));
     writer_cfg.spool_max_bytes = config.rrd.spool_max_mb.saturating_mul(1 << 20);
-    let (writer, writer_task) =
-        RrdWriter::spawn(writer_cfg, stop_rx.clone()).map_err(|e| NodeError::DataDir {
-            path: e.path.display().to_string(),
-            source: e.source,
-        })?;
+    RrdWriter::spawn(writer_cfg, stop).map_err(|e| NodeError::DataDir {
+        path: e.path.display().to_string(),
+        source: e.source,
+    })
+}
 
-    // 5. gRPC server: Raft, Peer, Admin, health, reflection.
+/// What the gRPC services serve.
+struct Services<'a> {
+    raft: &'a Raft,
+    cluster: &'a ClusterHandle,
+    writer: &'a RrdWriterHandle,
+    /// Notified by Admin's leave, to stop this node.
+    exit: &'a Arc<tokio::sync::Notify>,
+}
+
+type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Step 5: the gRPC server (Raft, Peer, Admin, health, reflection) on
+/// `listener`, stopping when `stop` changes.
+async fn start_server(
+    config: &Config,
+    listener: TcpListener,
+    services: Services<'_>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ServerTask, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::admin_server::AdminServer<crate::api::admin::AdminRpc>>()
@@ -183,17 +271,19 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| NodeError::Server(e.to_string()))?;
     let rrd_status: Arc<dyn RrdStatusSource> = Arc::new(WriterStatus {
-        writer: writer.clone(),
+        writer: services.writer.clone(),
         addr: config.rrd.rrdcached.clone(),
     });
-    let mut server_stop = stop_rx.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(raft_service(raft.clone(), config.secret.clone()))
-        .add_service(peer_service(cluster.clone(), config.secret.clone()))
+        .add_service(raft_service(services.raft.clone(), config.secret.clone()))
+        .add_service(peer_service(
+            services.cluster.clone(),
+            config.secret.clone(),
+        ))
         .add_service(admin_service(
-            cluster.clone(),
+            services.cluster.clone(),
             rrd_status,
-            exit.clone(),
+            services.exit.clone(),
             config.secret.clone(),
         ))
         .add_service(health_service)
@@ -202,45 +292,110 @@ pub async fn run(
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async move {
-                let _ = server_stop.changed().await;
+                let _ = stop.changed().await;
             },
         );
-    let server_task = tokio::spawn(server);
+    Ok(tokio::spawn(server))
+}
 
-    // 6. Bootstrap a new cluster (only a node that just found no existing one).
-    if found_cluster
-        && !raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?
+/// Step 6: makes this node the single voter of a new cluster, unless Raft
+/// is initialized already (a bootstrap node restarting).
+async fn bootstrap(raft: &Raft, node_id: NodeId, advertise: &str) -> Result<(), NodeError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
     {
-        let members = BTreeMap::from([(
-            node_id,
-            openraft::BasicNode {
-                addr: advertise.clone(),
-            },
-        )]);
-        raft.initialize(members)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        tracing::info!(node_id, "bootstrapped a new cluster");
+        return Ok(());
     }
+    let members = BTreeMap::from([(
+        node_id,
+        openraft::BasicNode {
+            addr: advertise.to_string(),
+        },
+    )]);
+    raft.initialize(members)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    tracing::info!(node_id, "bootstrapped a new cluster");
+    Ok(())
+}
 
-    // 7. Background tasks.
+/// The node's background tasks, joined in this order at shutdown.
+struct Tasks {
+    scheduler: JoinHandle<()>,
+    reporter: JoinHandle<()>,
+    controller: JoinHandle<()>,
+    register: JoinHandle<()>,
+    join: JoinHandle<()>,
+}
+
+impl Tasks {
+    /// Waits for every task (each stops on the shutdown signal).
+    async fn join(self) {
+        let _ = self.scheduler.await;
+        let _ = self.reporter.await;
+        let _ = self.controller.await;
+        let _ = self.register.await;
+        let _ = self.join.await;
+    }
+}
+
+/// Step 7: membership upkeep, registration, then the SNMP engine and the
+/// scheduler, reporter and controller on it.
+async fn spawn_tasks(
+    config: &Config,
+    cluster: &ClusterHandle,
+    node_id: NodeId,
+    writer: RrdWriterHandle,
+    stop: &watch::Receiver<bool>,
+) -> Result<Tasks, NodeError> {
     let info = NodeInfo {
         id: node_id,
         name: config.node_name.clone(),
-        addr: advertise.clone(),
+        addr: config.advertise_addr(),
         groups: config.groups.clone(),
     };
-    let join_task = tokio::spawn(membership::keep_joined(
+    let join = tokio::spawn(membership::keep_joined(
         cluster.clone(),
         info.clone(),
-        seeds_except_self(&config),
-        stop_rx.clone(),
+        seeds_except_self(config),
+        stop.clone(),
     ));
-    let register_task = tokio::spawn(register(cluster.clone(), info, stop_rx.clone()));
-    let snmp = AsyncSnmpClient::new(SnmpClientConfig {
+    let register = tokio::spawn(register(cluster.clone(), info, stop.clone()));
+    let snmp = start_snmp(config).await?;
+    let reports = ReportBuffer::default();
+    let scheduler = tokio::spawn(scheduler::run(
+        cluster.clone(),
+        Arc::new(snmp),
+        writer,
+        reports.clone(),
+        scheduler_config(config),
+        stop.clone(),
+    ));
+    let reporter = tokio::spawn(reporter::run(
+        cluster.clone(),
+        reports,
+        Duration::from_millis(config.poller.report_interval_ms),
+        stop.clone(),
+    ));
+    let controller = tokio::spawn(controller::run(
+        cluster.clone(),
+        controller_config(config),
+        stop.clone(),
+    ));
+    Ok(Tasks {
+        scheduler,
+        reporter,
+        controller,
+        register,
+        join,
+    })
+}
+
+/// The SNMP engine the scheduler polls through.
+async fn start_snmp(config: &Config) -> Result<AsyncSnmpClient, NodeError> {
+    AsyncSnmpClient::new(SnmpClientConfig {
         source_ip: config.poller.source_ip,
         timeout: Duration::from_millis(config.poller.timeout_ms),
         retries: config.poller.retries,
@@ -248,69 +403,27 @@ pub async fn run(
         per_device_in_flight: config.poller.per_device_in_flight,
     })
     .await
-    .map_err(|e| NodeError::Snmp(e.to_string()))?;
-    let reports = ReportBuffer::default();
-    let scheduler_task = tokio::spawn(scheduler::run(
-        cluster.clone(),
-        Arc::new(snmp),
-        writer.clone(),
-        reports.clone(),
-        SchedulerConfig {
-            timing: Timing {
-                frequency: u64::from(config.poller.frequency),
-                down_retry: u64::from(config.poller.down_retry),
-            },
-            discovery_frequency: u64::from(config.poller.discovery_frequency),
-            max_concurrent_polls: config.poller.max_concurrent_polls,
-            lease: Duration::from_millis(config.cluster.lease_ms),
-        },
-        stop_rx.clone(),
-    ));
-    let reporter_task = tokio::spawn(reporter::run(
-        cluster.clone(),
-        reports,
-        Duration::from_millis(config.poller.report_interval_ms),
-        stop_rx.clone(),
-    ));
-    let controller_task = tokio::spawn(controller::run(
-        cluster.clone(),
-        ControllerConfig {
-            node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
-            join_debounce: Duration::from_millis(config.cluster.join_debounce_ms),
-            default_cost_ms: controller::DEFAULT_COST_MS,
-            voter_timeout: Duration::from_millis(config.cluster.voter_timeout_ms),
-        },
-        stop_rx.clone(),
-    ));
-    drop(writer);
+    .map_err(|e| NodeError::Snmp(e.to_string()))
+}
 
-    // 8. Run until asked to stop (or the server dies), then tear down in order.
-    tokio::pin!(shutdown);
-    let mut server_task = server_task;
-    let server_result = tokio::select! {
-        _ = &mut shutdown => None,
-        _ = exit.notified() => None,
-        r = &mut server_task => Some(r),
-    };
-    tracing::info!(node_id, "shutting down");
-    let _ = stop_tx.send(true);
-    let _ = scheduler_task.await;
-    let _ = reporter_task.await;
-    let _ = controller_task.await;
-    let _ = register_task.await;
-    let _ = join_task.await;
-    let _ = writer_task.await;
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
+fn scheduler_config(config: &Config) -> SchedulerConfig {
+    SchedulerConfig {
+        timing: Timing {
+            frequency: u64::from(config.poller.frequency),
+            down_retry: u64::from(config.poller.down_retry),
+        },
+        discovery_frequency: u64::from(config.poller.discovery_frequency),
+        max_concurrent_polls: config.poller.max_concurrent_polls,
+        lease: Duration::from_millis(config.cluster.lease_ms),
     }
-    let server_result = match server_result {
-        Some(r) => r,
-        None => server_task.await,
-    };
-    match server_result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(NodeError::Server(e.to_string())),
-        Err(e) => Err(NodeError::Server(e.to_string())),
+}
+
+fn controller_config(config: &Config) -> ControllerConfig {
+    ControllerConfig {
+        node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
+        join_debounce: Duration::from_millis(config.cluster.join_debounce_ms),
+        default_cost_ms: controller::DEFAULT_COST_MS,
+        voter_timeout: Duration::from_millis(config.cluster.voter_timeout_ms),
     }
 }
 

@@ -64,7 +64,7 @@ async fn scripted_server(listener: &tokio::net::TcpListener, script: Vec<Vec<u8>
 fn random_answer(rng: &mut Rng, commands: usize) -> Vec<u8> {
     let line = |rng: &mut Rng| -> Vec<u8> {
         match rng.below(6) {
-            0 => format!("QueueLength: {}", rng.next() >> rng.below(64)).into_bytes(),
+            0 => format!("QueueLength: {}", rng.next_u64() >> rng.below(64)).into_bytes(),
             1 => format!("{} error: No such file", rng.below(commands + 2)).into_bytes(),
             2 => b"Weird line without colon".to_vec(),
             3 => format!("Updates: {}", rng.int()).into_bytes(),
@@ -74,8 +74,9 @@ fn random_answer(rng: &mut Rng, commands: usize) -> Vec<u8> {
     let mut out = Vec::new();
     match rng.below(8) {
         0 if rng.chance(2) => out.extend_from_slice(b"0 Go ahead\n"),
-        0 => out.extend_from_slice(format!("0 {}\n", rng.next() >> rng.below(64)).as_bytes()),
-        1 => out.extend_from_slice(format!("{} {}\n", rng.next() >> 34, rng.next()).as_bytes()),
+        0 => out.extend_from_slice(format!("0 {}\n", rng.next_u64() >> rng.below(64)).as_bytes()),
+        1 => out
+            .extend_from_slice(format!("{} {}\n", rng.next_u64() >> 34, rng.next_u64()).as_bytes()),
         2 => out.extend_from_slice(b"-1 No such file or directory\n"),
         3 => out.extend_from_slice(&rng.bytes(30)),
         4 => out.extend_from_slice(format!("{} oops", rng.int()).as_bytes()),
@@ -267,21 +268,21 @@ fn random_update(rng: &mut Rng) -> RrdUpdate {
             name: rng.pick::<&str>(&DS_NAMES),
             kind: *rng.pick(&[DsType::Gauge, DsType::Derive, DsType::Counter]),
             min: rng.chance(2).then(|| rng.int() as f64),
-            max: rng.chance(2).then(|| f64::from_bits(rng.next())),
+            max: rng.chance(2).then(|| f64::from_bits(rng.next_u64())),
         })
         .collect();
     let values = ds
         .iter()
         .map(|_| match rng.below(3) {
             0 => RrdValue::Unknown,
-            1 => RrdValue::Counter(rng.next()),
-            _ => RrdValue::Gauge(f64::from_bits(rng.next())),
+            1 => RrdValue::Counter(rng.next_u64()),
+            _ => RrdValue::Gauge(f64::from_bits(rng.next_u64())),
         })
         .collect();
     RrdUpdate {
         path: format!("host-{}/port-id{}.rrd", rng.below(5), rng.below(100)),
         def: Arc::new(RrdDef { ds }),
-        timestamp: rng.next() >> rng.below(64),
+        timestamp: rng.next_u64() >> rng.below(64),
         millis: rng.below(1000) as u16,
         values,
     }

@@ -222,7 +222,7 @@ async fn derive_rates_land_and_duplicate_seconds_are_not_sent() -> Result<()> {
     rrd.flush(&other);
 
     for p in [&path, &other] {
-        let rows = first_ds(&rrd, &p, t0, t0 + 390);
+        let rows = first_ds(&rrd, p, t0, t0 + 390);
         assert_rate(&rows, t0 + 10, t0 + 390, 1000.0)?;
     }
     writer.stop().await?;

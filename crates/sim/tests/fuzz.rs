@@ -45,7 +45,7 @@ fn random_oid(rng: &mut Rng) -> Vec<u32> {
             oid.push(match rng.below(3) {
                 0 => rng.below(3) as u32,
                 1 => u32::MAX - rng.below(2) as u32,
-                _ => rng.next() as u32,
+                _ => rng.next_u64() as u32,
             });
         }
     }

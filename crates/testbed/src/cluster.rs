@@ -166,7 +166,8 @@ impl Cluster {
         index
     }
 
-    pub fn len(&self) -> usize {
+    /// Number of nodes started (running or not).
+    pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
 
@@ -185,12 +186,12 @@ impl Cluster {
 
     /// The node index of a node name.
     pub fn index_of_name(&self, name: &str) -> Option<usize> {
-        (0..self.len()).find(|&i| self.name(i) == name)
+        (0..self.node_count()).find(|&i| self.name(i) == name)
     }
 
     /// Indexes of nodes this test has not killed.
     pub fn up(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.up[i]).collect()
+        (0..self.node_count()).filter(|&i| self.up[i]).collect()
     }
 
     pub fn is_up(&self, index: usize) -> bool {

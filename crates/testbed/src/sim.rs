@@ -233,7 +233,8 @@ fn consecutive_free_udp_ports(count: u16) -> u16 {
     // retry after a lost race does not pick the same ports again.
     static CALLS: AtomicU32 = AtomicU32::new(0);
     let span = u32::from(count);
-    let seed = std::process::id().wrapping_mul(7919) ^ CALLS.fetch_add(1, Ordering::Relaxed) * 4099;
+    let seed =
+        std::process::id().wrapping_mul(7919) ^ (CALLS.fetch_add(1, Ordering::Relaxed) * 4099);
     let mut first = 20_000 + seed % (40_000 - span);
     for _ in 0..64 {
         let candidate = u16::try_from(first).unwrap_or(20_000);

@@ -85,35 +85,6 @@ struct Granted {
     claimed_at: Instant,
 }
 
-/// Starts granted polls while permits are free. A task exists only per
-/// running poll (a poll's future is several KiB): thousands of overdue
-/// devices after a restart or failover wait as queue entries instead.
-fn start_granted<C: SnmpClient>(
-    ctx: &Arc<Context<C>>,
-    ready: &mut VecDeque<Granted>,
-    permits: &Arc<Semaphore>,
-    done_tx: &mpsc::UnboundedSender<(Done, u64)>,
-    running: &mut usize,
-) {
-    while !ready.is_empty() {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            return;
-        };
-        let Some(g) = ready.pop_front() else { return };
-        *running += 1;
-        let ctx = ctx.clone();
-        let done_tx = done_tx.clone();
-        tokio::spawn(async move {
-            let began_ms = unix_now_ms();
-            let done = poll_device(&ctx, g.hostname, g.at, g.claimed_at).await;
-            // Free the permit before reporting, so the scheduler can start
-            // the next granted poll as soon as it hears of this one.
-            drop(permit);
-            let _ = done_tx.send((done, began_ms));
-        });
-    }
-}
-
 /// Runs until `shutdown`; polls already started finish (their results are
 /// reported) before it returns.
 ///
@@ -129,7 +100,6 @@ pub async fn run<C: SnmpClient>(
     config: SchedulerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_concurrent_polls.max(1)));
     let ctx = Arc::new(Context {
         cluster,
         client,
@@ -141,120 +111,267 @@ pub async fn run<C: SnmpClient>(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Done, u64)>();
     let (claim_tx, mut claim_rx) = mpsc::unbounded_channel::<Claim>();
     let mut state_rx = ctx.cluster.shared().subscribe();
-    let mut entries: HashMap<String, Entry> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
-    let mut to_claim: Vec<String> = Vec::new();
-    let mut claim_in_flight = false;
-    let mut last_claim = Instant::now() - CLAIM_WINDOW;
-    // Polls started (each holds a permit), and granted ones waiting for one.
-    let mut running = 0usize;
-    let mut ready: VecDeque<Granted> = VecDeque::new();
-    let mut owner_changes = ctx.cluster.shared().owner_changes();
-    resync(&ctx, &mut entries, &mut heap);
+    let mut scheduler = Scheduler::new(ctx, done_tx, claim_tx);
+    scheduler.resync();
     loop {
-        let claim_wait = CLAIM_WINDOW.saturating_sub(last_claim.elapsed());
-        if !claim_in_flight && !to_claim.is_empty() && claim_wait.is_zero() {
-            claim_in_flight = true;
-            last_claim = Instant::now();
-            tokio::spawn(claim(
-                ctx.clone(),
-                std::mem::take(&mut to_claim),
-                claim_tx.clone(),
-            ));
-        }
-        let next = heap.peek().map(|Reverse((due, _))| *due);
-        let mut sleep = match next {
-            Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms()).max(1)),
-            None => Duration::from_secs(3600),
-        };
-        if !to_claim.is_empty() && !claim_in_flight {
-            sleep = sleep.min(claim_wait.max(Duration::from_millis(1)));
-        }
+        scheduler.claim_if_due();
+        let sleep = scheduler.sleep();
         tokio::select! {
             _ = shutdown.changed() => break,
             changed = state_rx.changed() => {
                 if changed.is_err() { break; }
-                // Claims and reports (most entries) never change this node's devices.
-                let now_changes = ctx.cluster.shared().owner_changes();
-                if now_changes != owner_changes {
-                    owner_changes = now_changes;
-                    resync(&ctx, &mut entries, &mut heap);
-                }
+                scheduler.on_state_change();
             }
-            Some((done, began_ms)) = done_rx.recv() => {
-                running -= 1;
-                start_granted(&ctx, &mut ready, &permits, &done_tx, &mut running);
-                if let Some(entry) = entries.get_mut(&done.hostname) {
-                    entry.running = false;
-                    // `started` is the claim's whole second; the poll may have
-                    // begun up to a commit later. Never start the next one less
-                    // than half an interval after this one really began.
-                    let t = ctx.config.timing;
-                    let due = next_due(&done.hostname, done.started, done.status, t) * 1000;
-                    entry.due = due.max(began_ms + t.frequency.min(t.down_retry) * 500);
-                    heap.push(Reverse((entry.due, done.hostname)));
-                }
-            }
-            Some(claimed) = claim_rx.recv() => {
-                claim_in_flight = false;
-                let granted: HashSet<String> = match claimed.granted {
-                    Ok(g) => g.into_iter().collect(),
-                    Err(e) => {
-                        tracing::warn!(devices = claimed.asked.len(), error = %e, "cannot claim polls; retrying");
-                        HashSet::new()
-                    }
-                };
-                for hostname in claimed.asked {
-                    if granted.contains(&hostname) {
-                        ready.push_back(Granted {
-                            hostname,
-                            at: claimed.at,
-                            claimed_at: claimed.claimed_at,
-                        });
-                    } else if let Some(entry) = entries.get_mut(&hostname) {
-                        // Refused (polled by someone in this interval, or no
-                        // longer ours) or the log was unreachable: back to
-                        // the replicated schedule, after a short pause.
-                        entry.running = false;
-                        let (last, status) = ctx.cluster.read(|s| {
-                            s.devices.get(&hostname).map(|d| (d.last_polled, d.status)).unwrap_or_default()
-                        });
-                        let now = unix_now();
-                        entry.due = (first_due(&hostname, now, last, status, ctx.config.timing) * 1000)
-                            .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
-                        heap.push(Reverse((entry.due, hostname)));
-                    }
-                }
-                start_granted(&ctx, &mut ready, &permits, &done_tx, &mut running);
-            }
-            _ = tokio::time::sleep(sleep) => {
-                let now_ms = unix_now_ms();
-                let may_poll = ctx.cluster.may_poll(ctx.config.lease);
-                while let Some(Reverse((due, _))) = heap.peek() {
-                    if *due > now_ms { break; }
-                    let Some(Reverse((due, hostname))) = heap.pop() else { break };
-                    let Some(entry) = entries.get_mut(&hostname) else { continue };
-                    if entry.due != due || entry.running {
-                        continue; // stale heap item, or the poll is still going
-                    }
-                    if !may_poll {
-                        // Fenced: no quorum-backed leader in sight. Try again shortly.
-                        entry.due = now_ms + 500;
-                        heap.push(Reverse((entry.due, hostname)));
-                        continue;
-                    }
-                    entry.running = true;
-                    to_claim.push(hostname);
-                }
-            }
+            Some((done, began_ms)) = done_rx.recv() => scheduler.on_poll_done(done, began_ms),
+            Some(claimed) = claim_rx.recv() => scheduler.on_claim_answer(claimed),
+            _ = tokio::time::sleep(sleep) => scheduler.on_tick(),
         }
     }
-    // Let started polls finish so their samples and reports are not lost.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while running > 0 {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some(_)) => running -= 1,
-            _ => break,
+    scheduler.finish(&mut done_rx).await;
+}
+
+/// The scheduling loop's state: the schedule of owned devices, the claim
+/// being gathered or in flight, and the polls granted or running.
+struct Scheduler<C> {
+    ctx: Arc<Context<C>>,
+    permits: Arc<Semaphore>,
+    done_tx: mpsc::UnboundedSender<(Done, u64)>,
+    claim_tx: mpsc::UnboundedSender<Claim>,
+    entries: HashMap<String, Entry>,
+    /// Due times; an item whose time differs from its entry's is stale.
+    heap: BinaryHeap<Reverse<(u64, String)>>,
+    to_claim: Vec<String>,
+    claim_in_flight: bool,
+    last_claim: Instant,
+    /// Polls started (each holds a permit), and granted ones waiting for one.
+    running: usize,
+    ready: VecDeque<Granted>,
+    /// The state machine's owner-change count at the last resync.
+    owner_changes: u64,
+}
+
+impl<C: SnmpClient> Scheduler<C> {
+    fn new(
+        ctx: Arc<Context<C>>,
+        done_tx: mpsc::UnboundedSender<(Done, u64)>,
+        claim_tx: mpsc::UnboundedSender<Claim>,
+    ) -> Self {
+        Scheduler {
+            permits: Arc::new(Semaphore::new(ctx.config.max_concurrent_polls.max(1))),
+            owner_changes: ctx.cluster.shared().owner_changes(),
+            ctx,
+            done_tx,
+            claim_tx,
+            entries: HashMap::new(),
+            heap: BinaryHeap::new(),
+            to_claim: Vec::new(),
+            claim_in_flight: false,
+            last_claim: Instant::now() - CLAIM_WINDOW,
+            running: 0,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// How long the gathering window still has to run.
+    fn claim_wait(&self) -> Duration {
+        CLAIM_WINDOW.saturating_sub(self.last_claim.elapsed())
+    }
+
+    /// Sends the gathered devices as one claim, unless one is in flight or
+    /// the window is still open.
+    fn claim_if_due(&mut self) {
+        if !self.claim_in_flight && !self.to_claim.is_empty() && self.claim_wait().is_zero() {
+            self.claim_in_flight = true;
+            self.last_claim = Instant::now();
+            tokio::spawn(claim(
+                self.ctx.clone(),
+                std::mem::take(&mut self.to_claim),
+                self.claim_tx.clone(),
+            ));
+        }
+    }
+
+    /// Time until the next device is due, or the gathering window closes.
+    fn sleep(&self) -> Duration {
+        let next = self.heap.peek().map(|Reverse((due, _))| *due);
+        let mut sleep = match next {
+            Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms()).max(1)),
+            None => Duration::from_secs(3600),
+        };
+        if !self.to_claim.is_empty() && !self.claim_in_flight {
+            sleep = sleep.min(self.claim_wait().max(Duration::from_millis(1)));
+        }
+        sleep
+    }
+
+    /// The replicated state changed: resync if this node's devices may have.
+    fn on_state_change(&mut self) {
+        // Claims and reports (most entries) never change this node's devices.
+        let now_changes = self.ctx.cluster.shared().owner_changes();
+        if now_changes != self.owner_changes {
+            self.owner_changes = now_changes;
+            self.resync();
+        }
+    }
+
+    /// A poll finished: start the next granted one and schedule this device.
+    fn on_poll_done(&mut self, done: Done, began_ms: u64) {
+        self.running -= 1;
+        self.start_granted();
+        if let Some(entry) = self.entries.get_mut(&done.hostname) {
+            entry.running = false;
+            // `started` is the claim's whole second; the poll may have
+            // begun up to a commit later. Never start the next one less
+            // than half an interval after this one really began.
+            let t = self.ctx.config.timing;
+            let due = next_due(&done.hostname, done.started, done.status, t) * 1000;
+            entry.due = due.max(began_ms + t.frequency.min(t.down_retry) * 500);
+            self.heap.push(Reverse((entry.due, done.hostname)));
+        }
+    }
+
+    /// The log answered a claim: granted devices queue for a permit, the
+    /// others go back to the schedule.
+    fn on_claim_answer(&mut self, claimed: Claim) {
+        self.claim_in_flight = false;
+        let granted: HashSet<String> = match claimed.granted {
+            Ok(g) => g.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(devices = claimed.asked.len(), error = %e, "cannot claim polls; retrying");
+                HashSet::new()
+            }
+        };
+        for hostname in claimed.asked {
+            if granted.contains(&hostname) {
+                self.ready.push_back(Granted {
+                    hostname,
+                    at: claimed.at,
+                    claimed_at: claimed.claimed_at,
+                });
+            } else {
+                self.reschedule_refused(hostname);
+            }
+        }
+        self.start_granted();
+    }
+
+    /// Refused (polled by someone in this interval, or no longer ours) or
+    /// the log was unreachable: back to the replicated schedule, after a
+    /// short pause.
+    fn reschedule_refused(&mut self, hostname: String) {
+        let Some(entry) = self.entries.get_mut(&hostname) else {
+            return;
+        };
+        entry.running = false;
+        let (last, status) = self.ctx.cluster.read(|s| {
+            s.devices
+                .get(&hostname)
+                .map(|d| (d.last_polled, d.status))
+                .unwrap_or_default()
+        });
+        let now = unix_now();
+        entry.due = (first_due(&hostname, now, last, status, self.ctx.config.timing) * 1000)
+            .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
+        self.heap.push(Reverse((entry.due, hostname)));
+    }
+
+    /// Moves every due device into the claim being gathered.
+    fn on_tick(&mut self) {
+        let now_ms = unix_now_ms();
+        let may_poll = self.ctx.cluster.may_poll(self.ctx.config.lease);
+        while let Some(Reverse((due, _))) = self.heap.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Some(Reverse((due, hostname))) = self.heap.pop() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&hostname) else {
+                continue;
+            };
+            if entry.due != due || entry.running {
+                continue; // stale heap item, or the poll is still going
+            }
+            if !may_poll {
+                // Fenced: no quorum-backed leader in sight. Try again shortly.
+                entry.due = now_ms + 500;
+                self.heap.push(Reverse((entry.due, hostname)));
+                continue;
+            }
+            entry.running = true;
+            self.to_claim.push(hostname);
+        }
+    }
+
+    /// Starts granted polls while permits are free. A task exists only per
+    /// running poll (a poll's future is several KiB): thousands of overdue
+    /// devices after a restart or failover wait as queue entries instead.
+    fn start_granted(&mut self) {
+        while !self.ready.is_empty() {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some(g) = self.ready.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            let ctx = self.ctx.clone();
+            let done_tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                let began_ms = unix_now_ms();
+                let done = poll_device(&ctx, g.hostname, g.at, g.claimed_at).await;
+                // Free the permit before reporting, so the scheduler can start
+                // the next granted poll as soon as it hears of this one.
+                drop(permit);
+                let _ = done_tx.send((done, began_ms));
+            });
+        }
+    }
+
+    /// Brings the schedule in line with the devices this node owns now.
+    fn resync(&mut self) {
+        let me = self.ctx.cluster.node_id();
+        let now = unix_now();
+        let entries = &mut self.entries;
+        // One ordered scan under the read lock (applies wait for it): note what
+        // is new; look entries up in the state only if some are no longer ours,
+        // as that costs a tree lookup per device after every apply.
+        let added: Vec<(String, Option<u64>, DeviceStatus)> = self.ctx.cluster.read(|s| {
+            let mut kept = 0;
+            let mut added = Vec::new();
+            for d in s.devices_of(me) {
+                if entries.contains_key(&d.hostname) {
+                    kept += 1;
+                } else {
+                    added.push((d.hostname.clone(), d.last_polled, d.status));
+                }
+            }
+            if kept < entries.len() {
+                entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
+            }
+            added
+        });
+        for (hostname, last_polled, status) in added {
+            let due = first_due(&hostname, now, last_polled, status, self.ctx.config.timing) * 1000;
+            self.heap.push(Reverse((due, hostname.clone())));
+            self.entries.insert(
+                hostname,
+                Entry {
+                    due,
+                    running: false,
+                },
+            );
+        }
+    }
+
+    /// Lets started polls finish so their samples and reports are not lost.
+    async fn finish(mut self, done_rx: &mut mpsc::UnboundedReceiver<(Done, u64)>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.running > 0 {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(_)) => self.running -= 1,
+                _ => break,
+            }
         }
     }
 }
@@ -299,45 +416,6 @@ fn unix_now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-/// Brings the schedule in line with the devices this node owns now.
-fn resync<C>(
-    ctx: &Context<C>,
-    entries: &mut HashMap<String, Entry>,
-    heap: &mut BinaryHeap<Reverse<(u64, String)>>,
-) {
-    let me = ctx.cluster.node_id();
-    let now = unix_now();
-    // One ordered scan under the read lock (applies wait for it): note what
-    // is new; look entries up in the state only if some are no longer ours,
-    // as that costs a tree lookup per device after every apply.
-    let added: Vec<(String, Option<u64>, DeviceStatus)> = ctx.cluster.read(|s| {
-        let mut kept = 0;
-        let mut added = Vec::new();
-        for d in s.devices_of(me) {
-            if entries.contains_key(&d.hostname) {
-                kept += 1;
-            } else {
-                added.push((d.hostname.clone(), d.last_polled, d.status));
-            }
-        }
-        if kept < entries.len() {
-            entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
-        }
-        added
-    });
-    for (hostname, last_polled, status) in added {
-        let due = first_due(&hostname, now, last_polled, status, ctx.config.timing) * 1000;
-        heap.push(Reverse((due, hostname.clone())));
-        entries.insert(
-            hostname,
-            Entry {
-                due,
-                running: false,
-            },
-        );
-    }
 }
 
 async fn poll_device<C: SnmpClient>(

@@ -38,8 +38,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::{
-    RrdError, RrdcachedAddr, RrdcachedClient, create_command, is_file_exists, is_no_such_file,
-    is_stale_update, update_command,
+    BatchOutcome, RrdError, RrdcachedAddr, RrdcachedClient, create_command, is_file_exists,
+    is_no_such_file, is_stale_update, update_command,
 };
 use super::layout::{RrdUpdate, is_valid_rrd_path};
 use super::spool::{Dropped, Spool, SpoolError};
@@ -793,13 +793,49 @@ impl RrdWriter {
     /// first update of each file not yet created. On a broken connection the
     /// updates go back to the front of `pending` and this returns false.
     async fn send_batch(&mut self) -> bool {
+        let batch = self.build_batch();
+        if batch.items.is_empty() {
+            if batch.skipped {
+                self.ack_spool();
+            }
+            return true;
+        }
+        self.mark_sent(&batch.items);
+        let Some(conn) = self.conn.as_mut() else {
+            self.requeue(batch.items, false);
+            return false;
+        };
+        let creates = u32::try_from(batch.creates).unwrap_or(u32::MAX);
+        conn.set_timeout(IO_TIMEOUT + CREATE_ALLOWANCE * creates);
+        let outcome = match conn.batch(&batch.commands).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.requeue(batch.items, true);
+                self.failed(&e);
+                return false;
+            }
+        };
+        self.batch_went_through(batch.items.len());
+        self.apply_outcome(&batch.lines, batch.items, &outcome);
+        true
+    }
+
+    /// Takes the next batch off `pending`: up to `batch_max` updates, each
+    /// file's CREATE before its first update while it is not created, at
+    /// most [`MAX_CREATES_PER_BATCH`] of them. Spooled updates rrdcached
+    /// has already are counted written and skipped.
+    fn build_batch(&mut self) -> Batch {
         let max = self.config.batch_max.max(1);
-        let mut items: Vec<Pending> = Vec::with_capacity(max.min(self.pending.len()));
-        let mut commands = Vec::with_capacity(items.capacity() + 8);
-        let mut lines = Vec::with_capacity(items.capacity() + 8);
+        let capacity = max.min(self.pending.len());
+        let mut batch = Batch {
+            items: Vec::with_capacity(capacity),
+            commands: Vec::with_capacity(capacity + 8),
+            lines: Vec::with_capacity(capacity + 8),
+            creates: 0,
+            skipped: false,
+        };
         let mut creating = HashSet::new();
-        let mut skipped = false;
-        while items.len() < max {
+        while batch.items.len() < max {
             let Some(front) = self.pending.front() else {
                 break;
             };
@@ -807,7 +843,7 @@ impl RrdWriter {
                 if let Some(item) = self.pending.pop_front() {
                     debug!(path = %item.update.path, ts = item.update.timestamp, "spooled update already in rrdcached");
                     self.written(&item);
-                    skipped = true;
+                    batch.skipped = true;
                 }
                 continue;
             }
@@ -823,105 +859,74 @@ impl RrdWriter {
                 creating.insert(u.path.clone());
                 // rrdtool takes no value at or before the start time.
                 let start = u.timestamp.saturating_sub(1);
-                commands.push(create_command(&u.path, &u.def, self.config.step, start));
-                lines.push(Line::Create(u.path.clone()));
+                batch
+                    .commands
+                    .push(create_command(&u.path, &u.def, self.config.step, start));
+                batch.lines.push(Line::Create(u.path.clone()));
             }
-            commands.push(update_command(u));
-            lines.push(Line::Update(items.len()));
+            batch.commands.push(update_command(u));
+            batch.lines.push(Line::Update(batch.items.len()));
             if let Some(item) = self.pending.pop_front() {
-                items.push(item);
+                batch.items.push(item);
             }
         }
-        if items.is_empty() {
-            if skipped {
-                self.ack_spool();
-            }
-            return true;
-        }
-        // Recorded before sending: after a kill these may be in rrdcached.
+        batch.creates = creating.len();
+        batch
+    }
+
+    /// Records in the spool, before sending, that these may be in rrdcached
+    /// after a kill.
+    fn mark_sent(&mut self, items: &[Pending]) {
         if let Some(last_seq) = items.iter().filter_map(|p| p.seq).max()
             && let Some(spool) = self.spool.as_mut()
             && let Err(e) = spool.mark_sent(last_seq)
         {
             self.spool_error(&e);
         }
+    }
 
-        let Some(conn) = self.conn.as_mut() else {
-            for item in items.into_iter().rev() {
-                self.pending.push_front(item);
-            }
-            return false;
-        };
-        let creates = u32::try_from(creating.len()).unwrap_or(u32::MAX);
-        conn.set_timeout(IO_TIMEOUT + CREATE_ALLOWANCE * creates);
-        let outcome = match conn.batch(&commands).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                for mut item in items.into_iter().rev() {
-                    item.resent = true;
-                    self.pending.push_front(item);
-                }
-                self.failed(&e);
-                return false;
-            }
-        };
-        // Backoff and warnings restart only once a batch went through, so a
-        // connection that is accepted and then dropped still backs off.
+    /// Puts unsent updates back at the front of `pending`, in order;
+    /// `resent` when they may have reached rrdcached.
+    fn requeue(&mut self, items: Vec<Pending>, resent: bool) {
+        for mut item in items.into_iter().rev() {
+            item.resent |= resent;
+            self.pending.push_front(item);
+        }
+    }
+
+    /// Backoff and warnings restart only once a batch went through, so a
+    /// connection that is accepted and then dropped still backs off.
+    fn batch_went_through(&mut self, sent: usize) {
         self.backoff = BACKOFF_MIN;
         if self.failing {
-            info!(addr = %self.config.addr, queued = self.pending.len() + items.len(),
+            info!(addr = %self.config.addr, queued = self.pending.len() + sent,
                 "rrdcached reachable again; sending queued updates");
             self.failing = false;
         }
+    }
+
+    /// Applies rrdcached's answer to a batch: files created, updates
+    /// written, retried (file lost) or refused, then the spool's cursor
+    /// moved and refusals reported.
+    fn apply_outcome(&mut self, lines: &[Line], items: Vec<Pending>, outcome: &BatchOutcome) {
         let errors: HashMap<usize, &str> = outcome
             .errors
             .iter()
             .map(|e| (e.line - 1, e.message.as_str()))
             .collect();
-
+        let mut refusals = Refusals::default();
         let mut retry = Vec::new();
-        let mut refused = 0usize;
-        let mut first_refusal = None;
         let mut items: Vec<Option<Pending>> = items.into_iter().map(Some).collect();
         for (index, line) in lines.iter().enumerate() {
             let error = errors.get(&index).copied();
             match line {
-                Line::Create(path) => match error {
-                    Some(msg) if !is_file_exists(msg) => {
-                        refused += 1;
-                        first_refusal.get_or_insert_with(|| format!("CREATE of {path}: {msg}"));
-                    }
-                    _ => self.files.entry(file_key(path)).or_default().created = true,
-                },
+                Line::Create(path) => self.create_answered(path, error, &mut refusals),
                 Line::Update(i) => {
-                    let Some(mut item) = items.get_mut(*i).and_then(Option::take) else {
+                    let Some(item) = items.get_mut(*i).and_then(Option::take) else {
                         continue;
                     };
-                    match error {
-                        None => self.written(&item),
-                        Some(msg) if item.resent && is_stale_update(msg) => {
-                            // Reached rrdcached before the connection broke
-                            // (or before the restart).
-                            debug!(path = %item.update.path, "update already taken before reconnect");
-                            self.written(&item);
-                        }
-                        Some(msg) if is_no_such_file(msg) && item.attempts + 1 < MAX_ATTEMPTS => {
-                            debug!(path = %item.update.path, "rrdcached lost the file; creating it again");
-                            if let Some(f) = self.files.get_mut(&file_key(&item.update.path)) {
-                                f.created = false;
-                            }
-                            item.attempts += 1;
-                            retry.push(item);
-                        }
-                        Some(msg) => {
-                            refused += 1;
-                            first_refusal.get_or_insert_with(|| {
-                                format!("UPDATE of {}: {msg}", item.update.path)
-                            });
-                            if item.counted {
-                                self.shared.done();
-                            }
-                        }
+                    if let Some(item) = self.update_answered(item, error, &mut refusals) {
+                        retry.push(item);
                     }
                 }
             }
@@ -930,15 +935,91 @@ impl RrdWriter {
             self.pending.push_front(item);
         }
         self.ack_spool();
-        if let Some(first) = first_refusal {
-            warn!(addr = %self.config.addr, refused, first = %first, "rrdcached refused commands");
-            self.shared
-                .errors
-                .fetch_add(refused as u64 - 1, Ordering::Relaxed);
-            self.shared
-                .error(format!("rrdcached at {} refused {first}", self.config.addr));
+        self.report(refusals);
+    }
+
+    /// A CREATE's answer: "file exists" counts as created.
+    fn create_answered(&mut self, path: &str, error: Option<&str>, refusals: &mut Refusals) {
+        match error {
+            Some(msg) if !is_file_exists(msg) => {
+                refusals.add(|| format!("CREATE of {path}: {msg}"));
+            }
+            _ => self.files.entry(file_key(path)).or_default().created = true,
         }
-        true
+    }
+
+    /// An UPDATE's answer; returns the update if it is to be sent again.
+    fn update_answered(
+        &mut self,
+        mut item: Pending,
+        error: Option<&str>,
+        refusals: &mut Refusals,
+    ) -> Option<Pending> {
+        match error {
+            None => self.written(&item),
+            Some(msg) if item.resent && is_stale_update(msg) => {
+                // Reached rrdcached before the connection broke
+                // (or before the restart).
+                debug!(path = %item.update.path, "update already taken before reconnect");
+                self.written(&item);
+            }
+            Some(msg) if is_no_such_file(msg) && item.attempts + 1 < MAX_ATTEMPTS => {
+                debug!(path = %item.update.path, "rrdcached lost the file; creating it again");
+                if let Some(f) = self.files.get_mut(&file_key(&item.update.path)) {
+                    f.created = false;
+                }
+                item.attempts += 1;
+                return Some(item);
+            }
+            Some(msg) => {
+                refusals.add(|| format!("UPDATE of {}: {msg}", item.update.path));
+                if item.counted {
+                    self.shared.done();
+                }
+            }
+        }
+        None
+    }
+
+    /// Logs a batch's refusals once, and counts each as an error.
+    fn report(&self, refusals: Refusals) {
+        let Some(first) = refusals.first else {
+            return;
+        };
+        warn!(addr = %self.config.addr, refused = refusals.count, first = %first, "rrdcached refused commands");
+        // `error` below counts the last one.
+        self.shared
+            .errors
+            .fetch_add(refusals.count as u64 - 1, Ordering::Relaxed);
+        self.shared
+            .error(format!("rrdcached at {} refused {first}", self.config.addr));
+    }
+}
+
+/// One batch for rrdcached, taken off `pending`.
+struct Batch {
+    /// The updates sent, in order.
+    items: Vec<Pending>,
+    commands: Vec<String>,
+    /// What each command is.
+    lines: Vec<Line>,
+    /// How many of the commands are CREATEs (each may take a while).
+    creates: usize,
+    /// Whether updates already in rrdcached were taken off `pending`.
+    skipped: bool,
+}
+
+/// Commands of one batch that rrdcached refused: how many, and the first.
+#[derive(Default)]
+struct Refusals {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Refusals {
+    fn add(&mut self, describe: impl FnOnce() -> String) {
+        self.count += 1;
+        self.first.get_or_insert_with(describe);
     }
 }
 
