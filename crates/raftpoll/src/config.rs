@@ -3,7 +3,7 @@
 //! Every key is documented in the README's reference; unknown keys are an
 //! error so a typo never silently falls back to a default.
 
-use crate::cluster::types::GroupId;
+use crate::model::types::GroupId;
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};

@@ -4,7 +4,8 @@
 //!
 //! Module map:
 //! - [`config`]: the node's TOML config, defaults and validation.
-//! - [`cluster`]: replicated data model, state machine, assignment, Raft wiring.
+//! - [`model`]: the replicated data model and its pure state machine.
+//! - [`cluster`]: Raft wiring and network, membership, the leader's controller, assignment.
 //! - [`codec`]: the one binary encoding of stored and replicated data.
 //! - [`raft_types`]: openraft's type config and aliases (shared by `cluster` and `storage`).
 //! - [`storage`]: sled-backed Raft log and state machine storage.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod grpc;
+pub mod model;
 pub mod node;
 pub mod poller;
 pub mod raft_types;

@@ -12,8 +12,8 @@ use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service};
 use crate::cluster::raft::{Raft, raft_config};
-use crate::cluster::types::{Command, NodeId, NodeInfo};
 use crate::config::{Config, ConfigError};
+use crate::model::types::{Command, NodeId, NodeInfo};
 use crate::poller::reporter::{self, ReportBuffer};
 use crate::poller::schedule::Timing;
 use crate::poller::scheduler::{self, SchedulerConfig};
@@ -422,7 +422,7 @@ fn controller_config(config: &Config) -> ControllerConfig {
     ControllerConfig {
         node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
         join_debounce: Duration::from_millis(config.cluster.join_debounce_ms),
-        default_cost_ms: controller::DEFAULT_COST_MS,
+        default_cost_ms: crate::cluster::assignment::DEFAULT_COST_MS,
         voter_timeout: Duration::from_millis(config.cluster.voter_timeout_ms),
     }
 }

@@ -1,7 +1,7 @@
 //! openraft's type configuration for raftpoll and the aliases built on it,
 //! shared by `storage` (which persists them) and `cluster` (which runs Raft).
 
-use crate::cluster::types::{Command, CommandResult, NodeId};
+use crate::model::types::{Command, CommandResult, NodeId};
 
 openraft::declare_raft_types!(
     /// Raft types of raftpoll: the log carries [`Command`]s, applying one yields a

@@ -4,7 +4,7 @@
 use openraft::BasicNode;
 use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
 use raftpoll::cluster::raft::{Raft, raft_config};
-use raftpoll::cluster::types::{Command, CommandResult, NewDevice, NodeId};
+use raftpoll::model::types::{Command, CommandResult, NewDevice, NodeId};
 use raftpoll::proto::RaftRequest;
 use raftpoll::proto::raft_client::RaftClient;
 use raftpoll::secret::Secret;

@@ -5,7 +5,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, Membership, RaftLogReader, StorageError as RaftStorageError};
-use raftpoll::cluster::types::{Command, NewDevice};
+use raftpoll::model::types::{Command, NewDevice};
 use raftpoll::raft_types::{Entry, LogId, TypeConfig, Vote};
 use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;

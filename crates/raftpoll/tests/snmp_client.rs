@@ -4,7 +4,7 @@
 //! community, v3 users for every supported protocol family) and kills it
 //! on drop. Readiness is polled with a deadline, never slept for.
 
-use raftpoll::cluster::types::{Inventory, Port, StorageKind};
+use raftpoll::model::types::{Inventory, Port, StorageKind};
 use raftpoll::poller::modules::{self, defs};
 use raftpoll::rrd::layout::RrdValue;
 use raftpoll::secret::Secret;

@@ -5,8 +5,8 @@
 
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
-use crate::cluster::types::*;
 use crate::codec;
+use crate::model::types::*;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::{self as pb};

@@ -3,8 +3,8 @@
 
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
-use crate::cluster::types::{Command, NodeInfo};
 use crate::codec;
+use crate::model::types::{Command, NodeInfo};
 use crate::proto::peer_server::{Peer, PeerServer};
 use crate::proto::{
     JoinReply, JoinRequest, ProposeReply, ProposeRequest, RemoveReply, RemoveRequest,

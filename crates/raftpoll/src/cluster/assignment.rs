@@ -9,8 +9,8 @@
 //! Also here, equally pure: reading [`ClusterState`] into the assignment's
 //! inputs, and [`drain_moves`] for a node that leaves gracefully.
 
-use super::state::ClusterState;
-use super::types::{GroupId, NodeId};
+use crate::model::state::ClusterState;
+use crate::model::types::{GroupId, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A node as the assignment sees it.
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn drain_moves_every_device_in_one_entry() {
-        use crate::cluster::types::{Command, NewDevice, NodeInfo};
+        use crate::model::types::{Command, NewDevice, NodeInfo};
         use crate::secret::Secret;
         use crate::snmp::credentials::SnmpCredentials;
         let mut s = ClusterState::default();

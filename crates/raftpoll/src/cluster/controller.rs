@@ -4,7 +4,7 @@
 
 use super::assignment::{Balance, Candidate, assign, candidates, placements};
 use super::handle::ClusterHandle;
-use super::types::{Command, NodeId};
+use crate::model::types::{Command, NodeId};
 use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,10 +33,6 @@ const STALL: Duration = Duration::from_secs(1);
 /// Cost-driven rebalancing runs at most this often (membership changes
 /// trigger one sooner, after the join debounce).
 const REBALANCE_EVERY: Duration = Duration::from_secs(600);
-
-/// The default of [`ControllerConfig::default_cost_ms`]: assignment's own,
-/// named here as well because the node's setup reads it from the controller.
-pub use super::assignment::DEFAULT_COST_MS;
 
 /// Most voters; more nodes stay learners (they still poll).
 pub const MAX_VOTERS: usize = 5;

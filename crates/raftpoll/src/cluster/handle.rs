@@ -4,11 +4,11 @@
 use crate::cluster::assignment::drain_moves;
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
-use crate::cluster::state::ClusterState;
-use crate::cluster::types::NodeInfo;
-use crate::cluster::types::{Command, CommandResult, NodeId};
 use crate::codec;
 use crate::grpc::{ChannelCache, GrpcError};
+use crate::model::state::ClusterState;
+use crate::model::types::NodeInfo;
+use crate::model::types::{Command, CommandResult, NodeId};
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{JoinRequest, ProposeRequest, RemoveRequest};
 use crate::raft_types::{ClientWriteError, RaftError};

@@ -4,9 +4,9 @@
 
 use super::handle::{ClusterHandle, join_request};
 use super::network::bearer_value;
-use super::types::{Command, CommandResult, NodeId, NodeInfo};
 use crate::codec;
 use crate::grpc;
+use crate::model::types::{Command, CommandResult, NodeId, NodeInfo};
 use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;

@@ -1,4 +1,6 @@
-//! Replicated cluster state, assignment and Raft wiring.
+//! The cluster around the replicated model: Raft wiring and network, membership (join, promote,
+//! replace), the leader's controller and the pure assignment it runs, and the handle the rest of
+//! the node uses to read state and propose commands.
 
 pub mod assignment;
 pub mod controller;
@@ -6,5 +8,3 @@ pub mod handle;
 pub mod membership;
 pub mod network;
 pub mod raft;
-pub mod state;
-pub mod types;

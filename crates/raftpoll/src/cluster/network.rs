@@ -5,9 +5,9 @@
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
 
 use crate::cluster::raft::Raft;
-use crate::cluster::types::NodeId;
 use crate::codec::{CodecError, decode, encode};
 use crate::grpc::ChannelCache;
+use crate::model::types::NodeId;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::{self, RaftServer};
 use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};

@@ -2,7 +2,7 @@
 //! per poll, keeping only the newest report of each device.
 
 use crate::cluster::handle::ClusterHandle;
-use crate::cluster::types::{Command, PollReport};
+use crate::model::types::{Command, PollReport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,7 +87,7 @@ async fn flush(cluster: &ClusterHandle, buffer: &ReportBuffer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::DeviceStatus;
+    use crate::model::types::DeviceStatus;
 
     #[test]
     fn newest_report_per_device_wins() {

@@ -1,6 +1,6 @@
 //! Pure schedule arithmetic: when a device is due, given its history.
 
-use crate::cluster::types::DeviceStatus;
+use crate::model::types::DeviceStatus;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {

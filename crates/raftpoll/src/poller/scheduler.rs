@@ -6,7 +6,7 @@ use super::modules::{self, ModuleError, defs};
 use super::reporter::ReportBuffer;
 use super::schedule::{Timing, first_due, next_due};
 use crate::cluster::handle::ClusterHandle;
-use crate::cluster::types::{
+use crate::model::types::{
     Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port,
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};

@@ -8,9 +8,9 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
-use crate::cluster::state::ClusterState;
-use crate::cluster::types::CommandResult;
 use crate::codec::{self, CodecError};
+use crate::model::state::ClusterState;
+use crate::model::types::CommandResult;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -276,7 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::{Command, NodeInfo};
+    use crate::model::types::{Command, NodeInfo};
 
     #[test]
     fn stored_snapshot_encoding_matches_the_two_step_one() {

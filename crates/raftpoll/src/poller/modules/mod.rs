@@ -13,7 +13,7 @@ mod processors;
 mod storage;
 mod system;
 
-use crate::cluster::types::{Discovery, Inventory, SystemInfo};
+use crate::model::types::{Discovery, Inventory, SystemInfo};
 use crate::rrd::layout::RrdUpdate;
 use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, SnmpValue};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 
 use super::defs::{PORT_DS, port_def};
 use super::{ModuleError, Produced, rrd_file, walk_columns};
-use crate::cluster::types::{DiscoveredPort, Port};
+use crate::model::types::{DiscoveredPort, Port};
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget, SnmpValue};
 use std::collections::BTreeMap;

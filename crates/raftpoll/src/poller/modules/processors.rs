@@ -2,7 +2,7 @@
 
 use super::defs::processor_def;
 use super::{ModuleError, Produced, rrd_file, walk_column, walk_columns};
-use crate::cluster::types::Processor;
+use crate::model::types::Processor;
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget};
 

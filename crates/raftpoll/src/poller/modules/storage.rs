@@ -3,7 +3,7 @@
 
 use super::defs::{mempool_def, storage_def};
 use super::{ModuleError, Produced, rrd_file, walk_columns};
-use crate::cluster::types::{Storage, StorageKind};
+use crate::model::types::{Storage, StorageKind};
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget, SnmpValue};
 

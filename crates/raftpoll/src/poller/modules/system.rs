@@ -2,7 +2,7 @@
 
 use super::defs::uptime_def;
 use super::{ModuleError, PollOutput, rrd_file};
-use crate::cluster::types::SystemInfo;
+use crate::model::types::SystemInfo;
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget};
 

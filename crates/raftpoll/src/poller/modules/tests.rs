@@ -1,7 +1,7 @@
 //! Module tests against the in-memory fake agent (real GETNEXT ordering).
 
 use super::*;
-use crate::cluster::types::{Port, Processor, StorageKind};
+use crate::model::types::{Port, Processor, StorageKind};
 use crate::rrd::layout::RrdValue;
 use crate::secret::Secret;
 use crate::snmp::FakeSnmpClient;
