@@ -58,6 +58,10 @@ pub struct Config {
     pub rrd: RrdConfig,
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// LibreNMS drop-in: inventory from LibreNMS's database and poll results
+    /// written back to it. Absent: raftpoll keeps its own inventory.
+    #[serde(default)]
+    pub librenms: Option<LibrenmsConfig>,
     /// Log format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -86,6 +90,14 @@ pub struct PollerConfig {
     pub source_ip: Option<IpAddr>,
     /// How often poll reports are batched into the Raft log, in milliseconds.
     pub report_interval_ms: u64,
+    /// Start every poll with an ICMP echo, as LibreNMS's availability check: a
+    /// device answering no ping is down (reason `icmp`) and not walked.
+    /// Always on with `[librenms]`.
+    pub icmp: bool,
+    /// Echo requests per check; one answer is enough.
+    pub icmp_count: u32,
+    /// How long to wait for an echo reply, in milliseconds.
+    pub icmp_timeout_ms: u64,
 }
 
 impl Default for PollerConfig {
@@ -101,9 +113,45 @@ impl Default for PollerConfig {
             max_concurrent_polls: 500,
             source_ip: None,
             report_interval_ms: 2000,
+            icmp: false,
+            icmp_count: 3,
+            icmp_timeout_ms: 500,
         }
     }
 }
+
+/// `[librenms]`: the LibreNMS database this cluster takes its inventory from
+/// and writes its poll results to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibrenmsConfig {
+    /// `mysql://user@host:3306/librenms`, or with `?socket=/run/mysqld/mysqld.sock`
+    /// for a unix socket. Must not hold the password.
+    pub database: String,
+    /// File holding the database password (first line). Default: the
+    /// environment variable `RAFTPOLL_LIBRENMS_PASSWORD`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Seconds between two reads of LibreNMS's `devices` table.
+    #[serde(default = "default_sync_interval_s")]
+    pub sync_interval_s: u64,
+    /// Most devices whose latest poll result waits for the database; past it
+    /// the oldest waiting results are dropped (the next poll writes them again).
+    #[serde(default = "default_writeback_buffer")]
+    pub writeback_buffer: usize,
+}
+
+fn default_sync_interval_s() -> u64 {
+    60
+}
+
+fn default_writeback_buffer() -> usize {
+    50_000
+}
+
+/// Environment variable read for the LibreNMS database password when
+/// `password_file` is not set.
+pub const LIBRENMS_PASSWORD_ENV: &str = "RAFTPOLL_LIBRENMS_PASSWORD";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -216,6 +264,11 @@ impl Config {
         })
     }
 
+    /// Whether polls start with an ICMP check (`poller.icmp`, implied by `[librenms]`).
+    pub fn icmp_enabled(&self) -> bool {
+        self.poller.icmp || self.librenms.is_some()
+    }
+
     pub fn advertise_addr(&self) -> String {
         self.advertise
             .clone()
@@ -298,6 +351,29 @@ impl Config {
         }
         if p.report_interval_ms == 0 {
             return invalid("poller.report_interval_ms", "must be positive");
+        }
+        if p.icmp_count == 0 || p.icmp_count > 20 {
+            return invalid("poller.icmp_count", "must be from 1 to 20");
+        }
+        if p.icmp_timeout_ms == 0
+            || p.icmp_timeout_ms.saturating_mul(u64::from(p.icmp_count))
+                >= u64::from(p.frequency) * 1000
+        {
+            return invalid(
+                "poller.icmp_timeout_ms",
+                "must be positive, and times icmp_count shorter than poller.frequency",
+            );
+        }
+        if let Some(l) = &self.librenms {
+            if let Err(problem) = crate::librenms::db::check_url(&l.database) {
+                return invalid("librenms.database", &problem);
+            }
+            if l.sync_interval_s == 0 {
+                return invalid("librenms.sync_interval_s", "must be at least 1 second");
+            }
+            if l.writeback_buffer == 0 {
+                return invalid("librenms.writeback_buffer", "must be positive");
+            }
         }
         let r = &self.rrd;
         let valid_rrdcached = match r.rrdcached.strip_prefix("unix:") {

@@ -14,6 +14,7 @@
 //! - [`rrd`]: RRD layout, rrdcached client and writer.
 //! - [`grpc`]: client-side gRPC endpoints and the channel cache.
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
+//! - [`librenms`]: the LibreNMS drop-in: inventory from its database, write-back.
 //! - [`client`]: the operator CLI's client side.
 //! - [`node`]: starts and stops a node: every task, in order.
 
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod grpc;
+pub mod librenms;
 pub mod model;
 pub mod node;
 pub mod poller;

@@ -13,10 +13,12 @@ use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::config::{Config, ConfigError};
+use crate::librenms::{Librenms, LibrenmsError, inventory};
 use crate::model::types::{Command, NodeId, NodeInfo};
+use crate::poller::icmp::{IcmpError, Pinger};
 use crate::poller::reporter::{self, ReportBuffer};
 use crate::poller::schedule::Timing;
-use crate::poller::scheduler::{self, SchedulerConfig};
+use crate::poller::scheduler::{self, PollExtras, SchedulerConfig};
 use crate::proto;
 use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
@@ -64,6 +66,10 @@ pub enum NodeError {
     Snmp(String),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error("{0}")]
+    Librenms(String),
+    #[error(transparent)]
+    Icmp(#[from] IcmpError),
 }
 
 /// `raftpoll node --config FILE`: loads the config, sets up logging, runs
@@ -137,14 +143,17 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let exit = Arc::new(tokio::sync::Notify::new());
 
-    // 4. RRD writer (its status is served by Admin).
+    // 4. RRD writer (its status is served by Admin), and the LibreNMS link
+    // when configured.
     let (writer, writer_task) = start_rrd_writer(&config, stop_rx.clone())?;
+    let librenms = start_librenms(&config).await?;
 
     // 5. gRPC server: Raft, Peer, Admin, health, reflection.
     let services = Services {
         raft: &raft,
         cluster: &cluster,
         writer: &writer,
+        librenms: librenms.as_ref(),
         exit: &exit,
     };
     let mut server_task = start_server(&config, listener, services, stop_rx.clone()).await?;
@@ -155,7 +164,7 @@ pub async fn run(
     }
 
     // 7. Background tasks.
-    let tasks = spawn_tasks(&config, &cluster, node_id, writer, &stop_rx).await?;
+    let tasks = spawn_tasks(&config, &cluster, node_id, writer, librenms, &stop_rx).await?;
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
@@ -244,6 +253,7 @@ struct Services<'a> {
     raft: &'a Raft,
     cluster: &'a ClusterHandle,
     writer: &'a RrdWriterHandle,
+    librenms: Option<&'a Librenms>,
     /// Notified by Admin's leave, to stop this node.
     exit: &'a Arc<tokio::sync::Notify>,
 }
@@ -283,6 +293,7 @@ async fn start_server(
         .add_service(admin_service(
             services.cluster.clone(),
             rrd_status,
+            services.librenms.cloned(),
             services.exit.clone(),
             config.secret.clone(),
         ))
@@ -321,6 +332,38 @@ async fn bootstrap(raft: &Raft, node_id: NodeId, advertise: &str) -> Result<(), 
     Ok(())
 }
 
+/// Step 4b: the LibreNMS link. A user without the needed grants stops the
+/// node with the missing privilege named; an unreachable database does not
+/// (polling and RRD writes go on; the link reports the error in `status`).
+async fn start_librenms(config: &Config) -> Result<Option<Librenms>, NodeError> {
+    let Some(settings) = &config.librenms else {
+        return Ok(None);
+    };
+    let link = Librenms::new(settings).map_err(|e| NodeError::Librenms(e.to_string()))?;
+    match tokio::time::timeout(LIBRENMS_CHECK_TIMEOUT, link.db().check_privileges()).await {
+        Ok(Ok(())) => tracing::info!(db = %link.db().shown(), "LibreNMS database ready"),
+        Ok(Err(e @ LibrenmsError::Privilege { .. })) => {
+            return Err(NodeError::Librenms(e.to_string()));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "LibreNMS database not usable yet; polling goes on");
+            link.set_error(e.to_string());
+        }
+        Err(_) => {
+            let e = format!(
+                "LibreNMS database {}: no answer within {LIBRENMS_CHECK_TIMEOUT:?}",
+                link.db().shown()
+            );
+            tracing::warn!(error = %e, "LibreNMS database not usable yet; polling goes on");
+            link.set_error(e);
+        }
+    }
+    Ok(Some(link))
+}
+
+/// How long the start-up privilege check may wait for the database.
+const LIBRENMS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The node's background tasks, joined in this order at shutdown.
 struct Tasks {
     scheduler: JoinHandle<()>,
@@ -328,6 +371,8 @@ struct Tasks {
     controller: JoinHandle<()>,
     register: JoinHandle<()>,
     join: JoinHandle<()>,
+    /// Inventory sync and write-back, with `[librenms]`.
+    librenms: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
@@ -338,6 +383,9 @@ impl Tasks {
         let _ = self.controller.await;
         let _ = self.register.await;
         let _ = self.join.await;
+        for task in self.librenms {
+            let _ = task.await;
+        }
     }
 }
 
@@ -348,6 +396,7 @@ async fn spawn_tasks(
     cluster: &ClusterHandle,
     node_id: NodeId,
     writer: RrdWriterHandle,
+    librenms: Option<Librenms>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Tasks, NodeError> {
     let info = NodeInfo {
@@ -364,15 +413,36 @@ async fn spawn_tasks(
     ));
     let register = tokio::spawn(register(cluster.clone(), info, stop.clone()));
     let snmp = start_snmp(config).await?;
+    let icmp = match config.icmp_enabled() {
+        true => Some(Arc::new(Pinger::new(
+            config.poller.icmp_count,
+            Duration::from_millis(config.poller.icmp_timeout_ms),
+        )?)),
+        false => None,
+    };
     let reports = ReportBuffer::default();
+    let extras = PollExtras {
+        icmp,
+        librenms: librenms.clone(),
+    };
     let scheduler = tokio::spawn(scheduler::run(
         cluster.clone(),
         Arc::new(snmp),
         writer,
         reports.clone(),
         scheduler_config(config),
+        extras,
         stop.clone(),
     ));
+    let librenms_tasks = match (&librenms, &config.librenms) {
+        (Some(link), Some(settings)) => vec![tokio::spawn(inventory::run(
+            link.clone(),
+            cluster.clone(),
+            Duration::from_secs(settings.sync_interval_s),
+            stop.clone(),
+        ))],
+        _ => Vec::new(),
+    };
     let reporter = tokio::spawn(reporter::run(
         cluster.clone(),
         reports,
@@ -390,6 +460,7 @@ async fn spawn_tasks(
         controller,
         register,
         join,
+        librenms: librenms_tasks,
     })
 }
 

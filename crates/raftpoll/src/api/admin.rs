@@ -6,6 +6,7 @@
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::codec;
+use crate::librenms::Librenms;
 use crate::model::types::*;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::admin_server::{Admin, AdminServer};
@@ -29,6 +30,8 @@ pub trait RrdStatusSource: Send + Sync + 'static {
 pub struct AdminRpc {
     cluster: ClusterHandle,
     rrd: Arc<dyn RrdStatusSource>,
+    /// With `[librenms]`, the inventory lives in LibreNMS's database.
+    librenms: Option<Librenms>,
     /// Notified when this node has left the cluster and should exit.
     exit: Arc<Notify>,
 }
@@ -50,12 +53,18 @@ const BYTES_PER_ENTRY: u64 = 1024 * 1024;
 pub fn admin_service(
     cluster: ClusterHandle,
     rrd: Arc<dyn RrdStatusSource>,
+    librenms: Option<Librenms>,
     exit: Arc<Notify>,
     secret: Secret,
 ) -> AdminService {
     InterceptedService::new(
-        AdminServer::new(AdminRpc { cluster, rrd, exit })
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        AdminServer::new(AdminRpc {
+            cluster,
+            rrd,
+            librenms,
+            exit,
+        })
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
         BearerAuth::new(secret),
     )
 }
@@ -356,6 +365,44 @@ fn credentials(c: pb::Credentials) -> Result<SnmpCredentials, Status> {
     }
 }
 
+impl AdminRpc {
+    /// With `[librenms]` the inventory lives in LibreNMS: devices are added,
+    /// removed and regrouped there, and the next sync brings the change here.
+    fn inventory_is_ours(&self) -> Result<(), Status> {
+        match &self.librenms {
+            Some(l) => Err(Status::failed_precondition(format!(
+                "the inventory lives in LibreNMS ({}): add, remove and regroup devices there; \
+                 raftpoll follows within librenms.sync_interval_s",
+                l.db().shown()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn librenms_status(&self) -> Option<pb::LibrenmsStatus> {
+        let link = self.librenms.as_ref()?;
+        let s = link.status();
+        Some(pb::LibrenmsStatus {
+            database: link.db().shown().to_string(),
+            connected: s.connected,
+            last_error: s.last_error,
+            last_sync: s.last_sync,
+            devices: s.devices as u64,
+            skipped: s
+                .skipped
+                .into_iter()
+                .map(|k| pb::SkippedDevice {
+                    device_id: u64::from(k.device_id),
+                    hostname: k.hostname,
+                    reason: k.reason,
+                })
+                .collect(),
+            rows_written: s.rows_written,
+            backlog: s.backlog as u64,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminRpc {
     async fn status(
@@ -373,6 +420,7 @@ impl Admin for AdminRpc {
                 Ok(mut reply) => {
                     reply.answered_by = self.cluster.node_id();
                     reply.rrd = Some(self.rrd.rrd_status());
+                    reply.librenms = self.librenms_status();
                     return Ok(Response::new(reply));
                 }
                 Err(e) => tracing::debug!(leader, error = %e, "leader did not answer status"),
@@ -406,6 +454,7 @@ impl Admin for AdminRpc {
             devices: Some(pb::DeviceCounts { total, unassigned }),
             answered_by: self.cluster.node_id(),
             rrd: Some(self.rrd.rrd_status()),
+            librenms: self.librenms_status(),
         }))
     }
 
@@ -416,7 +465,11 @@ impl Admin for AdminRpc {
         let devices = self
             .cluster
             .read(|s| s.devices.values().map(device_summary).collect());
-        Ok(Response::new(pb::ListDevicesReply { devices }))
+        let skipped = self
+            .librenms_status()
+            .map(|l| l.skipped)
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListDevicesReply { devices, skipped }))
     }
 
     async fn get_device(
@@ -434,6 +487,7 @@ impl Admin for AdminRpc {
         &self,
         request: Request<pb::AddDeviceRequest>,
     ) -> Result<Response<pb::AddDeviceReply>, Status> {
+        self.inventory_is_ours()?;
         let device = new_device(request.into_inner())?;
         self.write(Command::AddDevice(device)).await?;
         Ok(Response::new(pb::AddDeviceReply {}))
@@ -443,6 +497,7 @@ impl Admin for AdminRpc {
         &self,
         request: Request<pb::AddDevicesRequest>,
     ) -> Result<Response<pb::AddDevicesReply>, Status> {
+        self.inventory_is_ours()?;
         let devices = new_devices(request.into_inner().devices)?;
         let total = devices.len();
         let mut added = 0u32;
@@ -511,6 +566,7 @@ impl Admin for AdminRpc {
         &self,
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceReply>, Status> {
+        self.inventory_is_ours()?;
         let hostname = request.into_inner().hostname;
         self.write(Command::RemoveDevice { hostname }).await?;
         Ok(Response::new(pb::RemoveDeviceReply {}))
@@ -520,6 +576,7 @@ impl Admin for AdminRpc {
         &self,
         request: Request<pb::SetDeviceGroupRequest>,
     ) -> Result<Response<pb::SetDeviceGroupReply>, Status> {
+        self.inventory_is_ours()?;
         let r = request.into_inner();
         self.write(Command::SetDeviceGroup {
             hostname: r.hostname,

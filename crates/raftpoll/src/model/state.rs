@@ -57,6 +57,27 @@ impl ClusterState {
                 }
                 CommandResult::DevicesAdded { added, existing }
             }
+            Command::UpdateDevices(updates) => {
+                for new in updates {
+                    let Some(device) = self.devices.get_mut(&new.hostname) else {
+                        continue;
+                    };
+                    device.address = new.address.clone();
+                    device.port = new.port;
+                    device.credentials = new.credentials.clone();
+                    if device.group != new.group {
+                        device.group = new.group;
+                        device.owner = None;
+                    }
+                }
+                CommandResult::Ok
+            }
+            Command::RemoveDevices(hostnames) => {
+                for hostname in hostnames {
+                    self.devices.remove(hostname);
+                }
+                CommandResult::Ok
+            }
             Command::RemoveDevice { hostname } => match self.devices.remove(hostname) {
                 Some(_) => CommandResult::Ok,
                 None => CommandResult::Rejected(Rejection::UnknownDevice(hostname.clone())),

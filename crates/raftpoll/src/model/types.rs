@@ -210,6 +210,12 @@ pub enum Command {
     /// Many devices in one entry (bulk import). Hostnames already present
     /// are skipped and reported, so an import can be re-run.
     AddDevices(Vec<NewDevice>),
+    /// New address, port, credentials or group of existing devices (an
+    /// inventory sync from LibreNMS); unknown hostnames are skipped. A device
+    /// whose group changes is unassigned, as with `SetDeviceGroup`.
+    UpdateDevices(Vec<NewDevice>),
+    /// Removes many devices in one entry; unknown hostnames are skipped.
+    RemoveDevices(Vec<String>),
 }
 
 impl Command {
@@ -221,6 +227,8 @@ impl Command {
             | Command::Drain { .. }
             | Command::AddDevice(_)
             | Command::AddDevices(_)
+            | Command::UpdateDevices(_)
+            | Command::RemoveDevices(_)
             | Command::RemoveDevice { .. }
             | Command::SetDeviceGroup { .. }
             | Command::Assign { .. } => true,
@@ -244,6 +252,8 @@ impl fmt::Display for Command {
             Command::Drain { id, moves } => write!(f, "Drain({id}, {} moves)", moves.len()),
             Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
             Command::AddDevices(ds) => write!(f, "AddDevices({} devices)", ds.len()),
+            Command::UpdateDevices(ds) => write!(f, "UpdateDevices({} devices)", ds.len()),
+            Command::RemoveDevices(hs) => write!(f, "RemoveDevices({} devices)", hs.len()),
             Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
             Command::SetDeviceGroup { hostname, group } => {
                 write!(f, "SetDeviceGroup({hostname}, {group})")

@@ -1,6 +1,7 @@
-//! Polling: the scheduler, its pure schedule arithmetic, the report batcher
-//! and the SNMP modules.
+//! Polling: the scheduler, its pure schedule arithmetic, the report batcher,
+//! the ICMP availability check and the SNMP modules.
 
+pub mod icmp;
 pub mod modules;
 pub mod reporter;
 pub mod schedule;

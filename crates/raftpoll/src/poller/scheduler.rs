@@ -2,10 +2,13 @@
 //! start times spread over the interval, never two polls of one device at
 //! once, and down devices retried every `down_retry`.
 
+use super::icmp::Pinger;
 use super::modules::{self, ModuleError, defs};
 use super::reporter::ReportBuffer;
 use super::schedule::{Timing, first_due, next_due};
 use crate::cluster::handle::ClusterHandle;
+use crate::librenms::Librenms;
+use crate::librenms::writeback::{DownCause, PolledDevice};
 use crate::model::types::{
     Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port,
 };
@@ -54,6 +57,16 @@ struct Context<C> {
     writer: RrdWriterHandle,
     reports: ReportBuffer,
     config: SchedulerConfig,
+    extras: PollExtras,
+}
+
+/// What a poll does besides SNMP and RRDs, when configured.
+#[derive(Clone, Default)]
+pub struct PollExtras {
+    /// ICMP echo before SNMP (LibreNMS's availability check).
+    pub icmp: Option<Arc<Pinger>>,
+    /// LibreNMS's database: results written back after every poll.
+    pub librenms: Option<Librenms>,
 }
 
 /// Due devices are gathered this long into one claim, so the log sees a
@@ -98,6 +111,7 @@ pub async fn run<C: SnmpClient>(
     writer: RrdWriterHandle,
     reports: ReportBuffer,
     config: SchedulerConfig,
+    extras: PollExtras,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(Context {
@@ -106,6 +120,7 @@ pub async fn run<C: SnmpClient>(
         writer,
         reports,
         config,
+        extras,
     });
     // Each result comes with the time (unix ms) its poll really began.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Done, u64)>();
@@ -455,15 +470,25 @@ async fn poll_device<C: SnmpClient>(
         deadline: claimed_at + budget,
         budget,
     };
-    let outcome = poll_owned(ctx, &client, &device, started).await;
+    let mut polled = PolledDevice {
+        hostname: hostname.clone(),
+        polled_at: started,
+        ..PolledDevice::default()
+    };
+    let outcome = poll_owned(ctx, &client, &device, started, &mut polled).await;
     let duration_ms = clock.elapsed().as_millis() as u64;
     let (status, reason) = match outcome {
         Ok(()) => (DeviceStatus::Up, None),
-        Err(reason) => {
-            tracing::info!(device = %hostname, %reason, "device down");
-            (DeviceStatus::Down, Some(reason))
+        Err(down) => {
+            tracing::info!(device = %hostname, reason = %down.reason, "device down");
+            polled.down = Some(down.cause);
+            (DeviceStatus::Down, Some(down.reason))
         }
     };
+    if let Some(librenms) = &ctx.extras.librenms {
+        polled.duration_ms = duration_ms;
+        librenms.poll_done(polled);
+    }
     if status == DeviceStatus::Up {
         let perf = RrdUpdate {
             path: modules::rrd_file(&hostname, "poller-perf"),
@@ -494,14 +519,52 @@ async fn submit<C>(ctx: &Context<C>, update: RrdUpdate) {
     }
 }
 
-/// Discovers when due, then polls. The error is the operator-readable reason.
+/// Why a poll found a device down: the cause LibreNMS records and the
+/// operator-readable reason.
+struct Down {
+    cause: DownCause,
+    reason: String,
+}
+
+impl From<String> for Down {
+    fn from(reason: String) -> Down {
+        Down {
+            cause: DownCause::Snmp,
+            reason,
+        }
+    }
+}
+
+/// Pings first when ICMP checks are on (no answer: down, not walked), then
+/// discovers when due, then polls. What it learns goes into `polled`.
 async fn poll_owned<C: SnmpClient>(
     ctx: &Context<C>,
     client: &Fenced<C>,
     device: &Device,
     started: u64,
-) -> Result<(), String> {
+    polled: &mut PolledDevice,
+) -> Result<(), Down> {
     let addr = resolve(&device.address, device.port).await?;
+    if let Some(pinger) = &ctx.extras.icmp {
+        let ping = pinger.check(addr.ip()).await;
+        polled.ping_took_ms = Some(ping.took.as_secs_f64() * 1000.0);
+        let Some(rtt) = ping.rtt else {
+            return Err(Down {
+                cause: DownCause::Icmp,
+                reason: format!("no answer to ICMP echo from {}", addr.ip()),
+            });
+        };
+        let rtt_ms = rtt.as_secs_f64() * 1000.0;
+        polled.ping_rtt_ms = Some(rtt_ms);
+        let perf = RrdUpdate {
+            path: modules::rrd_file(&device.hostname, "ping-perf"),
+            def: defs::ping_perf_def(),
+            timestamp: started,
+            millis: 0,
+            values: vec![RrdValue::Gauge(rtt_ms)],
+        };
+        submit(ctx, perf).await;
+    }
     let target = SnmpTarget::new(addr, device.credentials.clone());
     let discovery_due = device
         .last_discovered
@@ -523,6 +586,8 @@ async fn poll_owned<C: SnmpClient>(
     let out = modules::poll(client, &target, &device.hostname, &inventory, step, sampled)
         .await
         .map_err(|e| e.to_string())?;
+    polled.system = out.system.clone();
+    polled.uptime_s = out.uptime_s;
     for note in &out.skipped {
         tracing::debug!(device = %device.hostname, note, "skipped");
     }

@@ -57,6 +57,11 @@ static POLLER_PERF: LazyLock<Arc<RrdDef>> = LazyLock::new(|| {
         ds: vec![gauge("poller", Some(0.0), None)],
     })
 });
+static PING_PERF: LazyLock<Arc<RrdDef>> = LazyLock::new(|| {
+    Arc::new(RrdDef {
+        ds: vec![gauge("ping", Some(0.0), Some(65535.0))],
+    })
+});
 static PROCESSOR: LazyLock<Arc<RrdDef>> = LazyLock::new(|| {
     Arc::new(RrdDef {
         ds: vec![gauge("usage", Some(-273.0), Some(1000.0))],
@@ -84,6 +89,12 @@ pub fn uptime_def() -> Arc<RrdDef> {
 /// `poller-perf.rrd`: poller GAUGE 0:U, seconds one poll took (written by the scheduler).
 pub fn poller_perf_def() -> Arc<RrdDef> {
     POLLER_PERF.clone()
+}
+
+/// `ping-perf.rrd`: ping GAUGE 0:65535, milliseconds of the ICMP round trip
+/// (written by the scheduler when ICMP checks are on).
+pub fn ping_perf_def() -> Arc<RrdDef> {
+    PING_PERF.clone()
 }
 
 /// `processor-hr-<index>.rrd`: usage GAUGE -273:1000, percent.

@@ -32,6 +32,8 @@ pub struct PollOutput {
     pub updates: Vec<RrdUpdate>,
     /// sysName/sysDescr/sysObjectID as read now; `None` when the agent has none of them.
     pub system: Option<SystemInfo>,
+    /// sysUpTime in seconds, when the agent has it.
+    pub uptime_s: Option<u64>,
     /// Readable notes about what was skipped (absent tables, vanished ports, …).
     pub skipped: Vec<String>,
 }

@@ -50,6 +50,7 @@ pub(super) async fn fetch<C: SnmpClient>(
 /// `uptime.rrd` in seconds, and the system info for the caller.
 pub(super) fn updates(read: &SystemRead, hostname: &str, now: u64, out: &mut PollOutput) {
     out.system = read.info.clone();
+    out.uptime_s = read.uptime_ticks.map(|ticks| ticks / 100);
     match read.uptime_ticks {
         Some(ticks) => out.updates.push(RrdUpdate {
             path: rrd_file(hostname, "uptime"),
