@@ -5,6 +5,7 @@
 //! - [`db`]: the connection pool, the privilege check, the queries.
 //! - [`inventory`]: `devices` rows → raftpoll devices, and the log entries that
 //!   keep the replicated inventory equal to LibreNMS's.
+//! - [`ports`]: LibreNMS port ids at discovery, and the `ports` rows after polls.
 //! - [`writeback`]: poll results into `devices`, `ports`, `device_graphs` and
 //!   `device_outages`, batched and fenced.
 //!
@@ -13,6 +14,7 @@
 
 pub mod db;
 pub mod inventory;
+pub mod ports;
 pub mod writeback;
 
 use crate::config::LibrenmsConfig;

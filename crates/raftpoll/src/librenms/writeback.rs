@@ -41,6 +41,8 @@ pub struct PolledDevice {
     pub system: Option<SystemInfo>,
     /// sysUpTime in seconds.
     pub uptime_s: Option<u64>,
+    /// Every port polled, for its `ports` row.
+    pub ports: Vec<super::ports::PortSample>,
 }
 
 /// Latest results per device, waiting for the database.
