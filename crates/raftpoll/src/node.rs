@@ -13,6 +13,7 @@ use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::config::{Config, ConfigError};
+use crate::librenms::writeback::{self, WritebackConfig};
 use crate::librenms::{Librenms, LibrenmsError, inventory};
 use crate::model::types::{Command, NodeId, NodeInfo};
 use crate::poller::icmp::{IcmpError, Pinger};
@@ -435,12 +436,23 @@ async fn spawn_tasks(
         stop.clone(),
     ));
     let librenms_tasks = match (&librenms, &config.librenms) {
-        (Some(link), Some(settings)) => vec![tokio::spawn(inventory::run(
-            link.clone(),
-            cluster.clone(),
-            Duration::from_secs(settings.sync_interval_s),
-            stop.clone(),
-        ))],
+        (Some(link), Some(settings)) => vec![
+            tokio::spawn(inventory::run(
+                link.clone(),
+                cluster.clone(),
+                Duration::from_secs(settings.sync_interval_s),
+                stop.clone(),
+            )),
+            tokio::spawn(writeback::run(
+                link.clone(),
+                cluster.clone(),
+                WritebackConfig {
+                    buffer: settings.writeback_buffer,
+                    lease: Duration::from_millis(config.cluster.lease_ms),
+                },
+                stop.clone(),
+            )),
+        ],
         _ => Vec::new(),
     };
     let reporter = tokio::spawn(reporter::run(
