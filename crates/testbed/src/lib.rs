@@ -14,7 +14,9 @@
 pub mod capture;
 pub mod cluster;
 pub mod fuzz;
+pub mod librenms;
 pub mod mariadb;
+pub mod netns;
 pub mod process;
 pub mod raftpoll;
 pub mod rrdcached;
@@ -23,7 +25,9 @@ pub mod snmp;
 pub mod snmpd;
 pub mod snmpsim;
 
+pub use librenms::{DeviceSpec, LibrenmsLink, insert_device};
 pub use mariadb::MariaDb;
+pub use netns::SilentHost;
 pub use process::{free_tcp_port, free_udp_port, wait_until, wait_until_every, workspace_bin};
 pub use raftpoll::{NodeConfig, RaftpollNode, TEST_SECRET};
 pub use rrdcached::Rrdcached;
