@@ -13,6 +13,7 @@ use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::config::{Config, ConfigError};
+use crate::librenms::pollers::{self, PollerInfo};
 use crate::librenms::writeback::{self, WritebackConfig};
 use crate::librenms::{Librenms, LibrenmsError, inventory};
 use crate::model::types::{Command, NodeId, NodeInfo};
@@ -372,7 +373,7 @@ struct Tasks {
     controller: JoinHandle<()>,
     register: JoinHandle<()>,
     join: JoinHandle<()>,
-    /// Inventory sync and write-back, with `[librenms]`.
+    /// Inventory sync, write-back and cluster rows, with `[librenms]`.
     librenms: Vec<JoinHandle<()>>,
 }
 
@@ -449,6 +450,19 @@ async fn spawn_tasks(
                 WritebackConfig {
                     buffer: settings.writeback_buffer,
                     lease: Duration::from_millis(config.cluster.lease_ms),
+                },
+                stop.clone(),
+            )),
+            tokio::spawn(pollers::run(
+                link.clone(),
+                cluster.clone(),
+                PollerInfo {
+                    node_name: config.node_name.clone(),
+                    groups: config.groups.clone(),
+                    frequency: config.poller.frequency,
+                    down_retry: config.poller.down_retry,
+                    discovery_frequency: config.poller.discovery_frequency,
+                    workers: config.poller.max_concurrent_polls,
                 },
                 stop.clone(),
             )),

@@ -14,6 +14,7 @@
 
 pub mod db;
 pub mod inventory;
+pub mod pollers;
 pub mod ports;
 pub mod writeback;
 
