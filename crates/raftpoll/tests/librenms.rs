@@ -1,0 +1,622 @@
+//! LibreNMS drop-in, end to end: real `raftpoll node` processes on loopback whose inventory is
+//! LibreNMS's `devices` table in a real MariaDB (the test bed's, with LibreNMS's schema), devices
+//! served by a recording `raftpoll-sim`. The assertions are written against LibreNMS's tables, as
+//! LibreNMS's UI would read them.
+//!
+//! Each test has its own database, agent, rrdcached and nodes on free ports.
+
+use raftpoll_testbed as testbed;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use testbed::cluster::{CLI_EVERY, Cluster, RecordingAgent, unix_ms};
+use testbed::raftpoll::run_node_expecting_exit;
+use testbed::{
+    DeviceSpec, LibrenmsLink, MariaDb, NodeConfig, SilentHost, free_tcp_port, free_udp_port,
+    insert_device, wait_until_every,
+};
+
+/// Poll frequency of the test nodes, seconds.
+const FREQUENCY: u32 = 5;
+const FREQUENCY_MS: u64 = FREQUENCY as u64 * 1000;
+/// Seconds between two reads of `devices`.
+const SYNC_S: u64 = 1;
+/// A silence this long from one source address ends a poll (see `group_polls`).
+const BURST_GAP_MS: u64 = 1000;
+/// How much later than its start a poll's first request may reach the agent on a loaded box.
+const SLACK_MS: u64 = 500;
+
+const FORM_DEADLINE: Duration = Duration::from_secs(60);
+const POLL_DEADLINE: Duration = Duration::from_secs(30);
+/// A change in `devices` must reach the cluster within a few syncs.
+const SYNC_DEADLINE: Duration = Duration::from_secs(20);
+/// A poll's result must be in LibreNMS's tables within this of the poll (a poll interval plus
+/// write-back batching).
+const WRITEBACK_DEADLINE: Duration = Duration::from_secs(20);
+const SQL_EVERY: Duration = Duration::from_millis(300);
+
+/// Node settings every test uses.
+fn base(cfg: &mut NodeConfig, link: &toml::Table) {
+    cfg.frequency = FREQUENCY;
+    cfg.timeout_ms = 1000;
+    cfg.retries = 0;
+    cfg.extra
+        .insert("librenms".into(), toml::Value::Table(link.clone()));
+}
+
+/// The first value of the first row, if any (and not NULL).
+fn scalar(db: &MariaDb, sql: &str) -> Option<String> {
+    db.sql(sql)
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .filter(|v| v != "NULL")
+}
+
+/// `UNIX_TIMESTAMP(devices.last_polled)` of a device, None while NULL.
+fn last_polled(db: &MariaDb, device_id: u32) -> Option<u64> {
+    scalar(
+        db,
+        &format!("SELECT UNIX_TIMESTAMP(last_polled) FROM devices WHERE device_id = {device_id}"),
+    )
+    .and_then(|v| v.split('.').next().and_then(|s| s.parse().ok()))
+}
+
+/// Waits until `devices.last_polled` of `device_id` is later than `after` (unix seconds).
+fn wait_last_polled_after(db: &MariaDb, device_id: u32, after: u64, what: &str) -> u64 {
+    let what = format!(
+        "{what}: devices.last_polled of device_id {device_id} to pass {after} \
+         (LibreNMS write-back of poll results)"
+    );
+    wait_seen(WRITEBACK_DEADLINE, SQL_EVERY, &what, || {
+        let seen = last_polled(db, device_id);
+        seen.filter(|&t| t > after)
+            .ok_or_else(|| format!("last_polled = {seen:?}"))
+    })
+}
+
+/// Like `wait_until_every`, but `f` says what it saw (Err) while the condition does not hold,
+/// and the panic on timeout shows the last of it.
+fn wait_seen<T>(
+    deadline: Duration,
+    every: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= deadline => {
+                panic!("timed out after {deadline:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    unix_ms() / 1000
+}
+
+/// Waits until the agent saw a poll of every community in `communities` starting at or after
+/// `since_ms`.
+fn wait_polled(agent: &RecordingAgent, communities: &[String], since_ms: u64, what: &str) {
+    wait_until_every(POLL_DEADLINE, CLI_EVERY, what, || {
+        let polls = agent.polls(BURST_GAP_MS);
+        communities
+            .iter()
+            .all(|c| {
+                polls
+                    .get(c)
+                    .is_some_and(|ps| ps.iter().any(|p| p.start_ms >= since_ms))
+            })
+            .then_some(())
+    });
+}
+
+/// Polls of `community` starting at or after `since_ms`.
+fn polls_since(agent: &RecordingAgent, community: &str, since_ms: u64) -> usize {
+    agent
+        .polls(BURST_GAP_MS)
+        .get(community)
+        .map_or(0, |ps| ps.iter().filter(|p| p.start_ms >= since_ms).count())
+}
+
+/// `status --json` from any running node.
+fn status(c: &Cluster) -> Value {
+    wait_until_every(SYNC_DEADLINE, CLI_EVERY, "a status", || {
+        c.up().into_iter().find_map(|i| c.try_status(i))
+    })
+}
+
+/// `status.librenms` of a status, panicking with the status when it is missing.
+fn link_status(status: &Value) -> &Value {
+    let l = &status["librenms"];
+    assert!(
+        l.is_object(),
+        "`raftpoll status --json` has no `librenms` object in LibreNMS mode: {status}"
+    );
+    l
+}
+
+/// The N of every `<host>/port-id<N>.rrd`.
+fn port_id_files(c: &Cluster, host: &str) -> BTreeSet<u64> {
+    c.rrd
+        .rrd_files()
+        .iter()
+        .filter(|p| p.parent().is_some_and(|d| d.as_os_str() == host))
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .strip_prefix("port-id")?
+                .strip_suffix(".rrd")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn inventory_follows_the_librenms_database() {
+    let db = MariaDb::start();
+    let agent = RecordingAgent::start(4, "lnms");
+    let link = LibrenmsLink::new(&db, SYNC_S);
+    let hosts: Vec<String> = (0..4).map(|i| format!("lnms-dev{i}")).collect();
+    let ids: Vec<u32> = (0..4)
+        .map(|i| {
+            let spec = DeviceSpec::v2c(&hosts[i], "127.0.0.1", agent.port(), &agent.community(i));
+            insert_device(&db, &spec)
+        })
+        .collect();
+    let tcp =
+        DeviceSpec::v2c("lnms-tcp", "127.0.0.1", agent.port(), "lnms-unused").transport("tcp");
+    let tcp_id = insert_device(&db, &tcp);
+
+    let table = link.table();
+    let c = Cluster::start(3, move |_, cfg| base(cfg, &table));
+    let formed = c.wait_formed(&["follower", "follower", "leader"], FORM_DEADLINE);
+    let started_ms = unix_ms();
+
+    // Every pollable row is polled.
+    let communities: Vec<String> = (0..4).map(|i| agent.community(i)).collect();
+    wait_polled(
+        &agent,
+        &communities,
+        0,
+        "the agent to see every LibreNMS device polled",
+    );
+
+    // The link is up; the tcp row is skipped, with its reason, by every node.
+    let s = status(&c);
+    let l = link_status(&s);
+    assert_eq!(l["connected"], Value::Bool(true), "librenms link: {l}");
+    let skipped = l["skipped"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no librenms.skipped list: {l}"));
+    let tcp_skip = skipped
+        .iter()
+        .find(|k| k["hostname"] == "lnms-tcp")
+        .unwrap_or_else(|| panic!("lnms-tcp (transport tcp) is not in librenms.skipped: {l}"));
+    assert_eq!(tcp_skip["device_id"].as_u64(), Some(u64::from(tcp_id)));
+    let reason = tcp_skip["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("tcp"),
+        "the skip reason of a transport tcp row should name the transport: {tcp_skip}"
+    );
+    assert!(
+        !c.devices().iter().any(|d| d.hostname == "lnms-tcp"),
+        "a skipped row must not be a polled device"
+    );
+
+    // Device commands point at LibreNMS.
+    let out = c.node(1).cli(&[
+        "device",
+        "add",
+        "lnms-manual",
+        "--ip",
+        "127.0.0.1",
+        "--community",
+        "x",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "device add succeeded in LibreNMS mode"
+    );
+    assert!(
+        stderr.contains("LibreNMS") && stderr.to_lowercase().contains("precondition"),
+        "device add should fail with FAILED_PRECONDITION naming LibreNMS: {stderr}"
+    );
+
+    // A deleted row and a disabled row stop being polled.
+    db.exec(&format!("DELETE FROM devices WHERE device_id = {}", ids[2]));
+    db.exec(&format!(
+        "UPDATE devices SET disabled = 1 WHERE device_id = {}",
+        ids[3]
+    ));
+    wait_until_every(
+        SYNC_DEADLINE,
+        CLI_EVERY,
+        "the deleted and the disabled row to leave `device list`",
+        || {
+            let names: BTreeSet<String> = c.devices().into_iter().map(|d| d.hostname).collect();
+            (!names.contains(&hosts[2]) && !names.contains(&hosts[3])).then_some(())
+        },
+    );
+    let removed_ms = unix_ms();
+    // Two later polls of a device still there are the clock: by then any poll of the removed
+    // ones that was already under way is over.
+    wait_until_every(
+        POLL_DEADLINE,
+        CLI_EVERY,
+        "two more polls of a remaining device",
+        || (polls_since(&agent, &communities[0], removed_ms + SLACK_MS) >= 2).then_some(()),
+    );
+    for i in [2, 3] {
+        let late = polls_since(&agent, &communities[i], removed_ms + SLACK_MS);
+        assert_eq!(
+            late,
+            0,
+            "{} (row {}) was polled {late} times after it left `device list`",
+            hosts[i],
+            if i == 2 { "deleted" } else { "disabled" }
+        );
+    }
+
+    // Write-back: the poller_cluster rows, one master (the leader).
+    let leader = c.name(c.leader_index(&formed));
+    wait_seen(
+        WRITEBACK_DEADLINE,
+        SQL_EVERY,
+        &format!("poller_cluster: a row per node, master = 1 only on the Raft leader {leader}"),
+        || {
+            let rows =
+                db.sql("SELECT poller_name, master FROM poller_cluster ORDER BY poller_name");
+            let masters: Vec<&str> = rows
+                .iter()
+                .filter(|r| r[1] == "1")
+                .map(|r| r[0].as_str())
+                .collect();
+            if rows.len() == 3 && masters == [leader.as_str()] {
+                Ok(())
+            } else {
+                Err(format!("(poller_name, master) rows {rows:?}"))
+            }
+        },
+    );
+    let reported = |name: &str| {
+        scalar(
+            &db,
+            &format!(
+                "SELECT UNIX_TIMESTAMP(last_report) FROM poller_cluster WHERE poller_name = '{name}'"
+            ),
+        )
+        .and_then(|v| v.parse::<u64>().ok())
+    };
+    let first_report = reported(&leader).expect("leader's last_report");
+    wait_until_every(
+        WRITEBACK_DEADLINE,
+        SQL_EVERY,
+        "poller_cluster.last_report of the leader to be refreshed",
+        || reported(&leader).filter(|&t| t > first_report),
+    );
+
+    // Write-back: devices.last_polled advances every interval.
+    let t1 = wait_last_polled_after(&db, ids[0], started_ms / 1000 - 1, "first poll");
+    let t2 = wait_last_polled_after(&db, ids[0], t1, "next poll");
+    assert!(
+        t2 - t1 <= 2 * u64::from(FREQUENCY),
+        "last_polled moved {t1} → {t2}: more than two intervals apart"
+    );
+    let up = db.sql(&format!(
+        "SELECT status, status_reason, sysName FROM devices WHERE device_id = {}",
+        ids[0]
+    ));
+    assert_eq!(
+        up,
+        [["1", "", "moving-sim"]],
+        "a polled device: status 1, status_reason '', sysName from the agent"
+    );
+
+    // Every port RRD names a LibreNMS port of its device.
+    let ports: BTreeSet<u64> = db
+        .sql(&format!(
+            "SELECT port_id FROM ports WHERE device_id = {}",
+            ids[0]
+        ))
+        .into_iter()
+        .filter_map(|r| r[0].parse().ok())
+        .collect();
+    let files = wait_until_every(
+        WRITEBACK_DEADLINE,
+        SQL_EVERY,
+        "port-id<N>.rrd files of lnms-dev0",
+        || Some(port_id_files(&c, &hosts[0])).filter(|f| !f.is_empty()),
+    );
+    assert!(
+        files.is_subset(&ports),
+        "port-id<N>.rrd files {files:?} of {} are not all ports.port_id of device_id {} ({ports:?})",
+        hosts[0],
+        ids[0]
+    );
+
+    // The owner of lnms-dev0 is killed: a survivor polls it and writes it back.
+    let owner_id = c
+        .devices()
+        .into_iter()
+        .find(|d| d.hostname == hosts[0])
+        .and_then(|d| d.owner)
+        .expect("lnms-dev0 has an owner");
+    let owner = *c
+        .ids(&formed)
+        .get(&owner_id)
+        .unwrap_or_else(|| panic!("owner {owner_id} of lnms-dev0 is not a node: {formed}"));
+    let mut c = c;
+    c.kill9(owner);
+    let killed = now_s();
+    let t3 = wait_last_polled_after(&db, ids[0], killed, "after the owner's SIGKILL");
+    wait_last_polled_after(&db, ids[0], t3, "the poll after that");
+}
+
+#[test]
+fn database_outage_loses_no_rrd_step_and_catches_up() {
+    let mut db = MariaDb::start();
+    let agent = RecordingAgent::start(2, "outage");
+    let link = LibrenmsLink::new(&db, SYNC_S);
+    let ids: Vec<u32> = (0..2)
+        .map(|i| {
+            let spec = DeviceSpec::v2c(
+                &format!("outage-dev{i}"),
+                "127.0.0.1",
+                agent.port(),
+                &agent.community(i),
+            );
+            insert_device(&db, &spec)
+        })
+        .collect();
+    let table = link.table();
+    let c = Cluster::start(1, move |_, cfg| base(cfg, &table));
+    c.wait_formed(&["leader"], FORM_DEADLINE);
+    let communities: Vec<String> = (0..2).map(|i| agent.community(i)).collect();
+    wait_polled(&agent, &communities, 0, "both devices polled");
+    let ping = PathBuf::from("outage-dev0/ping-perf.rrd");
+    wait_until_every(
+        POLL_DEADLINE,
+        CLI_EVERY,
+        "outage-dev0/ping-perf.rrd",
+        || c.rrd.rrd_files().contains(&ping).then_some(()),
+    );
+
+    // The database goes away: polling goes on, status says so.
+    db.stop();
+    let stopped_ms = unix_ms();
+    wait_seen(
+        SYNC_DEADLINE,
+        CLI_EVERY,
+        "status to show the LibreNMS link down (connected false, last_error set)",
+        || {
+            let s = c.try_status(0).ok_or("no status")?;
+            let l = link_status(&s);
+            let error = l["last_error"].as_str().unwrap_or_default();
+            if l["connected"] == Value::Bool(false) && !error.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("librenms: {l}"))
+            }
+        },
+    );
+    // ~30 s without the database (polls are the clock: 6 intervals of 5 s).
+    wait_until_every(
+        Duration::from_secs(60),
+        CLI_EVERY,
+        "six polls of each device without the database",
+        || {
+            communities
+                .iter()
+                .all(|cm| polls_since(&agent, cm, stopped_ms + SLACK_MS) >= 6)
+                .then_some(())
+        },
+    );
+    let (last, _) = c.rrd.rrd_lastupdate(&ping);
+    assert!(
+        last * 1000 >= stopped_ms + 4 * FREQUENCY_MS,
+        "ping-perf.rrd was not updated during the outage (last update {last}, stop at {stopped_ms} ms)"
+    );
+    // No step of the outage is unknown.
+    let (from, to) = (stopped_ms / 1000 + 2 * u64::from(FREQUENCY), last);
+    let rows = c.rrd.rrd_fetch(&ping, "AVERAGE", from, to);
+    let unknown: Vec<u64> = rows
+        .iter()
+        .filter(|(t, v)| *t <= to && v.iter().all(Option::is_none))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        !rows.is_empty() && unknown.is_empty(),
+        "ping-perf.rrd has unknown steps during the outage at {unknown:?}: {rows:?}"
+    );
+
+    // Back: the rows catch up.
+    db.start_again();
+    let back = now_s();
+    for id in &ids {
+        wait_last_polled_after(&db, *id, back, "after the database came back");
+    }
+    wait_until_every(
+        SYNC_DEADLINE,
+        CLI_EVERY,
+        "status to show the LibreNMS link up again",
+        || {
+            let s = c.try_status(0)?;
+            (link_status(&s)["connected"] == Value::Bool(true)).then_some(())
+        },
+    );
+}
+
+#[test]
+fn missing_privilege_is_named() {
+    let db = MariaDb::start();
+    let password = "ro-secret-5f1c9a";
+    db.create_user("lnms_ro", password, &["SELECT ON librenms.devices"]);
+    let link = LibrenmsLink::as_user(&db, "lnms_ro", password, SYNC_S);
+    let mut cfg = NodeConfig::new("n1", &format!("127.0.0.1:{}", free_tcp_port()));
+    base(&mut cfg, &link.table());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let text = cfg.to_toml(&dir.path().join("data"), listen);
+    let out = run_node_expecting_exit(&text, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{stdout}\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "the node exited successfully without a needed privilege:\n{all}"
+    );
+    assert!(
+        !all.contains(password),
+        "the database password shows in the node's output"
+    );
+    // Some missing (privilege, table) pair is named on one line; SELECT on devices is granted.
+    let privileges = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+    let tables = [
+        "devices",
+        "ports",
+        "device_graphs",
+        "device_outages",
+        "poller_cluster",
+    ];
+    let named = all.lines().any(|line| {
+        line.to_lowercase().contains("privilege")
+            && privileges.iter().any(|p| {
+                tables.iter().any(|t| {
+                    (*p, *t) != ("SELECT", "devices")
+                        && line.contains(p)
+                        && line
+                            .split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                            .any(|w| w == *t)
+                })
+            })
+    });
+    assert!(
+        named,
+        "the error should name a missing privilege and its table (user lnms_ro has only SELECT \
+         on librenms.devices):\n{all}"
+    );
+}
+
+#[test]
+fn icmp_and_snmp_down_reasons() {
+    assert!(
+        testbed::netns::is_root(),
+        "icmp_and_snmp_down_reasons creates a network namespace and needs root (CI runs as root)"
+    );
+    let silent = SilentHost::create();
+    let db = MariaDb::start();
+    let agent = RecordingAgent::start(1, "reason");
+    let link = LibrenmsLink::new(&db, SYNC_S);
+    let dead_port = free_udp_port();
+    let specs = [
+        DeviceSpec::v2c("reason-up", "127.0.0.1", agent.port(), &agent.community(0)),
+        DeviceSpec::v2c("reason-nosnmp", "127.0.0.1", dead_port, "reason-none"),
+        DeviceSpec::v2c(
+            "reason-noping",
+            &silent.addr().to_string(),
+            161,
+            "reason-none",
+        ),
+    ];
+    let ids: BTreeMap<&str, u32> = specs
+        .iter()
+        .map(|s| (s.hostname.as_str(), insert_device(&db, s)))
+        .collect();
+    let table = link.table();
+    let c = Cluster::start(1, move |_, cfg| {
+        base(cfg, &table);
+        // ICMP and SNMP to the namespace leave from the veth's address.
+        cfg.source_ip = None;
+    });
+    c.wait_formed(&["leader"], FORM_DEADLINE);
+
+    // raftpoll's own view: up, down by SNMP timeout, down by ICMP.
+    let show = |host: &str| -> Option<Value> {
+        serde_json::from_str(&c.try_cli(0, &["device", "show", host, "--json"])?).ok()
+    };
+    let last = wait_seen(
+        POLL_DEADLINE,
+        CLI_EVERY,
+        "reason-up up, reason-nosnmp and reason-noping down (`device show`)",
+        || {
+            let last: BTreeMap<String, Option<Value>> = specs
+                .iter()
+                .map(|s| (s.hostname.clone(), show(&s.hostname)))
+                .collect();
+            let status = |h: &str| last[h].as_ref().and_then(|d| d["status"].as_str());
+            if status("reason-up") == Some("up")
+                && status("reason-nosnmp") == Some("down")
+                && status("reason-noping") == Some("down")
+            {
+                Ok(last)
+            } else {
+                Err(format!("{last:?}"))
+            }
+        },
+    );
+    let reason = |h: &str| {
+        last[h].as_ref().expect("shown")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+    assert!(
+        reason("reason-nosnmp").contains("timeout")
+            || reason("reason-nosnmp").contains("timed out"),
+        "a device answering ping but not SNMP should be down by SNMP timeout: {:?}",
+        last["reason-nosnmp"]
+    );
+    assert!(
+        reason("reason-noping").contains("icmp"),
+        "a device answering no ping should be down with reason icmp: {:?}",
+        last["reason-noping"]
+    );
+    assert!(
+        c.rrd
+            .rrd_files()
+            .contains(&PathBuf::from("reason-up/ping-perf.rrd")),
+        "no ping-perf.rrd for reason-up: {:?}",
+        c.rrd.rrd_files()
+    );
+
+    // LibreNMS's view (write-back).
+    wait_seen(
+        WRITEBACK_DEADLINE,
+        SQL_EVERY,
+        "devices.status/status_reason/last_ping written back: up 1 '', nosnmp 0 'snmp', \
+         noping 0 'icmp'",
+        || {
+            let rows =
+                db.sql("SELECT hostname, status, status_reason FROM devices ORDER BY hostname");
+            let want = [
+                ["reason-noping", "0", "icmp"],
+                ["reason-nosnmp", "0", "snmp"],
+                ["reason-up", "1", ""],
+            ];
+            // Every device was pinged, the up one polled.
+            let pinged = scalar(
+                &db,
+                "SELECT COUNT(*) FROM devices WHERE last_ping IS NOT NULL",
+            );
+            let polled = last_polled(&db, ids["reason-up"]).is_some();
+            if rows == want && pinged.as_deref() == Some("3") && polled {
+                Ok(())
+            } else {
+                Err(format!(
+                    "(hostname, status, status_reason) {rows:?}; rows with last_ping: {pinged:?}; \
+                     reason-up last_polled set: {polled}"
+                ))
+            }
+        },
+    );
+}
