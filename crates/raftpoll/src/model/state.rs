@@ -152,6 +152,12 @@ impl ClusterState {
                 at,
                 discovery,
             } => self.discovered(hostname, *at, discovery),
+            Command::DiscoveredPorts {
+                hostname,
+                at,
+                discovery,
+                port_ids,
+            } => self.discovered_with_ids(hostname, *at, discovery, port_ids),
         }
     }
 
@@ -245,6 +251,46 @@ impl ClusterState {
         CommandResult::PortIds(ids)
     }
 
+    /// Like [`Self::discovered`], with the port ids given (LibreNMS's). The
+    /// counter moves past them, so a later discovery without LibreNMS never
+    /// hands out an id already in use.
+    fn discovered_with_ids(
+        &mut self,
+        hostname: &str,
+        at: u64,
+        discovery: &Discovery,
+        port_ids: &BTreeMap<u32, PortId>,
+    ) -> CommandResult {
+        let Some(device) = self.devices.get_mut(hostname) else {
+            return CommandResult::Rejected(Rejection::UnknownDevice(hostname.to_string()));
+        };
+        let mut ports: Vec<Port> = discovery
+            .ports
+            .iter()
+            .filter_map(|found| {
+                port_ids.get(&found.ifindex).map(|&port_id| Port {
+                    port_id,
+                    ifindex: found.ifindex,
+                    ifname: found.ifname.clone(),
+                    ifdescr: found.ifdescr.clone(),
+                })
+            })
+            .collect();
+        ports.sort_by_key(|p| p.port_id);
+        let ids: BTreeMap<u32, PortId> = ports.iter().map(|p| (p.ifindex, p.port_id)).collect();
+        device.inventory = Inventory {
+            system: discovery.system.clone(),
+            ports,
+            processors: discovery.processors.clone(),
+            storages: discovery.storages.clone(),
+        };
+        device.last_discovered = Some(at);
+        if let Some(max) = ids.values().max() {
+            self.last_port_id = self.last_port_id.max(*max);
+        }
+        CommandResult::PortIds(ids)
+    }
+
     /// Devices owned by `node`, in hostname order.
     pub fn devices_of(&self, node: NodeId) -> impl Iterator<Item = &Device> {
         self.devices.values().filter(move |d| d.owner == Some(node))
@@ -294,6 +340,51 @@ mod tests {
             CommandResult::PortIds(ids) => ids,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn discovered_ports_take_the_given_ids_and_move_the_counter() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        let cmd = Command::DiscoveredPorts {
+            hostname: "sw1".into(),
+            at: 100,
+            discovery: Discovery {
+                ports: vec![
+                    port(1, "eth0", "e0"),
+                    port(2, "eth1", "e1"),
+                    port(3, "", "x"),
+                ],
+                ..Default::default()
+            },
+            port_ids: BTreeMap::from([(1, 40), (2, 7)]),
+        };
+        assert!(!cmd.changes_owners());
+        let ids = match s.apply(&cmd) {
+            CommandResult::PortIds(ids) => ids,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(ids, BTreeMap::from([(1, 40), (2, 7)]));
+        let device = &s.devices["sw1"];
+        assert_eq!(device.last_discovered, Some(100));
+        let got: Vec<(u64, u32)> = device
+            .inventory
+            .ports
+            .iter()
+            .map(|p| (p.port_id, p.ifindex))
+            .collect();
+        assert_eq!(got, [(7, 2), (40, 1)]);
+        assert_eq!(s.last_port_id, 40);
+        // Back to the state machine's ids: a new port never reuses 40.
+        let ids = discover(&mut s, "sw1", vec![port(9, "new", "new")]);
+        assert_eq!(ids[&9], 41);
+        let unknown = Command::DiscoveredPorts {
+            hostname: "nope".into(),
+            at: 1,
+            discovery: Discovery::default(),
+            port_ids: BTreeMap::new(),
+        };
+        assert!(matches!(s.apply(&unknown), CommandResult::Rejected(_)));
     }
 
     #[test]

@@ -216,6 +216,15 @@ pub enum Command {
     UpdateDevices(Vec<NewDevice>),
     /// Removes many devices in one entry; unknown hostnames are skipped.
     RemoveDevices(Vec<String>),
+    /// A discovery whose port ids come from LibreNMS's `ports` table (by
+    /// ifIndex) instead of the state machine's counter; interfaces without
+    /// an id are left out until the next discovery.
+    DiscoveredPorts {
+        hostname: String,
+        at: u64,
+        discovery: Discovery,
+        port_ids: BTreeMap<u32, PortId>,
+    },
 }
 
 impl Command {
@@ -236,7 +245,8 @@ impl Command {
             | Command::UpsertNode(_)
             | Command::ClaimPolls { .. }
             | Command::PollReports { .. }
-            | Command::Discovered { .. } => false,
+            | Command::Discovered { .. }
+            | Command::DiscoveredPorts { .. } => false,
         }
     }
 }
@@ -268,6 +278,9 @@ impl fmt::Display for Command {
                 write!(f, "PollReports(node {node}, {} reports)", reports.len())
             }
             Command::Discovered { hostname, .. } => write!(f, "Discovered({hostname})"),
+            Command::DiscoveredPorts {
+                hostname, port_ids, ..
+            } => write!(f, "DiscoveredPorts({hostname}, {} ports)", port_ids.len()),
         }
     }
 }
