@@ -84,14 +84,26 @@ fn wait_seen<T>(
     deadline: Duration,
     every: Duration,
     what: &str,
-    mut f: impl FnMut() -> Result<T, String>,
+    f: impl FnMut() -> Result<T, String>,
 ) -> T {
+    try_wait_seen(deadline, every, what, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`wait_seen`] returning the timeout as Err (for checks reported at a test's end).
+fn try_wait_seen<T>(
+    deadline: Duration,
+    every: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     let start = std::time::Instant::now();
     loop {
         match f() {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(seen) if start.elapsed() >= deadline => {
-                panic!("timed out after {deadline:?} waiting for {what}; last seen: {seen}")
+                return Err(format!(
+                    "timed out after {deadline:?} waiting for {what}; last seen: {seen}"
+                ));
             }
             Err(_) => std::thread::sleep(every),
         }
@@ -143,6 +155,32 @@ fn link_status(status: &Value) -> &Value {
     l
 }
 
+/// Failures collected along a test and reported together at its end.
+#[derive(Default)]
+struct Soft(Vec<String>);
+
+impl Soft {
+    fn fail(&mut self, message: String) {
+        eprintln!("CHECK FAILED: {message}");
+        self.0.push(message);
+    }
+
+    fn check(&mut self, ok: bool, message: String) {
+        if !ok {
+            self.fail(message);
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} check(s) failed:\n- {}",
+            self.0.len(),
+            self.0.join("\n- ")
+        );
+    }
+}
+
 /// The N of every `<host>/port-id<N>.rrd`.
 fn port_id_files(c: &Cluster, host: &str) -> BTreeSet<u64> {
     c.rrd
@@ -190,22 +228,44 @@ fn inventory_follows_the_librenms_database() {
         "the agent to see every LibreNMS device polled",
     );
 
-    // The link is up; the tcp row is skipped, with its reason, by every node.
+    // The link is up; the tcp row is skipped, with its reason. Checked softly (reported at the
+    // end) so that a missing piece of `status` does not hide the checks after it.
+    let mut soft = Soft::default();
     let s = status(&c);
-    let l = link_status(&s);
-    assert_eq!(l["connected"], Value::Bool(true), "librenms link: {l}");
-    let skipped = l["skipped"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no librenms.skipped list: {l}"));
-    let tcp_skip = skipped
-        .iter()
-        .find(|k| k["hostname"] == "lnms-tcp")
-        .unwrap_or_else(|| panic!("lnms-tcp (transport tcp) is not in librenms.skipped: {l}"));
-    assert_eq!(tcp_skip["device_id"].as_u64(), Some(u64::from(tcp_id)));
-    let reason = tcp_skip["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("tcp"),
-        "the skip reason of a transport tcp row should name the transport: {tcp_skip}"
+    match s["librenms"].as_object() {
+        None => soft.fail(format!(
+            "`raftpoll status --json` has no `librenms` object in LibreNMS mode: {s}"
+        )),
+        Some(l) => {
+            soft.check(
+                l.get("connected") == Some(&Value::Bool(true)),
+                format!("status librenms.connected is not true: {l:?}"),
+            );
+            let tcp_skip = l
+                .get("skipped")
+                .and_then(Value::as_array)
+                .and_then(|k| k.iter().find(|k| k["hostname"] == "lnms-tcp"));
+            match tcp_skip {
+                None => soft.fail(format!(
+                    "lnms-tcp (transport tcp) is not in status librenms.skipped: {l:?}"
+                )),
+                Some(k) => {
+                    soft.check(
+                        k["device_id"].as_u64() == Some(u64::from(tcp_id)),
+                        format!("skipped lnms-tcp has not device_id {tcp_id}: {k}"),
+                    );
+                    soft.check(
+                        k["reason"].as_str().is_some_and(|r| r.contains("tcp")),
+                        format!("the skip reason of a transport tcp row should name it: {k}"),
+                    );
+                }
+            }
+        }
+    }
+    let list = c.node(0).cli_ok(&["device", "list", "--json"]);
+    soft.check(
+        list.contains("lnms-tcp") && list.contains("skipped"),
+        format!("`device list --json` does not list lnms-tcp as skipped: {list}"),
     );
     assert!(
         !c.devices().iter().any(|d| d.hostname == "lnms-tcp"),
@@ -222,14 +282,21 @@ fn inventory_follows_the_librenms_database() {
         "--community",
         "x",
     ]);
+    // (The CLI prints the FAILED_PRECONDITION status's message, not its code.)
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "device add succeeded in LibreNMS mode"
     );
     assert!(
-        stderr.contains("LibreNMS") && stderr.to_lowercase().contains("precondition"),
-        "device add should fail with FAILED_PRECONDITION naming LibreNMS: {stderr}"
+        stderr.contains("LibreNMS"),
+        "device add should fail saying the inventory lives in LibreNMS: {stderr}"
+    );
+    let out = c.node(2).cli(&["device", "remove", &hosts[0]]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("LibreNMS"),
+        "device remove should fail saying the inventory lives in LibreNMS: {stderr}"
     );
 
     // A deleted row and a disabled row stop being polled.
@@ -322,27 +389,35 @@ fn inventory_follows_the_librenms_database() {
         "a polled device: status 1, status_reason '', sysName from the agent"
     );
 
-    // Every port RRD names a LibreNMS port of its device.
-    let ports: BTreeSet<u64> = db
-        .sql(&format!(
-            "SELECT port_id FROM ports WHERE device_id = {}",
-            ids[0]
-        ))
-        .into_iter()
-        .filter_map(|r| r[0].parse().ok())
-        .collect();
-    let files = wait_until_every(
+    // Every port RRD names a LibreNMS port of its device (checked softly: the kill below
+    // must still run).
+    let ports_of = |id: u32| -> BTreeSet<u64> {
+        db.sql(&format!("SELECT port_id FROM ports WHERE device_id = {id}"))
+            .into_iter()
+            .filter_map(|r| r[0].parse().ok())
+            .collect()
+    };
+    let checked = try_wait_seen(
         WRITEBACK_DEADLINE,
         SQL_EVERY,
-        "port-id<N>.rrd files of lnms-dev0",
-        || Some(port_id_files(&c, &hosts[0])).filter(|f| !f.is_empty()),
+        "every port-id<N>.rrd of lnms-dev0 and lnms-dev1 to be a ports.port_id of its device",
+        || {
+            let mut seen = Vec::new();
+            let mut ok = true;
+            for i in 0..2 {
+                let (files, ports) = (port_id_files(&c, &hosts[i]), ports_of(ids[i]));
+                ok &= !files.is_empty() && files.is_subset(&ports);
+                seen.push(format!(
+                    "{}: port-id files {files:?}, ports.port_id of device_id {} {ports:?}",
+                    hosts[i], ids[i]
+                ));
+            }
+            if ok { Ok(()) } else { Err(seen.join("; ")) }
+        },
     );
-    assert!(
-        files.is_subset(&ports),
-        "port-id<N>.rrd files {files:?} of {} are not all ports.port_id of device_id {} ({ports:?})",
-        hosts[0],
-        ids[0]
-    );
+    if let Err(e) = checked {
+        soft.fail(e);
+    }
 
     // The owner of lnms-dev0 is killed: a survivor polls it and writes it back.
     let owner_id = c
@@ -360,6 +435,7 @@ fn inventory_follows_the_librenms_database() {
     let killed = now_s();
     let t3 = wait_last_polled_after(&db, ids[0], killed, "after the owner's SIGKILL");
     wait_last_polled_after(&db, ids[0], t3, "the poll after that");
+    soft.finish();
 }
 
 #[test]
@@ -471,6 +547,7 @@ fn missing_privilege_is_named() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("{stdout}\n{stderr}");
+    eprintln!("node output:\n{all}");
     assert!(
         !out.status.success(),
         "the node exited successfully without a needed privilege:\n{all}"
