@@ -10,6 +10,8 @@
 pub mod defs;
 mod ports;
 mod processors;
+
+pub use ports::{Aliases, PortState};
 mod storage;
 mod system;
 
@@ -36,6 +38,8 @@ pub struct PollOutput {
     pub uptime_s: Option<u64>,
     /// Readable notes about what was skipped (absent tables, vanished ports, …).
     pub skipped: Vec<String>,
+    /// Every port's state and counters, when asked for (LibreNMS mode).
+    pub port_states: Vec<PortState>,
 }
 
 /// Finds what a device has: system info, ports, processors and storage.
@@ -43,26 +47,37 @@ pub async fn discover<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
 ) -> Result<Discovery, ModuleError> {
+    Ok(discover_with(client, target, false).await?.0)
+}
+
+/// [`discover`], and with `aliases` (LibreNMS mode) the ifAlias of every
+/// interface that has one.
+pub async fn discover_with<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+    aliases: bool,
+) -> Result<(Discovery, Aliases), ModuleError> {
     let mut notes = Vec::new();
     // The system GET doubles as the reachability check: fail fast when down.
     let sys = system::fetch(client, target).await?;
     let (ports, processors, storages) = tokio::try_join!(
-        ports::discover(client, target),
+        ports::discover(client, target, aliases),
         processors::discover(client, target),
         storage::discover(client, target),
     )?;
-    for part in [&ports.1, &processors.1, &storages.1] {
+    for part in [&ports.2, &processors.1, &storages.1] {
         notes.extend(part.iter().cloned());
     }
     for note in &notes {
         tracing::info!(agent = %target.addr, "discovery: {note}");
     }
-    Ok(Discovery {
+    let discovery = Discovery {
         system: sys.info.unwrap_or_default(),
         ports: ports.0,
         processors: processors.0,
         storages: storages.0,
-    })
+    };
+    Ok((discovery, ports.1))
 }
 
 /// Polls a device's inventory once; every update is stamped `now` (unix
@@ -73,17 +88,32 @@ pub async fn poll<C: SnmpClient>(
     target: &SnmpTarget,
     hostname: &str,
     inventory: &Inventory,
+    step: u32,
+    now: u64,
+) -> Result<PollOutput, ModuleError> {
+    poll_with(client, target, hostname, inventory, step, now, false).await
+}
+
+/// [`poll`], and with `port_states` (LibreNMS mode) every port's
+/// [`PortState`] in [`PollOutput::port_states`].
+pub async fn poll_with<C: SnmpClient>(
+    client: &C,
+    target: &SnmpTarget,
+    hostname: &str,
+    inventory: &Inventory,
     _step: u32,
     now: u64,
+    port_states: bool,
 ) -> Result<PollOutput, ModuleError> {
     let mut out = PollOutput::default();
     let sys = system::fetch(client, target).await?;
     system::updates(&sys, hostname, now, &mut out);
-    let (ports, processors, storages) = tokio::try_join!(
-        ports::poll(client, target, hostname, &inventory.ports, now),
+    let ((ports, states), processors, storages) = tokio::try_join!(
+        ports::poll(client, target, hostname, &inventory.ports, now, port_states),
         processors::poll(client, target, hostname, &inventory.processors, now),
         storage::poll(client, target, hostname, &inventory.storages, now),
     )?;
+    out.port_states = states;
     for (updates, notes) in [ports, processors, storages] {
         out.updates.extend(updates);
         out.skipped.extend(notes);

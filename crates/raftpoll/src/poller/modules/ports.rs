@@ -19,6 +19,49 @@ fn if_x_table(col: u32) -> Oid {
 
 const IF_DESCR: u32 = 2;
 const IF_NAME: u32 = 1;
+const IF_SPEED: u32 = 5;
+const IF_ADMIN_STATUS: u32 = 7;
+const IF_OPER_STATUS: u32 = 8;
+const IF_HIGH_SPEED: u32 = 15;
+const IF_ALIAS: u32 = 18;
+
+/// ifAlias by ifIndex.
+pub type Aliases = BTreeMap<u32, String>;
+
+/// One interface's state and counters as one poll read them, for LibreNMS's
+/// `ports` row. Counters are the same values the RRD update got.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PortState {
+    pub ifindex: u32,
+    /// IF-MIB's names: 'up', 'down', 'testing', 'unknown', 'dormant',
+    /// 'notPresent', 'lowerLayerDown'.
+    pub oper_status: Option<String>,
+    pub admin_status: Option<String>,
+    /// Bits per second: ifHighSpeed × 10⁶ when the agent has it, else ifSpeed.
+    pub speed: Option<u64>,
+    pub alias: Option<String>,
+    pub in_octets: Option<u64>,
+    pub out_octets: Option<u64>,
+    pub in_ucast: Option<u64>,
+    pub out_ucast: Option<u64>,
+    pub in_errors: Option<u64>,
+    pub out_errors: Option<u64>,
+}
+
+/// ifOperStatus / ifAdminStatus as IF-MIB names them (LibreNMS stores the names).
+fn status_name(value: &SnmpValue) -> Option<String> {
+    let name = match value.as_i64()? {
+        1 => "up",
+        2 => "down",
+        3 => "testing",
+        4 => "unknown",
+        5 => "dormant",
+        6 => "notPresent",
+        7 => "lowerLayerDown",
+        _ => return None,
+    };
+    Some(name.to_string())
+}
 
 /// Where one port DS comes from: the HC (ifXTable) column preferred, else
 /// the 32-bit column. Indexes follow [`PORT_DS`].
@@ -62,19 +105,29 @@ fn sources() -> [Source; 15] {
     ]
 }
 
-/// ifIndex, ifName and ifDescr of every interface. ifName falls back to ifDescr.
+/// ifIndex, ifName and ifDescr of every interface. ifName falls back to
+/// ifDescr. With `aliases`, also every non-empty ifAlias by ifIndex (kept
+/// out of [`DiscoveredPort`], whose replicated layout must not change).
 pub(super) async fn discover<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
-) -> Result<(Vec<DiscoveredPort>, Vec<String>), ModuleError> {
+    aliases: bool,
+) -> Result<(Vec<DiscoveredPort>, Aliases, Vec<String>), ModuleError> {
     let mut notes = Vec::new();
-    let columns = walk_columns(
-        client,
-        target,
-        &[if_table(IF_DESCR), if_x_table(IF_NAME)],
-        &mut notes,
-    )
-    .await?;
+    let mut wanted = vec![if_table(IF_DESCR), if_x_table(IF_NAME)];
+    if aliases {
+        wanted.push(if_x_table(IF_ALIAS));
+    }
+    let columns = walk_columns(client, target, &wanted, &mut notes).await?;
+    let aliases: Aliases = columns
+        .get(2)
+        .map(|walked| {
+            walked
+                .iter()
+                .filter_map(|(i, v)| Some((*i, v.as_string().filter(|s| !s.is_empty())?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let text = |values: &BTreeMap<u32, SnmpValue>, index: u32| {
         values
             .get(&index)
@@ -97,20 +150,22 @@ pub(super) async fn discover<C: SnmpClient>(
             }
         })
         .collect();
-    Ok((ports, notes))
+    Ok((ports, aliases, notes))
 }
 
-/// Counter updates for every known port.
+/// Counter updates for every known port; with `states`, also each port's
+/// [`PortState`] (five more columns walked with the first round).
 pub(super) async fn poll<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
     hostname: &str,
     ports: &[Port],
     now: u64,
-) -> Result<Produced, ModuleError> {
+    states: bool,
+) -> Result<(Produced, Vec<PortState>), ModuleError> {
     let mut notes = Vec::new();
     if ports.is_empty() {
-        return Ok((Vec::new(), notes));
+        return Ok(((Vec::new(), notes), Vec::new()));
     }
     let sources = sources();
     // values[ds][ifindex]
@@ -127,11 +182,20 @@ pub(super) async fn poll<C: SnmpClient>(
             _ => None,
         })
         .collect();
-    let columns: Vec<Oid> = first.iter().map(|(_, oid)| oid.clone()).collect();
-    for ((ds, _), walked) in first
-        .iter()
-        .zip(walk_columns(client, target, &columns, &mut notes).await?)
-    {
+    let mut columns: Vec<Oid> = first.iter().map(|(_, oid)| oid.clone()).collect();
+    let extra = [
+        if_table(IF_OPER_STATUS),
+        if_table(IF_ADMIN_STATUS),
+        if_table(IF_SPEED),
+        if_x_table(IF_HIGH_SPEED),
+        if_x_table(IF_ALIAS),
+    ];
+    if states {
+        columns.extend(extra.iter().cloned());
+    }
+    let mut walked = walk_columns(client, target, &columns, &mut notes).await?;
+    let extra_walked = walked.split_off(first.len());
+    for ((ds, _), walked) in first.iter().zip(walked) {
         values[*ds] = numbers(walked);
     }
 
@@ -176,6 +240,35 @@ pub(super) async fn poll<C: SnmpClient>(
         );
     }
 
+    let port_states = match <[BTreeMap<u32, SnmpValue>; 5]>::try_from(extra_walked) {
+        Ok([oper, admin, speed, high_speed, alias]) => ports
+            .iter()
+            .map(|port| {
+                let i = port.ifindex;
+                let count = |ds: usize| values[ds].get(&i).copied();
+                let high = high_speed
+                    .get(&i)
+                    .and_then(SnmpValue::as_u64)
+                    .filter(|s| *s > 0)
+                    .map(|mbps| mbps.saturating_mul(1_000_000));
+                PortState {
+                    ifindex: i,
+                    oper_status: oper.get(&i).and_then(status_name),
+                    admin_status: admin.get(&i).and_then(status_name),
+                    speed: high.or_else(|| speed.get(&i).and_then(SnmpValue::as_u64)),
+                    alias: alias.get(&i).and_then(SnmpValue::as_string),
+                    in_octets: count(0),
+                    out_octets: count(1),
+                    in_errors: count(2),
+                    out_errors: count(3),
+                    in_ucast: count(4),
+                    out_ucast: count(5),
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+
     let mut updates = Vec::with_capacity(ports.len());
     for port in ports {
         let get = |ds: usize| values[ds].get(&port.ifindex).copied();
@@ -213,7 +306,7 @@ pub(super) async fn poll<C: SnmpClient>(
                 .collect(),
         });
     }
-    Ok((updates, notes))
+    Ok(((updates, notes), port_states))
 }
 
 /// Numeric values of a walked column; anything else is treated as absent.

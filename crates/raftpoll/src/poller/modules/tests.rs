@@ -401,3 +401,47 @@ fn module_futures_are_send() {
     let discovering = discover(&fake, &target);
     assert_send(&discovering);
 }
+
+#[tokio::test]
+async fn librenms_mode_reads_aliases_and_port_states() {
+    let fake = device();
+    let set = |o: &str, v: SnmpValue| fake.set(oid(o), v);
+    set("1.3.6.1.2.1.31.1.1.1.18.1", text("uplink"));
+    set("1.3.6.1.2.1.31.1.1.1.18.2", text(""));
+    set("1.3.6.1.2.1.2.2.1.8.1", SnmpValue::Integer(1));
+    set("1.3.6.1.2.1.2.2.1.8.2", SnmpValue::Integer(7));
+    set("1.3.6.1.2.1.2.2.1.7.1", SnmpValue::Integer(1));
+    set("1.3.6.1.2.1.2.2.1.7.2", SnmpValue::Integer(2));
+    set("1.3.6.1.2.1.2.2.1.5.1", SnmpValue::Gauge32(4_294_967_295));
+    set("1.3.6.1.2.1.2.2.1.5.2", SnmpValue::Gauge32(100_000_000));
+    set("1.3.6.1.2.1.31.1.1.1.15.1", SnmpValue::Gauge32(10_000));
+
+    let (d, aliases) = discover_with(&fake, &target(), true).await.unwrap();
+    assert_eq!(aliases, BTreeMap::from([(1, "uplink".to_string())]));
+    assert_eq!(d, discover(&fake, &target()).await.unwrap());
+    let (_, none) = discover_with(&fake, &target(), false).await.unwrap();
+    assert!(none.is_empty());
+
+    let inv = inventory(&d);
+    let plain = poll(&fake, &target(), "sw1", &inv, 300, 1).await.unwrap();
+    assert!(plain.port_states.is_empty());
+    let out = poll_with(&fake, &target(), "sw1", &inv, 300, 1, true)
+        .await
+        .unwrap();
+    assert_eq!(out.updates, plain.updates);
+    let [one, two] = out.port_states.as_slice() else {
+        panic!("{:?}", out.port_states);
+    };
+    assert_eq!(one.ifindex, 1);
+    assert_eq!(one.oper_status.as_deref(), Some("up"));
+    assert_eq!(one.admin_status.as_deref(), Some("up"));
+    assert_eq!(one.speed, Some(10_000_000_000));
+    assert_eq!(one.alias.as_deref(), Some("uplink"));
+    assert_eq!(one.in_octets, Some((1 << 40) + 6));
+    assert_eq!(one.in_errors, Some(14_001));
+    assert_eq!(two.oper_status.as_deref(), Some("lowerLayerDown"));
+    assert_eq!(two.admin_status.as_deref(), Some("down"));
+    assert_eq!(two.speed, Some(100_000_000));
+    assert_eq!(two.out_octets, Some(16_002));
+    assert_eq!(two.out_ucast, Some(17_002));
+}
