@@ -6,8 +6,10 @@
 
 use super::{DeviceLink, LibrenmsError, PortAssociation, db::Db};
 use crate::model::types::DiscoveredPort;
+use crate::poller::modules::PortState;
 use sqlx::{MySql, Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 
 /// One interface as one poll read it, for its `ports` row.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -15,6 +17,10 @@ pub struct PortSample {
     /// LibreNMS's `ports.port_id`.
     pub port_id: u64,
     pub ifindex: u32,
+    /// As the last discovery found them.
+    pub ifname: String,
+    pub ifdescr: String,
+    pub state: PortState,
 }
 
 /// A device's `ports` row, with the columns matching needs.
@@ -227,14 +233,88 @@ pub async fn port_ids(
     Ok(ids)
 }
 
+/// The counter columns a poll updates, each with `_prev`, `_delta`, `_rate`.
+const COUNTERS: [&str; 6] = [
+    "ifInOctets",
+    "ifOutOctets",
+    "ifInUcastPkts",
+    "ifOutUcastPkts",
+    "ifInErrors",
+    "ifOutErrors",
+];
+
+fn counters(state: &PortState) -> [Option<u64>; 6] {
+    [
+        state.in_octets,
+        state.out_octets,
+        state.in_ucast,
+        state.out_ucast,
+        state.in_errors,
+        state.out_errors,
+    ]
+}
+
+/// The UPDATE of one port after a poll. MySQL assigns left to right, each
+/// assignment seeing the ones before it: `_prev` takes the old value first,
+/// `_delta` and `_rate` are computed from it and the old `poll_time`, and
+/// only then are the value and the poll columns overwritten. A counter that
+/// went backwards (reset, wrap) has no delta or rate this time.
+static UPDATE_PORT: LazyLock<String> = LazyLock::new(|| {
+    let mut sql = String::from(
+        "UPDATE ports SET ifOperStatus = COALESCE(?, ifOperStatus), \
+         ifAdminStatus = COALESCE(?, ifAdminStatus), ifSpeed = COALESCE(?, ifSpeed), \
+         ifAlias = COALESCE(?, ifAlias), ifName = ?, ifDescr = ?",
+    );
+    for c in COUNTERS {
+        sql.push_str(&format!(
+            ", {c}_prev = {c}, {c}_delta = IF(? >= {c}_prev, ? - {c}_prev, NULL), \
+             {c}_rate = IF({c}_delta IS NOT NULL AND ? > poll_time, \
+             ROUND({c}_delta / (? - poll_time)), NULL), {c} = ?"
+        ));
+    }
+    sql.push_str(
+        ", poll_prev = poll_time, poll_period = IF(? > poll_prev, ? - poll_prev, NULL), \
+         poll_time = ? WHERE port_id = ? AND device_id = ?",
+    );
+    sql
+});
+
 /// Updates the `ports` rows of one device from one poll; returns rows written.
 pub async fn write_rows(
-    _tx: &mut Transaction<'_, MySql>,
-    _device_id: u32,
-    _polled_at: u64,
-    _ports: &[PortSample],
+    tx: &mut Transaction<'_, MySql>,
+    device_id: u32,
+    polled_at: u64,
+    ports: &[PortSample],
 ) -> Result<u64, sqlx::Error> {
-    Ok(0)
+    let mut rows = 0;
+    for port in ports {
+        let state = &port.state;
+        let mut query = sqlx::query(UPDATE_PORT.as_str())
+            .bind(state.oper_status.as_deref())
+            .bind(state.admin_status.as_deref())
+            .bind(state.speed)
+            .bind(state.alias.as_deref())
+            .bind(&port.ifname)
+            .bind(&port.ifdescr);
+        for value in counters(state) {
+            query = query
+                .bind(value)
+                .bind(value)
+                .bind(polled_at)
+                .bind(polled_at)
+                .bind(value);
+        }
+        rows += query
+            .bind(polled_at)
+            .bind(polled_at)
+            .bind(polled_at)
+            .bind(port.port_id)
+            .bind(device_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
