@@ -247,8 +247,7 @@ async fn flush(
         }
     }
     let mut rows = 0;
-    let mut batches = linked.chunks(BATCH).enumerate();
-    while let Some((i, batch)) = batches.next() {
+    for (i, batch) in linked.chunks(BATCH).enumerate() {
         match write_batch(librenms.db(), batch, memory).await {
             Ok(n) => rows += n,
             Err(e) => {

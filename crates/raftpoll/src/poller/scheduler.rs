@@ -3,12 +3,13 @@
 //! once, and down devices retried every `down_retry`.
 
 use super::icmp::Pinger;
-use super::modules::{self, ModuleError, defs};
+use super::modules::{self, Aliases, ModuleError, PortState, defs};
 use super::reporter::ReportBuffer;
 use super::schedule::{Timing, first_due, next_due};
 use crate::cluster::handle::ClusterHandle;
-use crate::librenms::Librenms;
+use crate::librenms::ports::{PortSample, port_ids};
 use crate::librenms::writeback::{DownCause, PolledDevice};
+use crate::librenms::{DeviceLink, Librenms};
 use crate::model::types::{
     Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port,
 };
@@ -566,14 +567,26 @@ async fn poll_owned<C: SnmpClient>(
         submit(ctx, perf).await;
     }
     let target = SnmpTarget::new(addr, device.credentials.clone());
+    // LibreNMS mode, for a device LibreNMS has a row for.
+    let linked = ctx
+        .extras
+        .librenms
+        .as_ref()
+        .and_then(|l| Some((l, l.link(&device.hostname)?)));
     let discovery_due = device
         .last_discovered
         .is_none_or(|t| started >= t + ctx.config.discovery_frequency);
     let inventory = if discovery_due {
-        let found = modules::discover(client, &target)
+        let (found, aliases) = modules::discover_with(client, &target, linked.is_some())
             .await
             .map_err(|e: ModuleError| e.to_string())?;
-        record_discovery(ctx, &device.hostname, started, found).await
+        match linked {
+            Some((librenms, link)) => {
+                record_librenms_discovery(ctx, device, started, found, librenms, link, &aliases)
+                    .await
+            }
+            None => record_discovery(ctx, &device.hostname, started, found).await,
+        }
     } else {
         device.inventory.clone()
     };
@@ -583,11 +596,20 @@ async fn poll_owned<C: SnmpClient>(
     // early reads as a wrong rate.
     let sampled_ms = unix_now_ms().max(started * 1000);
     let sampled = sampled_ms / 1000;
-    let out = modules::poll(client, &target, &device.hostname, &inventory, step, sampled)
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = modules::poll_with(
+        client,
+        &target,
+        &device.hostname,
+        &inventory,
+        step,
+        sampled,
+        linked.is_some(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     polled.system = out.system.clone();
     polled.uptime_s = out.uptime_s;
+    polled.ports = port_samples(&inventory, out.port_states);
     for note in &out.skipped {
         tracing::debug!(device = %device.hostname, note, "skipped");
     }
@@ -596,6 +618,74 @@ async fn poll_owned<C: SnmpClient>(
         submit(ctx, update).await;
     }
     Ok(())
+}
+
+/// The inventory's ports with what this poll read of them.
+fn port_samples(inventory: &Inventory, states: Vec<PortState>) -> Vec<PortSample> {
+    let by_index: HashMap<u32, &Port> = inventory.ports.iter().map(|p| (p.ifindex, p)).collect();
+    states
+        .into_iter()
+        .filter_map(|state| {
+            let port = by_index.get(&state.ifindex)?;
+            Some(PortSample {
+                port_id: port.port_id,
+                ifindex: port.ifindex,
+                ifname: port.ifname.clone(),
+                ifdescr: port.ifdescr.clone(),
+                state,
+            })
+        })
+        .collect()
+}
+
+/// LibreNMS mode: the port ids come from LibreNMS's `ports` table, then the
+/// discovery goes to the log with them. While the database fails the device
+/// keeps its previous inventory and nothing is proposed, so the next poll
+/// discovers again.
+async fn record_librenms_discovery<C>(
+    ctx: &Context<C>,
+    device: &Device,
+    at: u64,
+    found: Discovery,
+    librenms: &Librenms,
+    link: DeviceLink,
+    aliases: &Aliases,
+) -> Inventory {
+    let hostname = device.hostname.as_str();
+    let port_ids = match port_ids(librenms.db(), link, &found.ports, aliases).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(device = hostname, error = %e, "LibreNMS port ids not read; discovery retried at the next poll");
+            librenms.set_error(e.to_string());
+            return device.inventory.clone();
+        }
+    };
+    let cmd = Command::DiscoveredPorts {
+        hostname: hostname.to_string(),
+        at,
+        discovery: found.clone(),
+        port_ids,
+    };
+    inventory_with_ids(found, propose_discovery(ctx, hostname, cmd).await)
+}
+
+/// Proposes a discovery; the port ids the state machine answered, by ifIndex.
+async fn propose_discovery<C>(
+    ctx: &Context<C>,
+    hostname: &str,
+    cmd: Command,
+) -> BTreeMap<u32, u64> {
+    match ctx.cluster.propose(cmd).await {
+        Ok(CommandResult::PortIds(ids)) => ids,
+        Ok(other) => {
+            tracing::warn!(device = hostname, result = ?other, "discovery not recorded");
+            BTreeMap::new()
+        }
+        Err(e) => {
+            tracing::warn!(device = hostname, error = %e, "discovery not recorded");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// Writes a discovery to the log and returns the inventory with the port ids
@@ -611,17 +701,11 @@ async fn record_discovery<C>(
         at,
         discovery: found.clone(),
     };
-    let ids: BTreeMap<u32, u64> = match ctx.cluster.propose(cmd).await {
-        Ok(CommandResult::PortIds(ids)) => ids,
-        Ok(other) => {
-            tracing::warn!(device = hostname, result = ?other, "discovery not recorded");
-            BTreeMap::new()
-        }
-        Err(e) => {
-            tracing::warn!(device = hostname, error = %e, "discovery not recorded");
-            BTreeMap::new()
-        }
-    };
+    inventory_with_ids(found, propose_discovery(ctx, hostname, cmd).await)
+}
+
+/// A discovery as the inventory the poll uses, with the log's port ids.
+fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Inventory {
     Inventory {
         system: found.system,
         // Without an id a port has no RRD file name yet: skip it this time.
