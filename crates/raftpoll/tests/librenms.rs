@@ -710,4 +710,87 @@ fn icmp_and_snmp_down_reasons() {
             }
         },
     );
+
+    // Graphs: LibreNMS shows a graph only when its device_graphs row exists.
+    let up_id = ids["reason-up"];
+    wait_seen(
+        WRITEBACK_DEADLINE,
+        SQL_EVERY,
+        "device_graphs rows for reason-up",
+        || {
+            let graphs = db.sql(&format!(
+                "SELECT graph FROM device_graphs WHERE device_id = {up_id} ORDER BY graph"
+            ));
+            if graphs.is_empty() {
+                Err("no rows".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+
+    // An outage: the row is pointed at the dead port (up → down opens a device_outages row),
+    // then back at the agent (down → up closes it).
+    let outage_rows = || {
+        db.sql(&format!(
+            "SELECT going_down, IFNULL(up_again, 'open') FROM device_outages \
+             WHERE device_id = {up_id} ORDER BY going_down"
+        ))
+    };
+    assert!(
+        outage_rows().is_empty(),
+        "reason-up has outages before any: {:?}",
+        outage_rows()
+    );
+    db.exec(&format!(
+        "UPDATE devices SET port = {dead_port} WHERE device_id = {up_id}"
+    ));
+    let went_down = now_s();
+    wait_seen(
+        POLL_DEADLINE,
+        SQL_EVERY,
+        "reason-up down (status 0, 'snmp') with an open device_outages row",
+        || {
+            let (dev, rows) = (
+                db.sql(&format!(
+                    "SELECT status, status_reason FROM devices WHERE device_id = {up_id}"
+                )),
+                outage_rows(),
+            );
+            let open = rows.len() == 1
+                && rows[0][1] == "open"
+                && rows[0][0].parse::<u64>().is_ok_and(|t| t + 2 >= went_down);
+            if dev == [["0", "snmp"]] && open {
+                Ok(())
+            } else {
+                Err(format!("devices {dev:?}, outages {rows:?}"))
+            }
+        },
+    );
+    db.exec(&format!(
+        "UPDATE devices SET port = {} WHERE device_id = {up_id}",
+        agent.port()
+    ));
+    wait_seen(
+        POLL_DEADLINE,
+        SQL_EVERY,
+        "reason-up up again (status 1, '') with its device_outages row closed",
+        || {
+            let (dev, rows) = (
+                db.sql(&format!(
+                    "SELECT status, status_reason FROM devices WHERE device_id = {up_id}"
+                )),
+                outage_rows(),
+            );
+            let closed = rows.len() == 1
+                && rows[0][1]
+                    .parse::<u64>()
+                    .is_ok_and(|up| rows[0][0].parse::<u64>().is_ok_and(|down| up >= down));
+            if dev == [["1", ""]] && closed {
+                Ok(())
+            } else {
+                Err(format!("devices {dev:?}, outages {rows:?}"))
+            }
+        },
+    );
 }
