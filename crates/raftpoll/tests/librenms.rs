@@ -435,6 +435,32 @@ fn inventory_follows_the_librenms_database() {
     let killed = now_s();
     let t3 = wait_last_polled_after(&db, ids[0], killed, "after the owner's SIGKILL");
     wait_last_polled_after(&db, ids[0], t3, "the poll after that");
+
+    // If the killed node led, the new leader's poller_cluster row becomes the master.
+    if owner == c.leader_index(&formed) {
+        let new_leader = c.wait_same_leader(FORM_DEADLINE);
+        let name = c.ids(&formed).get(&new_leader).map(|&i| c.name(i));
+        let name = name.unwrap_or_else(|| panic!("new leader {new_leader} is not a node"));
+        let since = now_s();
+        let master = try_wait_seen(
+            WRITEBACK_DEADLINE,
+            SQL_EVERY,
+            &format!("poller_cluster: the new leader {name} reported as master = 1"),
+            || {
+                let rows = db.sql(
+                    "SELECT poller_name, master, UNIX_TIMESTAMP(last_report) FROM poller_cluster \
+                     ORDER BY poller_name",
+                );
+                let ok = rows.iter().any(|r| {
+                    r[0] == name && r[1] == "1" && r[2].parse::<u64>().is_ok_and(|t| t >= since)
+                });
+                if ok { Ok(()) } else { Err(format!("{rows:?}")) }
+            },
+        );
+        if let Err(e) = master {
+            soft.fail(e);
+        }
+    }
     soft.finish();
 }
 
