@@ -145,16 +145,6 @@ fn status(c: &Cluster) -> Value {
     })
 }
 
-/// `status.librenms` of a status, panicking with the status when it is missing.
-fn link_status(status: &Value) -> &Value {
-    let l = &status["librenms"];
-    assert!(
-        l.is_object(),
-        "`raftpoll status --json` has no `librenms` object in LibreNMS mode: {status}"
-    );
-    l
-}
-
 /// Failures collected along a test and reported together at its end.
 #[derive(Default)]
 struct Soft(Vec<String>);
