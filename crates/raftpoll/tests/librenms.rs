@@ -203,6 +203,16 @@ fn inventory_follows_the_librenms_database() {
     let tcp =
         DeviceSpec::v2c("lnms-tcp", "127.0.0.1", agent.port(), "lnms-unused").transport("tcp");
     let tcp_id = insert_device(&db, &tcp);
+    // Two more rows raftpoll cannot poll: SNMPv3 with SHA-224, and SNMP disabled (ping only).
+    db.exec(&format!(
+        "INSERT INTO devices (hostname, overwrite_ip, port, snmpver, authlevel, authname, \
+         authpass, authalgo, transport, status_reason) VALUES ('lnms-sha224', '127.0.0.1', {}, \
+         'v3', 'authNoPriv', 'user', 'authpass123', 'SHA-224', 'udp', '')",
+        agent.port()
+    ));
+    let mut nosnmp = DeviceSpec::v2c("lnms-nosnmp", "127.0.0.1", agent.port(), "lnms-unused");
+    nosnmp.snmp_disable = true;
+    insert_device(&db, &nosnmp);
 
     let table = link.table();
     let c = Cluster::start(3, move |_, cfg| base(cfg, &table));
@@ -231,10 +241,20 @@ fn inventory_follows_the_librenms_database() {
                 l.get("connected") == Some(&Value::Bool(true)),
                 format!("status librenms.connected is not true: {l:?}"),
             );
-            let tcp_skip = l
-                .get("skipped")
-                .and_then(Value::as_array)
-                .and_then(|k| k.iter().find(|k| k["hostname"] == "lnms-tcp"));
+            let skipped = |host: &str| {
+                l.get("skipped")
+                    .and_then(Value::as_array)
+                    .and_then(|k| k.iter().find(|k| k["hostname"] == host))
+            };
+            for (host, word) in [("lnms-sha224", "SHA-224"), ("lnms-nosnmp", "SNMP")] {
+                soft.check(
+                    skipped(host)
+                        .and_then(|k| k["reason"].as_str())
+                        .is_some_and(|r| r.contains(word)),
+                    format!("{host} is not in librenms.skipped with a reason naming {word}: {l:?}"),
+                );
+            }
+            let tcp_skip = skipped("lnms-tcp");
             match tcp_skip {
                 None => soft.fail(format!(
                     "lnms-tcp (transport tcp) is not in status librenms.skipped: {l:?}"
@@ -257,10 +277,13 @@ fn inventory_follows_the_librenms_database() {
         list.contains("lnms-tcp") && list.contains("skipped"),
         format!("`device list --json` does not list lnms-tcp as skipped: {list}"),
     );
-    assert!(
-        !c.devices().iter().any(|d| d.hostname == "lnms-tcp"),
-        "a skipped row must not be a polled device"
-    );
+    let devices: Vec<String> = c.devices().into_iter().map(|d| d.hostname).collect();
+    for host in ["lnms-tcp", "lnms-sha224", "lnms-nosnmp"] {
+        assert!(
+            !devices.iter().any(|d| d == host),
+            "skipped row {host} is a polled device: {devices:?}"
+        );
+    }
 
     // Device commands point at LibreNMS.
     let out = c.node(1).cli(&[
@@ -378,6 +401,20 @@ fn inventory_follows_the_librenms_database() {
         [["1", "", "moving-sim"]],
         "a polled device: status 1, status_reason '', sysName from the agent"
     );
+    let details = db.sql(&format!(
+        "SELECT uptime, sysObjectID, sysDescr, last_polled_timetaken, last_ping FROM devices \
+         WHERE device_id = {}",
+        ids[0]
+    ));
+    soft.check(
+        details.len() == 1
+            && details[0][0].parse::<u64>().is_ok_and(|u| u > 0)
+            && details[0][1..].iter().all(|v| v != "NULL" && !v.is_empty()),
+        format!(
+            "written back: uptime > 0 and sysObjectID, sysDescr, last_polled_timetaken, \
+             last_ping set; got {details:?}"
+        ),
+    );
 
     // Every port RRD names a LibreNMS port of its device (checked softly: the kill below
     // must still run).
@@ -425,6 +462,13 @@ fn inventory_follows_the_librenms_database() {
     let killed = now_s();
     let t3 = wait_last_polled_after(&db, ids[0], killed, "after the owner's SIGKILL");
     wait_last_polled_after(&db, ids[0], t3, "the poll after that");
+
+    for i in 0..c.node_count() {
+        soft.check(
+            !c.node(i).full_logs().contains(db.password()),
+            format!("the database password shows in the log of {}", c.name(i)),
+        );
+    }
 
     // If the killed node led, the new leader's poller_cluster row becomes the master.
     if owner == c.leader_index(&formed) {
