@@ -25,12 +25,7 @@ impl LibrenmsLink {
     }
 
     /// Another user of `db` (e.g. one made by [`MariaDb::create_user`] with fewer grants).
-    pub fn as_user(
-        db: &MariaDb,
-        user: &str,
-        password: &str,
-        sync_interval_s: u64,
-    ) -> LibrenmsLink {
+    pub fn as_user(db: &MariaDb, user: &str, password: &str, sync_interval_s: u64) -> LibrenmsLink {
         let dir = test_dir("librenms-secret");
         let password_file = dir.path().join("db-password");
         fs::write(&password_file, format!("{password}\n"))

@@ -75,7 +75,16 @@ impl SilentHost {
         let peer = self.host_if.replacen("rpth", "rptp", 1);
         ip(&["netns", "add", &self.ns])?;
         ip(&[
-            "link", "add", &self.host_if, "type", "veth", "peer", "name", &peer, "netns", &self.ns,
+            "link",
+            "add",
+            &self.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.ns,
         ])?;
         ip(&[
             "addr",
