@@ -171,6 +171,45 @@ impl Soft {
     }
 }
 
+/// What is wrong with `status.librenms` (test `inventory_follows_the_librenms_database`): the
+/// link must be connected and list the tcp, SHA-224 and snmp_disable rows as skipped, each with
+/// a reason naming what raftpoll cannot do.
+fn link_problems(s: &Value, tcp_id: u32) -> Vec<String> {
+    let Some(l) = s["librenms"].as_object() else {
+        return vec![format!(
+            "`raftpoll status --json` has no `librenms` object in LibreNMS mode: {s}"
+        )];
+    };
+    let mut problems = Vec::new();
+    if l.get("connected") != Some(&Value::Bool(true)) {
+        problems.push(format!("status librenms.connected is not true: {l:?}"));
+    }
+    let skipped = |host: &str| {
+        l.get("skipped")
+            .and_then(Value::as_array)
+            .and_then(|k| k.iter().find(|k| k["hostname"] == host))
+    };
+    for (host, word) in [
+        ("lnms-tcp", "tcp"),
+        ("lnms-sha224", "SHA-224"),
+        ("lnms-nosnmp", "SNMP"),
+    ] {
+        let ok = skipped(host)
+            .and_then(|k| k["reason"].as_str())
+            .is_some_and(|r| r.contains(word));
+        if !ok {
+            problems.push(format!(
+                "{host} is not in librenms.skipped with a reason naming {word}: {l:?}"
+            ));
+        }
+    }
+    if let Some(k) = skipped("lnms-tcp").filter(|k| k["device_id"].as_u64() != Some(tcp_id.into()))
+    {
+        problems.push(format!("skipped lnms-tcp has not device_id {tcp_id}: {k}"));
+    }
+    problems
+}
+
 /// The N of every `<host>/port-id<N>.rrd`.
 fn port_id_files(c: &Cluster, host: &str) -> BTreeSet<u64> {
     c.rrd
@@ -228,49 +267,28 @@ fn inventory_follows_the_librenms_database() {
         "the agent to see every LibreNMS device polled",
     );
 
-    // The link is up; the tcp row is skipped, with its reason. Checked softly (reported at the
-    // end) so that a missing piece of `status` does not hide the checks after it.
+    // The link is up; the unpollable rows are skipped, with their reasons. Checked softly
+    // (reported at the end) so that a missing piece of `status` does not hide later checks.
     let mut soft = Soft::default();
-    let s = status(&c);
-    match s["librenms"].as_object() {
-        None => soft.fail(format!(
-            "`raftpoll status --json` has no `librenms` object in LibreNMS mode: {s}"
-        )),
-        Some(l) => {
-            soft.check(
-                l.get("connected") == Some(&Value::Bool(true)),
-                format!("status librenms.connected is not true: {l:?}"),
-            );
-            let skipped = |host: &str| {
-                l.get("skipped")
-                    .and_then(Value::as_array)
-                    .and_then(|k| k.iter().find(|k| k["hostname"] == host))
-            };
-            for (host, word) in [("lnms-sha224", "SHA-224"), ("lnms-nosnmp", "SNMP")] {
-                soft.check(
-                    skipped(host)
-                        .and_then(|k| k["reason"].as_str())
-                        .is_some_and(|r| r.contains(word)),
-                    format!("{host} is not in librenms.skipped with a reason naming {word}: {l:?}"),
-                );
+    // Followers read `devices` on their own: wait for a complete picture, but not when the
+    // `librenms` object is missing altogether (waiting would not bring it).
+    let seen = try_wait_seen(
+        SYNC_DEADLINE,
+        CLI_EVERY,
+        "status librenms: connected, the three unpollable rows skipped with their reasons",
+        || {
+            let s = status(&c);
+            let problems = link_problems(&s, tcp_id);
+            if problems.is_empty() || !s["librenms"].is_object() {
+                Ok(problems)
+            } else {
+                Err(problems.join("; "))
             }
-            let tcp_skip = skipped("lnms-tcp");
-            match tcp_skip {
-                None => soft.fail(format!(
-                    "lnms-tcp (transport tcp) is not in status librenms.skipped: {l:?}"
-                )),
-                Some(k) => {
-                    soft.check(
-                        k["device_id"].as_u64() == Some(u64::from(tcp_id)),
-                        format!("skipped lnms-tcp has not device_id {tcp_id}: {k}"),
-                    );
-                    soft.check(
-                        k["reason"].as_str().is_some_and(|r| r.contains("tcp")),
-                        format!("the skip reason of a transport tcp row should name it: {k}"),
-                    );
-                }
-            }
-        }
+        },
+    );
+    match seen {
+        Ok(problems) => problems.into_iter().for_each(|p| soft.fail(p)),
+        Err(e) => soft.fail(e),
     }
     let list = c.node(0).cli_ok(&["device", "list", "--json"]);
     soft.check(
