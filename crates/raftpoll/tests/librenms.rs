@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testbed::cluster::{CLI_EVERY, Cluster, RecordingAgent, unix_ms};
-use testbed::raftpoll::run_node_expecting_exit;
+use testbed::raftpoll::{run_node_expecting_exit, run_node_expecting_exit_with_env};
 use testbed::{
     DeviceSpec, LibrenmsLink, MariaDb, NodeConfig, SilentHost, free_tcp_port, free_udp_port,
     insert_device, wait_until_every,
@@ -630,25 +630,54 @@ fn missing_privilege_is_named() {
     let password = "ro-secret-5f1c9a";
     db.create_user("lnms_ro", password, &["SELECT ON librenms.devices"]);
     let link = LibrenmsLink::as_user(&db, "lnms_ro", password, SYNC_S);
-    let mut cfg = NodeConfig::new("n1", &format!("127.0.0.1:{}", free_tcp_port()));
-    base(&mut cfg, &link.table());
     let dir = tempfile::tempdir().expect("temp dir");
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-    let text = cfg.to_toml(&dir.path().join("data"), listen);
-    let out = run_node_expecting_exit(&text, Duration::from_secs(30));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let all = format!("{stdout}\n{stderr}");
-    eprintln!("node output:\n{all}");
-    assert!(
-        !out.status.success(),
-        "the node exited successfully without a needed privilege:\n{all}"
-    );
-    assert!(
-        !all.contains(password),
-        "the database password shows in the node's output"
-    );
-    // Some missing (privilege, table) pair is named on one line; SELECT on devices is granted.
+    let config = |table: toml::Table| {
+        let mut cfg = NodeConfig::new("n1", &format!("127.0.0.1:{}", free_tcp_port()));
+        base(&mut cfg, &table);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        cfg.to_toml(&dir.path().join("data"), listen)
+    };
+    // The password from `password_file`, then from the environment.
+    let mut from_env = link.table();
+    from_env.remove("password_file");
+    let runs = [
+        (
+            "password_file",
+            run_node_expecting_exit(&config(link.table()), Duration::from_secs(30)),
+        ),
+        (
+            "RAFTPOLL_LIBRENMS_PASSWORD",
+            run_node_expecting_exit_with_env(
+                &config(from_env),
+                Duration::from_secs(30),
+                &[("RAFTPOLL_LIBRENMS_PASSWORD", password)],
+            ),
+        ),
+    ];
+    for (how, out) in runs {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let all = format!("{stdout}\n{stderr}");
+        eprintln!("node output (password from {how}):\n{all}");
+        assert!(
+            !out.status.success(),
+            "password from {how}: the node exited successfully without a needed privilege:\n{all}"
+        );
+        assert!(
+            !all.contains(password),
+            "password from {how}: the database password shows in the node's output"
+        );
+        assert!(
+            names_missing_privilege(&all),
+            "password from {how}: the error should name a missing privilege and its table (user \
+             lnms_ro has only SELECT on librenms.devices):\n{all}"
+        );
+    }
+}
+
+/// Whether some line of `output` names a (privilege, table) pair that user `lnms_ro` lacks
+/// (it has SELECT on devices only).
+fn names_missing_privilege(output: &str) -> bool {
     let privileges = ["SELECT", "INSERT", "UPDATE", "DELETE"];
     let tables = [
         "devices",
@@ -657,23 +686,17 @@ fn missing_privilege_is_named() {
         "device_outages",
         "poller_cluster",
     ];
-    let named = all.lines().any(|line| {
+    output.lines().any(|line| {
+        let words: Vec<&str> = line
+            .split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+            .collect();
         line.to_lowercase().contains("privilege")
             && privileges.iter().any(|p| {
                 tables.iter().any(|t| {
-                    (*p, *t) != ("SELECT", "devices")
-                        && line.contains(p)
-                        && line
-                            .split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
-                            .any(|w| w == *t)
+                    (*p, *t) != ("SELECT", "devices") && words.contains(p) && words.contains(t)
                 })
             })
-    });
-    assert!(
-        named,
-        "the error should name a missing privilege and its table (user lnms_ro has only SELECT \
-         on librenms.devices):\n{all}"
-    );
+    })
 }
 
 #[test]

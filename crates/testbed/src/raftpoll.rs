@@ -457,6 +457,16 @@ fn accepts(addr: SocketAddr) -> bool {
 /// Runs `raftpoll node --config <file with text>` expecting it to exit by itself (a refused
 /// config) within `deadline`; panics if it is still running then.
 pub fn run_node_expecting_exit(config_text: &str, deadline: Duration) -> Output {
+    run_node_expecting_exit_with_env(config_text, deadline, &[])
+}
+
+/// [`run_node_expecting_exit`] with environment variables for the node (e.g. a password it
+/// reads from its environment, kept off the command line).
+pub fn run_node_expecting_exit_with_env(
+    config_text: &str,
+    deadline: Duration,
+    env: &[(&str, &str)],
+) -> Output {
     let dir = test_dir("node-config");
     let path = dir.path().join("raftpoll.toml");
     fs::write(&path, config_text).expect("write config");
@@ -466,6 +476,7 @@ pub fn run_node_expecting_exit(config_text: &str, deadline: Duration) -> Output 
         .arg("node")
         .arg("--config")
         .arg(&path)
+        .envs(env.iter().copied())
         .stdout(file(&out_path))
         .stderr(file(&err_path))
         .spawn()
