@@ -210,6 +210,11 @@ fn link_problems(s: &Value, tcp_id: u32) -> Vec<String> {
     problems
 }
 
+/// Prints how far into the test a phase starts (in the test's output on failure).
+fn phase(t0: std::time::Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
 /// The N of every `<host>/port-id<N>.rrd`.
 fn port_id_files(c: &Cluster, host: &str) -> BTreeSet<u64> {
     c.rrd
@@ -229,6 +234,7 @@ fn port_id_files(c: &Cluster, host: &str) -> BTreeSet<u64> {
 
 #[test]
 fn inventory_follows_the_librenms_database() {
+    let t0 = std::time::Instant::now();
     let db = MariaDb::start();
     let agent = RecordingAgent::start(4, "lnms");
     let link = LibrenmsLink::new(&db, SYNC_S);
@@ -253,11 +259,13 @@ fn inventory_follows_the_librenms_database() {
     nosnmp.snmp_disable = true;
     insert_device(&db, &nosnmp);
 
+    phase(t0, "cluster start");
     let table = link.table();
     let c = Cluster::start(3, move |_, cfg| base(cfg, &table));
     let formed = c.wait_formed(&["follower", "follower", "leader"], FORM_DEADLINE);
     let started_ms = unix_ms();
 
+    phase(t0, "first polls");
     // Every pollable row is polled.
     let communities: Vec<String> = (0..4).map(|i| agent.community(i)).collect();
     wait_polled(
@@ -267,6 +275,7 @@ fn inventory_follows_the_librenms_database() {
         "the agent to see every LibreNMS device polled",
     );
 
+    phase(t0, "status.librenms");
     // The link is up; the unpollable rows are skipped, with their reasons. Checked softly
     // (reported at the end) so that a missing piece of `status` does not hide later checks.
     let mut soft = Soft::default();
@@ -303,6 +312,7 @@ fn inventory_follows_the_librenms_database() {
         );
     }
 
+    phase(t0, "device commands");
     // Device commands point at LibreNMS.
     let out = c.node(1).cli(&[
         "device",
@@ -330,6 +340,7 @@ fn inventory_follows_the_librenms_database() {
         "device remove should fail saying the inventory lives in LibreNMS: {stderr}"
     );
 
+    phase(t0, "delete and disable rows");
     // A deleted row and a disabled row stop being polled.
     db.exec(&format!("DELETE FROM devices WHERE device_id = {}", ids[2]));
     db.exec(&format!(
@@ -365,6 +376,7 @@ fn inventory_follows_the_librenms_database() {
         );
     }
 
+    phase(t0, "poller_cluster");
     // Write-back: the poller_cluster rows, one master (the leader).
     let leader = c.name(c.leader_index(&formed));
     wait_seen(
@@ -403,6 +415,7 @@ fn inventory_follows_the_librenms_database() {
         || reported(&leader).filter(|&t| t > first_report),
     );
 
+    phase(t0, "last_polled");
     // Write-back: devices.last_polled advances every interval.
     let t1 = wait_last_polled_after(&db, ids[0], started_ms / 1000 - 1, "first poll");
     let t2 = wait_last_polled_after(&db, ids[0], t1, "next poll");
@@ -434,6 +447,7 @@ fn inventory_follows_the_librenms_database() {
         ),
     );
 
+    phase(t0, "port ids");
     // Every port RRD names a LibreNMS port of its device (checked softly: the kill below
     // must still run).
     let ports_of = |id: u32| -> BTreeSet<u64> {
@@ -464,6 +478,7 @@ fn inventory_follows_the_librenms_database() {
         soft.fail(e);
     }
 
+    phase(t0, "kill the owner");
     // The owner of lnms-dev0 is killed: a survivor polls it and writes it back.
     let owner_id = c
         .devices()
@@ -488,6 +503,7 @@ fn inventory_follows_the_librenms_database() {
         );
     }
 
+    phase(t0, "new leader master");
     // If the killed node led, the new leader's poller_cluster row becomes the master.
     if owner == c.leader_index(&formed) {
         let new_leader = c.wait_same_leader(FORM_DEADLINE);
@@ -518,6 +534,7 @@ fn inventory_follows_the_librenms_database() {
 
 #[test]
 fn database_outage_loses_no_rrd_step_and_catches_up() {
+    let t0 = std::time::Instant::now();
     let mut db = MariaDb::start();
     let agent = RecordingAgent::start(2, "outage");
     let link = LibrenmsLink::new(&db, SYNC_S);
@@ -532,6 +549,7 @@ fn database_outage_loses_no_rrd_step_and_catches_up() {
             insert_device(&db, &spec)
         })
         .collect();
+    phase(t0, "cluster start");
     let table = link.table();
     let c = Cluster::start(1, move |_, cfg| base(cfg, &table));
     c.wait_formed(&["leader"], FORM_DEADLINE);
@@ -545,6 +563,7 @@ fn database_outage_loses_no_rrd_step_and_catches_up() {
         || c.rrd.rrd_files().contains(&ping).then_some(()),
     );
 
+    phase(t0, "database stop");
     // The database goes away: polling goes on, status says so.
     db.stop();
     let stopped_ms = unix_ms();
@@ -599,6 +618,7 @@ fn database_outage_loses_no_rrd_step_and_catches_up() {
         "ping-perf.rrd has unknown steps during the outage at {unknown:?}: {rows:?}"
     );
 
+    phase(t0, "database start again");
     // Back: the rows catch up.
     db.start_again();
     let back = now_s();
