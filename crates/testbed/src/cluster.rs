@@ -274,8 +274,10 @@ impl Cluster {
     pub fn try_devices(&self, index: usize) -> Option<Vec<DeviceRow>> {
         let list: Value =
             serde_json::from_str(&self.try_cli(index, &["device", "list", "--json"])?).ok()?;
+        // LibreNMS rows raftpoll does not poll are listed with status "skipped": not devices.
         list.as_array()?
             .iter()
+            .filter(|d| d["status"] != "skipped")
             .map(|d| {
                 Some(DeviceRow {
                     hostname: d["hostname"].as_str()?.to_string(),

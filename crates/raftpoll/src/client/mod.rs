@@ -178,9 +178,17 @@ async fn dispatch(
         Request::Device(DeviceCommand::List { json }) => {
             let reply = admin.list_devices().await?;
             Ok(if json {
-                Value::Array(reply.devices.iter().map(render::device_json).collect()).to_string()
+                Value::Array(
+                    reply
+                        .devices
+                        .iter()
+                        .map(render::device_json)
+                        .chain(reply.skipped.iter().map(render::skipped_json))
+                        .collect(),
+                )
+                .to_string()
             } else {
-                render::devices_table(&reply.devices)
+                render::devices_table(&reply.devices, &reply.skipped)
             })
         }
         Request::Device(DeviceCommand::Show { hostname, json }) => {

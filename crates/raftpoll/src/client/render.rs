@@ -23,6 +23,32 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "spool_bytes": rrd.spool_bytes, "spool_records": rrd.spool_records,
             "spool_oldest": rrd.spool_oldest, "spool_dropped": rrd.spool_dropped,
         },
+        "librenms": s.librenms.as_ref().map(librenms_json),
+    })
+}
+
+/// The answering node's link to LibreNMS (`null` without `[librenms]`).
+fn librenms_json(l: &pb::LibrenmsStatus) -> Value {
+    json!({
+        "database": l.database,
+        "connected": l.connected,
+        "last_error": l.last_error,
+        "last_sync": l.last_sync,
+        "devices": l.devices,
+        "skipped": l.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
+        "rows_written": l.rows_written,
+        "backlog": l.backlog,
+    })
+}
+
+/// A LibreNMS row raftpoll does not poll, as `device list --json` and
+/// `status --json` show it.
+pub fn skipped_json(k: &pb::SkippedDevice) -> Value {
+    json!({
+        "hostname": k.hostname,
+        "device_id": k.device_id,
+        "status": "skipped",
+        "reason": k.reason,
     })
 }
 
@@ -120,10 +146,46 @@ pub(super) fn status_table(s: &pb::StatusReply) -> String {
             );
         }
     }
+    if let Some(l) = &s.librenms {
+        let _ = write!(
+            out,
+            "
+librenms {} ({}): last sync {}, {} devices, {} skipped, {} rows written, {} waiting",
+            l.database,
+            if l.connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            opt(l.last_sync),
+            l.devices,
+            l.skipped.len(),
+            l.rows_written,
+            l.backlog
+        );
+        if let Some(e) = &l.last_error {
+            let _ = write!(
+                out,
+                "
+librenms last error: {e}"
+            );
+        }
+        for k in &l.skipped {
+            let _ = write!(
+                out,
+                "
+  skipped {} (device_id {}): {}",
+                k.hostname, k.device_id, k.reason
+            );
+        }
+    }
     out
 }
 
-pub(super) fn devices_table(devices: &[pb::DeviceSummary]) -> String {
+pub(super) fn devices_table(
+    devices: &[pb::DeviceSummary],
+    skipped: &[pb::SkippedDevice],
+) -> String {
     let mut out = format!(
         "{:<24} {:>5} {:>5} {:<8} {:>11} {:>8}\n",
         "HOSTNAME", "GROUP", "NODE", "STATUS", "LAST POLLED", "POLL MS"
@@ -138,6 +200,13 @@ pub(super) fn devices_table(devices: &[pb::DeviceSummary]) -> String {
             d.status,
             opt(d.last_polled),
             opt(d.last_poll_ms)
+        );
+    }
+    for k in skipped {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>5} {:<8} LibreNMS device_id {}: {}",
+            k.hostname, "-", "-", "skipped", k.device_id, k.reason
         );
     }
     out.trim_end().to_string()
