@@ -16,6 +16,15 @@ pub struct ClusterState {
     pub last_port_id: PortId,
 }
 
+/// Moves a device to `group`; a change unassigns it, since its owner may not
+/// serve the new group: assignment decides again.
+fn set_group(device: &mut Device, group: GroupId) {
+    if device.group != group {
+        device.group = group;
+        device.owner = None;
+    }
+}
+
 impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
@@ -65,10 +74,7 @@ impl ClusterState {
                     device.address = new.address.clone();
                     device.port = new.port;
                     device.credentials = new.credentials.clone();
-                    if device.group != new.group {
-                        device.group = new.group;
-                        device.owner = None;
-                    }
+                    set_group(device, new.group);
                 }
                 CommandResult::Ok
             }
@@ -84,11 +90,7 @@ impl ClusterState {
             },
             Command::SetDeviceGroup { hostname, group } => match self.devices.get_mut(hostname) {
                 Some(device) => {
-                    if device.group != *group {
-                        device.group = *group;
-                        // The owner may not serve the new group: let assignment decide again.
-                        device.owner = None;
-                    }
+                    set_group(device, *group);
                     CommandResult::Ok
                 }
                 None => CommandResult::Rejected(Rejection::UnknownDevice(hostname.clone())),
