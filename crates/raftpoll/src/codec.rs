@@ -1,40 +1,143 @@
-//! The one binary encoding of everything raftpoll stores or sends between
-//! peers (Raft log entries, votes, snapshots, peer RPC payloads): bincode 1
-//! with its default options. Changing it breaks every stored log and snapshot.
+//! The versioned binary encoding of everything raftpoll stores or sends
+//! between peers (Raft log entries, votes, snapshots, peer RPC payloads).
+//!
+//! Format versions:
+//! - **1**: bincode 1 with its default options, no header (raftpoll up to the
+//!   first release with versioned formats). Read forever; written only to a
+//!   peer that has not said it reads version 2 (an older node during a
+//!   rolling upgrade).
+//! - **2**: an 8-byte [`header`](HEADER_LEN) naming the version, then postcard
+//!   (serde, varint integers). Written by default.
+//!
+//! Rule: any change to an encoded type (a new field, a reordered variant) or
+//! to the encoding bumps [`FORMAT_VERSION`], keeps decoding every earlier
+//! version (a branch in [`decode`]), and adds a fixture
+//! (`examples/write_format_fixtures.rs` → `tests/fixtures/v<N>/`). New
+//! `Command` variants go last and need a feature level (see
+//! [`crate::model::types::Command::feature_level`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::io::Write;
 
-/// Why a value could not be encoded or decoded. Shown as bincode's message
-/// alone: callers already say what they were encoding or decoding.
+/// The format this version writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format this version reads (and can still write to older peers).
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
+
+/// `[0xFF 'R' 'P' 'F'] [version u16 LE] [0x00] [0xFF]`.
+///
+/// Chosen so no version-1 value can start with it: a bincode enum tag or
+/// `Option` tag never has 0xFF in its first byte together with 'R' in the
+/// second, and a value starting with a u64 (a term, a map length) would need
+/// it to be at least 2^56 for the last byte to be 0xFF.
+pub const HEADER_LEN: usize = 8;
+const MAGIC: [u8; 4] = [0xFF, b'R', b'P', b'F'];
+
+/// Why a value could not be encoded or decoded. Callers add what they were
+/// encoding or decoding (which entry, which file).
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("{0}")]
-    Encode(#[source] bincode::Error),
-    #[error("{0}")]
-    Decode(#[source] bincode::Error),
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("undecodable (format version {version}): {detail}")]
+    Decode { version: u16, detail: String },
+    /// Written by a newer raftpoll: upgrade this node.
+    #[error(
+        "format version {version} is newer than this raftpoll reads (versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}): upgrade this node"
+    )]
+    UnsupportedVersion { version: u16 },
 }
 
+fn header(version: u16) -> [u8; HEADER_LEN] {
+    let v = version.to_le_bytes();
+    [
+        MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], 0x00, 0xFF,
+    ]
+}
+
+/// The format version of `bytes` (1 for headerless bytes).
+pub fn version_of(bytes: &[u8]) -> u16 {
+    match bytes {
+        [m0, m1, m2, m3, lo, hi, 0x00, 0xFF, ..] if [*m0, *m1, *m2, *m3] == MAGIC => {
+            u16::from_le_bytes([*lo, *hi])
+        }
+        _ => 1,
+    }
+}
+
+/// Encodes `value` in the current format.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serialize(value).map_err(CodecError::Encode)
+    encode_version(value, FORMAT_VERSION)
 }
 
-/// Appends the encoding of `value` to `writer` (no intermediate buffer).
-pub fn encode_into<W: Write, T: Serialize + ?Sized>(
-    writer: W,
+/// Encodes `value` in format `version` (for a peer that reads only older ones).
+pub fn encode_version<T: Serialize + ?Sized>(
     value: &T,
-) -> Result<(), CodecError> {
-    bincode::serialize_into(writer, value).map_err(CodecError::Encode)
+    version: u16,
+) -> Result<Vec<u8>, CodecError> {
+    match version {
+        1 => bincode::serialize(value).map_err(|e| CodecError::Encode(e.to_string())),
+        2 => {
+            let out = header(2).to_vec();
+            postcard::to_extend(value, out).map_err(|e| CodecError::Encode(e.to_string()))
+        }
+        version => Err(CodecError::UnsupportedVersion { version }),
+    }
 }
 
-/// Length in bytes of the encoding of `value`, without encoding it.
-pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<u64, CodecError> {
-    bincode::serialized_size(value).map_err(CodecError::Encode)
+/// Length of [`encode`]'s output, without encoding.
+pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+        value,
+        postcard::ser_flavors::Size::default(),
+    )
+    .map(|n| n + HEADER_LEN)
+    .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Appends [`encode`]'s output to `buf` (no intermediate buffer).
+pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    buf.extend_from_slice(&header(FORMAT_VERSION));
+    let taken = std::mem::take(buf);
+    *buf = postcard::to_extend(value, taken).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(())
+}
+
+/// Decodes a current-format value at the start of `bytes` and returns it with
+/// the length it took (for a value followed by others). Only for formats with
+/// a header (version 2 on); version 1 values are not self-delimiting here.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    match version_of(bytes) {
+        2 => {
+            let body = &bytes[HEADER_LEN..];
+            let (value, rest) =
+                postcard::take_from_bytes(body).map_err(|e| CodecError::Decode {
+                    version: 2,
+                    detail: e.to_string(),
+                })?;
+            Ok((value, bytes.len() - rest.len()))
+        }
+        1 => Err(CodecError::Decode {
+            version: 1,
+            detail: "not a framed value".into(),
+        }),
+        version => Err(CodecError::UnsupportedVersion { version }),
+    }
+}
+
+/// Decodes bytes of any format version this node reads.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    bincode::deserialize(bytes).map_err(CodecError::Decode)
+    match version_of(bytes) {
+        1 => bincode::deserialize(bytes).map_err(|e| CodecError::Decode {
+            version: 1,
+            detail: e.to_string(),
+        }),
+        2 => postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| CodecError::Decode {
+            version: 2,
+            detail: e.to_string(),
+        }),
+        version => Err(CodecError::UnsupportedVersion { version }),
+    }
 }
 
 #[cfg(test)]
@@ -42,21 +145,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_size() {
+    fn round_trip_in_every_version() {
         let value = (7u64, "abc".to_string(), Some(vec![1u8, 2]));
-        let bytes = encode(&value).expect("encodes");
-        assert_eq!(encoded_size(&value).expect("sizes"), bytes.len() as u64);
-        let mut appended = vec![9u8];
+        for version in OLDEST_FORMAT_VERSION..=FORMAT_VERSION {
+            let bytes = encode_version(&value, version).expect("encodes");
+            assert_eq!(version_of(&bytes), version);
+            let back: (u64, String, Option<Vec<u8>>) = decode(&bytes).expect("decodes");
+            assert_eq!(back, value);
+        }
+        let current = encode(&value).expect("encodes");
+        assert_eq!(version_of(&current), FORMAT_VERSION);
+        assert_eq!(encoded_size(&value).expect("sizes"), current.len());
+        let mut appended = encode(&1u8).expect("encodes");
+        let first = appended.len();
         encode_into(&mut appended, &value).expect("encodes");
-        assert_eq!(appended[1..], bytes[..]);
-        let back: (u64, String, Option<Vec<u8>>) = decode(&bytes).expect("decodes");
-        assert_eq!(back, value);
+        assert_eq!(appended[first..], current[..]);
+        let (one, used): (u8, usize) = decode_prefix(&appended).expect("prefix");
+        assert_eq!((one, used), (1, first));
     }
 
     #[test]
     fn truncated_input_is_a_decode_error() {
-        let bytes = encode(&"hello".to_string()).expect("encodes");
-        let err = decode::<String>(&bytes[..bytes.len() - 1]).expect_err("truncated");
-        assert!(matches!(err, CodecError::Decode(_)), "{err:?}");
+        for version in OLDEST_FORMAT_VERSION..=FORMAT_VERSION {
+            let bytes = encode_version(&"hello".to_string(), version).expect("encodes");
+            let err = decode::<String>(&bytes[..bytes.len() - 1]).expect_err("truncated");
+            assert!(
+                matches!(err, CodecError::Decode { version: v, .. } if v == version),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_version_is_named() {
+        let mut bytes = header(9).to_vec();
+        bytes.extend_from_slice(b"whatever");
+        let err = decode::<String>(&bytes).expect_err("future version");
+        assert!(matches!(err, CodecError::UnsupportedVersion { version: 9 }));
+        assert!(err.to_string().contains("format version 9"), "{err}");
+    }
+
+    #[test]
+    fn version_one_values_are_never_taken_for_a_header() {
+        // The leading shapes of v1 values: a u64 (term, map length), an enum
+        // tag (u32), an Option tag.
+        let samples: Vec<Vec<u8>> = vec![
+            bincode::serialize(&u64::from(u32::MAX)).expect("u64"),
+            bincode::serialize(&(0x4650_52FFu64, 1u8)).expect("u64 like the magic"),
+            bincode::serialize(&Some(5u64)).expect("option"),
+            bincode::serialize(&Option::<u64>::None).expect("option"),
+        ];
+        for s in samples {
+            assert_eq!(version_of(&s), 1, "{s:?}");
+        }
     }
 }

@@ -8,9 +8,10 @@
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
 use crate::cluster::controller::{self, ControllerConfig};
+use crate::cluster::features::{FEATURE_LEVEL, Features, LEVEL_MAX_ENV};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
-use crate::cluster::network::{GrpcNetworkFactory, raft_service};
+use crate::cluster::network::{GrpcNetworkFactory, raft_service_with};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::config::{Config, ConfigError};
 use crate::librenms::pollers::{self, PollerInfo};
@@ -213,7 +214,15 @@ async fn start_raft(
     store: &Store,
     node_id: NodeId,
 ) -> Result<(Raft, ClusterHandle), NodeError> {
+    let features = Features::from_env().map_err(NodeError::Raft)?;
+    if features.local_level() < FEATURE_LEVEL {
+        tracing::warn!(
+            level = features.local_level(),
+            "held at an older feature level ({LEVEL_MAX_ENV})"
+        );
+    }
     let (log_store, sm_store) = store.raft_stores().await?;
+    let log_store = log_store.with_feature_level(features.local_level());
     let shared = sm_store.shared();
     let c = &config.cluster;
     let raft_cfg = raft_config(
@@ -222,11 +231,12 @@ async fn start_raft(
         c.election_timeout_max_ms,
     )
     .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let network = GrpcNetworkFactory::new(config.secret.clone());
+    let network =
+        GrpcNetworkFactory::new(config.secret.clone()).with_features(features.clone(), node_id);
     let raft = Raft::new(node_id, raft_cfg, network, log_store, sm_store)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret);
+    let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret, features);
     Ok((raft, cluster))
 }
 
@@ -287,7 +297,11 @@ async fn start_server(
         addr: config.rrd.rrdcached.clone(),
     });
     let server = tonic::transport::Server::builder()
-        .add_service(raft_service(services.raft.clone(), config.secret.clone()))
+        .add_service(raft_service_with(
+            services.raft.clone(),
+            config.secret.clone(),
+            services.cluster.features().clone(),
+        ))
         .add_service(peer_service(
             services.cluster.clone(),
             config.secret.clone(),

@@ -3,6 +3,7 @@
 //! Reads are answered from this node's replicated state; writes go through
 //! [`ClusterHandle::propose`], which forwards them to the leader.
 
+use crate::cluster::features::VERSION;
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::codec;
@@ -72,6 +73,7 @@ pub fn admin_service(
 fn cluster_status(e: ClusterError) -> Status {
     match e {
         ClusterError::NoLeader(_) => Status::unavailable(e.to_string()),
+        ClusterError::Unsupported(_) => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }
@@ -80,6 +82,7 @@ fn rejection_status(r: Rejection) -> Status {
     match r {
         Rejection::DuplicateDevice(_) => Status::already_exists(r.to_string()),
         Rejection::UnknownDevice(_) | Rejection::UnknownNode(_) => Status::not_found(r.to_string()),
+        Rejection::InvalidEntry(_) => Status::invalid_argument(r.to_string()),
     }
 }
 
@@ -264,7 +267,7 @@ pub fn new_devices(reqs: Vec<pb::AddDeviceRequest>) -> Result<Vec<NewDevice>, St
 /// devices and about [`BYTES_PER_ENTRY`] bytes, keeping the order.
 fn entry_chunks(devices: Vec<NewDevice>) -> Vec<Vec<NewDevice>> {
     super::split_by_size(devices, DEVICES_PER_ENTRY, BYTES_PER_ENTRY, |d| {
-        codec::encoded_size(d).unwrap_or(BYTES_PER_ENTRY)
+        codec::encoded_size(d).map_or(BYTES_PER_ENTRY, |n| n as u64)
     })
 }
 
@@ -427,13 +430,25 @@ impl Admin for AdminRpc {
             }
         }
         let view = self.cluster.view();
+        let cluster_feature_level = self.cluster.cluster_level();
+        let features = self.cluster.features();
+        let me = self.cluster.node_id();
         let (nodes, total, unassigned) = self.cluster.read(|s| {
             let nodes: Vec<pb::NodeStatus> = view
                 .members
                 .iter()
                 .map(|m| {
                     let info = s.nodes.get(&m.id);
+                    let (version, feature_level) = if m.id == me {
+                        (VERSION.to_string(), features.local_level())
+                    } else {
+                        features
+                            .peer(m.id)
+                            .map_or((String::new(), 0), |p| (p.version, p.level))
+                    };
                     pb::NodeStatus {
+                        version,
+                        feature_level,
                         id: m.id,
                         name: info.map(|i| i.name.clone()).unwrap_or_default(),
                         addr: m.addr.clone(),
@@ -455,6 +470,7 @@ impl Admin for AdminRpc {
             answered_by: self.cluster.node_id(),
             rrd: Some(self.rrd.rrd_status()),
             librenms: self.librenms_status(),
+            cluster_feature_level,
         }))
     }
 
@@ -502,8 +518,16 @@ impl Admin for AdminRpc {
         let total = devices.len();
         let mut added = 0u32;
         let mut existing = Vec::new();
+        // The newer entry kind once every member applies it; the leader
+        // turns it back into the older one if the level dropped meanwhile.
+        let packed = self.cluster.cluster_level() >= 2;
         for chunk in entry_chunks(devices) {
-            match self.write(Command::AddDevices(chunk)).await {
+            let cmd = if packed {
+                Command::pack_devices(chunk)
+            } else {
+                Command::AddDevices(chunk)
+            };
+            match self.write(cmd).await {
                 Ok(CommandResult::DevicesAdded {
                     added: a,
                     existing: e,

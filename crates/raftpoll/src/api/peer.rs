@@ -36,8 +36,12 @@ impl Peer for PeerRpc {
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
-        let cmd: Command = codec::decode(&request.into_inner().command)
+        let bytes = request.into_inner().command;
+        let cmd: Command = codec::decode(&bytes)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        let format = codec::version_of(&bytes);
+        cmd.check_level(self.cluster.features().local_level())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A node that is not in a cluster yet says so at once, so a joining
         // or bootstrapping node does not wait on it.
         if !self.cluster.in_cluster() {
@@ -46,7 +50,8 @@ impl Peer for PeerRpc {
             ));
         }
         let result = self.cluster.propose(cmd).await.map_err(unavailable)?;
-        let result = codec::encode(&result)
+        // Answered in the format it was asked in: the caller reads that one.
+        let result = codec::encode_version(&result, format)
             .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;
         Ok(Response::new(ProposeReply { result }))
     }

@@ -14,7 +14,9 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "name": n.name, "addr": n.addr, "role": n.role,
             "alive": n.alive, "groups": n.groups, "devices": n.devices,
+            "version": n.version, "feature_level": n.feature_level,
         })).collect::<Vec<_>>(),
+        "cluster_feature_level": s.cluster_feature_level,
         "devices": {"total": devices.total, "unassigned": devices.unassigned},
         "answered_by": s.answered_by,
         "rrd": {
@@ -95,16 +97,17 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 pub(super) fn status_table(s: &pb::StatusReply) -> String {
     let devices = s.devices.unwrap_or_default();
     let mut out = format!(
-        "leader: {}   term: {}   devices: {} ({} unassigned)\n\n",
+        "leader: {}   term: {}   devices: {} ({} unassigned)   feature level: {}\n\n",
         opt(s.leader_id),
         s.term,
         devices.total,
-        devices.unassigned
+        devices.unassigned,
+        s.cluster_feature_level
     );
     let _ = writeln!(
         out,
-        "{:>4}  {:<16} {:<22} {:<9} {:<6} {:<10} {:>7}",
-        "ID", "NAME", "ADDRESS", "ROLE", "ALIVE", "GROUPS", "DEVICES"
+        "{:>4}  {:<16} {:<22} {:<9} {:<6} {:<10} {:>7}  {:<10} {:>5}",
+        "ID", "NAME", "ADDRESS", "ROLE", "ALIVE", "GROUPS", "DEVICES", "VERSION", "LEVEL"
     );
     for n in &s.nodes {
         let groups = n
@@ -114,10 +117,19 @@ pub(super) fn status_table(s: &pb::StatusReply) -> String {
             .collect::<Vec<_>>()
             .join(",");
         let alive = if n.alive { "yes" } else { "NO" };
+        let version = match (n.version.as_str(), n.feature_level) {
+            (_, 0) => "?",
+            ("", _) => "older",
+            (v, _) => v,
+        };
+        let level = match n.feature_level {
+            0 => "?".to_string(),
+            l => l.to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:>4}  {:<16} {:<22} {:<9} {:<6} {:<10} {:>7}",
-            n.id, n.name, n.addr, n.role, alive, groups, n.devices
+            "{:>4}  {:<16} {:<22} {:<9} {:<6} {:<10} {:>7}  {:<10} {:>5}",
+            n.id, n.name, n.addr, n.role, alive, groups, n.devices, version, level
         );
     }
     if let Some(r) = &s.rrd {

@@ -2,9 +2,11 @@
 //! leader when this node is not it), read the replicated state, see the leader.
 
 use crate::cluster::assignment::drain_moves;
+use crate::cluster::features::Features;
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
 use crate::codec;
+
 use crate::grpc::{ChannelCache, GrpcError};
 use crate::model::state::ClusterState;
 use crate::model::types::NodeInfo;
@@ -46,6 +48,9 @@ pub enum ClusterError {
     Raft(String),
     #[error("cannot encode or decode a command: {0}")]
     Codec(String),
+    /// An entry kind the cluster's feature level does not allow yet.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Something only the leader can do.
@@ -90,10 +95,17 @@ struct Inner {
     secret: Secret,
     auth: Option<AsciiMetadataValue>,
     channels: ChannelCache,
+    features: Features,
 }
 
 impl ClusterHandle {
-    pub fn new(raft: Raft, shared: SharedState, node_id: NodeId, secret: &Secret) -> Self {
+    pub fn new(
+        raft: Raft,
+        shared: SharedState,
+        node_id: NodeId,
+        secret: &Secret,
+        features: Features,
+    ) -> Self {
         ClusterHandle {
             inner: Arc::new(Inner {
                 raft,
@@ -102,8 +114,33 @@ impl ClusterHandle {
                 secret: secret.clone(),
                 auth: bearer_value(secret),
                 channels: ChannelCache::new(),
+                features,
             }),
         }
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.inner.features
+    }
+
+    /// The cluster's feature level: on the leader, the lowest of every
+    /// member's (remembered, and told to followers in its requests); on a
+    /// follower, what the leader last told.
+    pub fn cluster_level(&self) -> u32 {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let me = self.inner.node_id;
+        if metrics.current_leader != Some(me) {
+            return self.inner.features.told_cluster_level();
+        }
+        let members: Vec<NodeId> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let level = self.inner.features.cluster_level(members, me);
+        self.inner.features.tell(level);
+        level
     }
 
     pub fn raft(&self) -> &Raft {
@@ -251,7 +288,7 @@ impl ClusterHandle {
                         }
                     };
                     tokio::select! {
-                        result = self.forward(&addr, &op) => match result {
+                        result = self.forward(leader, &addr, &op) => match result {
                             Ok(done) => return Ok(done),
                             Err(e) => last_error = Some(e),
                         },
@@ -285,8 +322,14 @@ impl ClusterHandle {
             }
         };
         match op {
+            // The leader writes only entry kinds every member applies: a newer
+            // kind becomes its older equivalent, or is refused, naming it.
             Op::Propose(cmd) => raft
-                .client_write(cmd.clone())
+                .client_write(
+                    cmd.clone()
+                        .for_level(self.cluster_level())
+                        .map_err(|e| Retry::No(ClusterError::Unsupported(e.to_string())))?,
+                )
                 .await
                 .map(|r| Done::Applied(r.data))
                 .map_err(classify),
@@ -350,7 +393,7 @@ impl ClusterHandle {
             .map(|n| n.addr.clone())
     }
 
-    async fn forward(&self, addr: &str, op: &Op) -> Result<Done, ClusterError> {
+    async fn forward(&self, leader_id: NodeId, addr: &str, op: &Op) -> Result<Done, ClusterError> {
         let forward_err = |message: String| ClusterError::Forward {
             addr: addr.to_string(),
             message,
@@ -360,7 +403,9 @@ impl ClusterHandle {
         let status_err = |s: tonic::Status| forward_err(s.message().to_string());
         match op {
             Op::Propose(cmd) => {
-                let bytes = codec::encode(cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
+                let format = self.inner.features.format_for(leader_id);
+                let bytes = codec::encode_version(cmd, format)
+                    .map_err(|e| ClusterError::Codec(e.to_string()))?;
                 let mut request = self.request(ProposeRequest { command: bytes });
                 // Per attempt: a hung leader must not hold a proposal past
                 // the election that replaces it.

@@ -4,6 +4,7 @@
 
 pub mod assignment;
 pub mod controller;
+pub mod features;
 pub mod handle;
 pub mod membership;
 pub mod network;

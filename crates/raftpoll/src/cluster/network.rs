@@ -1,11 +1,14 @@
 //! Raft peer RPCs over gRPC: the client side (network factory) and the server side.
 //!
-//! Messages are openraft's own types, bincode-encoded inside the `bytes`
-//! fields of `proto/raft.proto`. Every call carries the cluster secret as
+//! Messages are openraft's own types, in the versioned [`crate::codec`]
+//! encoding inside the `bytes` fields of `proto/raft.proto`: each peer is
+//! written the newest format it reads (version 1 until its replies say
+//! more), and answered in the format it wrote. Every call carries the cluster secret as
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
 
+use crate::cluster::features::Features;
 use crate::cluster::raft::Raft;
-use crate::codec::{CodecError, decode, encode};
+use crate::codec::{CodecError, decode, encode_version, version_of};
 use crate::grpc::ChannelCache;
 use crate::model::types::NodeId;
 use crate::proto::raft_client::RaftClient;
@@ -13,6 +16,7 @@ use crate::proto::raft_server::{self, RaftServer};
 use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};
 use crate::raft_types::{Snapshot, TypeConfig, Vote};
 use crate::secret::Secret;
+use crate::storage::snapshot_data_in_format;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -43,6 +47,9 @@ pub struct GrpcNetworkFactory {
     /// call then fails as unreachable instead of sending a broken header).
     auth: Option<AsciiMetadataValue>,
     channels: ChannelCache,
+    features: Features,
+    /// This node's id, sent with every request (0: not said).
+    me: NodeId,
 }
 
 impl GrpcNetworkFactory {
@@ -50,7 +57,17 @@ impl GrpcNetworkFactory {
         GrpcNetworkFactory {
             auth: bearer_value(&secret),
             channels: ChannelCache::new(),
+            features: Features::default(),
+            me: 0,
         }
+    }
+
+    /// Tells peers this node's id and feature level, learns theirs from
+    /// their replies, and writes to each the newest format it reads.
+    pub fn with_features(mut self, features: Features, me: NodeId) -> Self {
+        self.features = features;
+        self.me = me;
+        self
     }
 }
 
@@ -85,6 +102,8 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             addr: node.addr.clone(),
             client,
             auth: self.auth.clone(),
+            features: self.features.clone(),
+            me: self.me,
         }
     }
 }
@@ -95,6 +114,8 @@ pub struct GrpcNetwork {
     addr: String,
     client: Result<RaftClient<Channel>, String>,
     auth: Option<AsciiMetadataValue>,
+    features: Features,
+    me: NodeId,
 }
 
 /// Why a call failed, before it becomes openraft's error type.
@@ -174,6 +195,9 @@ impl GrpcNetwork {
             .ok_or_else(|| Failure::Unreachable("cluster secret is not valid ASCII".into()))?;
         let mut request = Request::new(message);
         request.metadata_mut().insert("authorization", auth);
+        let told = Some(self.features.told_cluster_level()).filter(|_| self.me != 0);
+        self.features
+            .annotate(request.metadata_mut(), self.me, told);
         request.set_timeout(timeout);
         let reply = match tokio::time::timeout(timeout, send(client, request)).await {
             Err(_) => {
@@ -183,15 +207,20 @@ impl GrpcNetwork {
                 )));
             }
             Ok(Err(status)) => return Err(Failure::from_status(&status)),
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                self.features.observe(reply.metadata(), Some(self.target));
+                reply.into_inner()
+            }
         };
         decode(&reply.payload)
             .map_err(|e| Failure::Network(format!("undecodable reply from peer: {e}")))
     }
 
+    /// The request in the newest format the target reads (version 1 until
+    /// it said otherwise: it may be an older node).
     fn request<T: Serialize>(&self, rpc: &T) -> Result<RaftRequest, Failure> {
-        let payload =
-            encode(rpc).map_err(|e| Failure::Network(format!("cannot encode request: {e}")))?;
+        let payload = encode_version(rpc, self.features.format_for(self.target))
+            .map_err(|e| Failure::Network(format!("cannot encode request: {e}")))?;
         Ok(RaftRequest {
             target: self.target,
             payload,
@@ -251,15 +280,20 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let encoded = encode(&vote).and_then(|v| encode(&snapshot.meta).map(|m| (v, m)));
-        let (vote, meta) = encoded.map_err(|e| {
+        let format = self.features.format_for(self.target);
+        let encoded = encode_version(&vote, format).and_then(|v| {
+            let m = encode_version(&snapshot.meta, format)?;
+            let data = snapshot_data_in_format(snapshot.snapshot, format)?;
+            Ok((v, m, data))
+        });
+        let (vote, meta, data) = encoded.map_err(|e| {
             Failure::Network(format!("cannot encode snapshot request: {e}")).into_streaming()
         })?;
         let req = RaftSnapshotRequest {
             target: self.target,
             vote,
             meta,
-            data: snapshot.snapshot,
+            data,
         };
         let send = self.call(
             "install_snapshot",
@@ -329,7 +363,13 @@ pub type RaftService = InterceptedService<RaftServer<RaftRpc>, BearerAuth>;
 
 /// The peer-facing Raft service of `raft`, guarded by the cluster secret.
 pub fn raft_service(raft: Raft, secret: Secret) -> RaftService {
-    let server = RaftServer::new(RaftRpc { raft })
+    raft_service_with(raft, secret, Features::default())
+}
+
+/// [`raft_service`] that records callers' feature levels in `features` and
+/// tells them this node's.
+pub fn raft_service_with(raft: Raft, secret: Secret, features: Features) -> RaftService {
+    let server = RaftServer::new(RaftRpc { raft, features })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     InterceptedService::new(server, BearerAuth::new(secret))
@@ -338,6 +378,7 @@ pub fn raft_service(raft: Raft, secret: Secret) -> RaftService {
 /// Hands peer RPCs to the local Raft node.
 pub struct RaftRpc {
     raft: Raft,
+    features: Features,
 }
 
 impl RaftRpc {
@@ -354,17 +395,43 @@ impl RaftRpc {
         }
     }
 
-    fn decode_request<T: DeserializeOwned>(&self, req: &RaftRequest) -> Result<T, Status> {
+    /// Decodes a request (of any format version this node reads) and
+    /// records what the caller says of itself. Returns the format to answer in.
+    fn decode_request<T: DeserializeOwned>(
+        &self,
+        request: &Request<RaftRequest>,
+    ) -> Result<(T, u16), Status> {
+        let req = request.get_ref();
         self.check_target(req.target)?;
-        decode(&req.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))
+        self.features.observe(request.metadata(), None);
+        let value = decode(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
+        Ok((value, version_of(&req.payload)))
     }
-}
 
-fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
-    let payload =
-        encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-    Ok(Response::new(RaftReply { payload }))
+    /// Refuses entries of a kind above this node's level: the leader keeps
+    /// retrying, and this node neither stores nor applies them.
+    fn check_entries(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), Status> {
+        for e in &rpc.entries {
+            if let openraft::EntryPayload::Normal(cmd) = &e.payload {
+                cmd.check_level(self.features.local_level())
+                    .map_err(|err| {
+                        Status::invalid_argument(format!("log entry {}: {err}", e.log_id.index))
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A reply in `format`, with this node's level in its metadata.
+    fn reply<T: Serialize>(&self, value: &T, format: u16) -> Result<Response<RaftReply>, Status> {
+        let payload = encode_version(value, format)
+            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+        let mut response = Response::new(RaftReply { payload });
+        self.features
+            .annotate(response.metadata_mut(), *self.raft.node_id(), None);
+        Ok(response)
+    }
 }
 
 /// Raft refuses only when it is stopping (fatal): the peer should back off.
@@ -375,29 +442,35 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl raft_server::Raft for RaftRpc {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: VoteRequest<TypeConfig> = self.decode_request(request.get_ref())?;
-        reply(&self.raft.vote(rpc).await.map_err(unavailable)?)
+        let (rpc, format): (VoteRequest<TypeConfig>, _) = self.decode_request(&request)?;
+        self.reply(&self.raft.vote(rpc).await.map_err(unavailable)?, format)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: VoteRequest<TypeConfig> = self.decode_request(request.get_ref())?;
-        reply(&self.raft.pre_vote(rpc).await.map_err(unavailable)?)
+        let (rpc, format): (VoteRequest<TypeConfig>, _) = self.decode_request(&request)?;
+        self.reply(&self.raft.pre_vote(rpc).await.map_err(unavailable)?, format)
     }
 
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = self.decode_request(request.get_ref())?;
-        reply(&self.raft.append_entries(rpc).await.map_err(unavailable)?)
+        let (rpc, format): (AppendEntriesRequest<TypeConfig>, _) = self.decode_request(&request)?;
+        self.check_entries(&rpc)?;
+        self.reply(
+            &self.raft.append_entries(rpc).await.map_err(unavailable)?,
+            format,
+        )
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftSnapshotRequest>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.features.observe(request.metadata(), None);
         let req = request.into_inner();
         self.check_target(req.target)?;
+        let format = version_of(&req.meta);
         let bad =
             |e: CodecError| Status::invalid_argument(format!("undecodable snapshot request: {e}"));
         let vote: Vote = decode(&req.vote).map_err(bad)?;
@@ -406,12 +479,13 @@ impl raft_server::Raft for RaftRpc {
             meta,
             snapshot: req.data,
         };
-        reply(
+        self.reply(
             &self
                 .raft
                 .install_full_snapshot(vote, snapshot)
                 .await
                 .map_err(unavailable)?,
+            format,
         )
     }
 
@@ -419,13 +493,15 @@ impl raft_server::Raft for RaftRpc {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc: TransferLeaderRequest<TypeConfig> = self.decode_request(request.get_ref())?;
-        reply(
+        let (rpc, format): (TransferLeaderRequest<TypeConfig>, _) =
+            self.decode_request(&request)?;
+        self.reply(
             &self
                 .raft
                 .handle_transfer_leader(rpc)
                 .await
                 .map_err(unavailable)?,
+            format,
         )
     }
 }

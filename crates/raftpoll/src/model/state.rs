@@ -66,6 +66,13 @@ impl ClusterState {
                 }
                 CommandResult::DevicesAdded { added, existing }
             }
+            Command::AddDevicesPacked { devices, .. } => match cmd.unpack() {
+                Some(news) => self.apply(&Command::AddDevices(news)),
+                None => CommandResult::Rejected(Rejection::InvalidEntry(format!(
+                    "AddDevicesPacked of {} devices names a credential index out of range",
+                    devices.len()
+                ))),
+            },
             Command::UpdateDevices(updates) => {
                 for new in updates {
                     let Some(device) = self.devices.get_mut(&new.hostname) else {

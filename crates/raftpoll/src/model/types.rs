@@ -225,9 +225,153 @@ pub enum Command {
         discovery: Discovery,
         port_ids: BTreeMap<u32, PortId>,
     },
+    // Feature level 2 from here on (see `Command::feature_level`).
+    /// [`Command::AddDevices`] with each distinct credential stored once
+    /// (a bulk import usually shares a few communities among thousands of
+    /// devices): `devices[i].credentials` indexes `credentials`.
+    AddDevicesPacked {
+        credentials: Vec<SnmpCredentials>,
+        devices: Vec<PackedDevice>,
+    },
+}
+
+/// A device of [`Command::AddDevicesPacked`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedDevice {
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    /// Index into the command's credentials.
+    pub credentials: u32,
+    pub group: GroupId,
+}
+
+/// Why an entry kind cannot be applied by this node.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "entry kind {kind} needs feature level {needs}, this node supports level {supports}: upgrade it"
+)]
+pub struct UnsupportedEntry {
+    pub kind: &'static str,
+    pub needs: u32,
+    pub supports: u32,
 }
 
 impl Command {
+    /// The variant's name, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::AllocateNodeId => "AllocateNodeId",
+            Command::UpsertNode(_) => "UpsertNode",
+            Command::RemoveNode { .. } => "RemoveNode",
+            Command::Drain { .. } => "Drain",
+            Command::AddDevice(_) => "AddDevice",
+            Command::RemoveDevice { .. } => "RemoveDevice",
+            Command::SetDeviceGroup { .. } => "SetDeviceGroup",
+            Command::Assign { .. } => "Assign",
+            Command::ClaimPolls { .. } => "ClaimPolls",
+            Command::PollReports { .. } => "PollReports",
+            Command::Discovered { .. } => "Discovered",
+            Command::AddDevices(_) => "AddDevices",
+            Command::UpdateDevices(_) => "UpdateDevices",
+            Command::RemoveDevices(_) => "RemoveDevices",
+            Command::DiscoveredPorts { .. } => "DiscoveredPorts",
+            Command::AddDevicesPacked { .. } => "AddDevicesPacked",
+        }
+    }
+
+    /// The lowest feature level (see [`crate::cluster::features`]) whose
+    /// nodes can decode and apply this kind of entry. A new kind gets the
+    /// level of the version that introduces it.
+    pub fn feature_level(&self) -> u32 {
+        match self {
+            Command::AddDevicesPacked { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Refuses a kind above `level` (a node held at an older level).
+    pub fn check_level(&self, level: u32) -> Result<(), UnsupportedEntry> {
+        let needs = self.feature_level();
+        if needs > level {
+            return Err(UnsupportedEntry {
+                kind: self.kind(),
+                needs,
+                supports: level,
+            });
+        }
+        Ok(())
+    }
+
+    /// The same change in entry kinds a cluster at `level` applies: the
+    /// command itself if its level allows, else its older equivalent.
+    pub fn for_level(self, level: u32) -> Result<Command, UnsupportedEntry> {
+        if self.feature_level() <= level {
+            return Ok(self);
+        }
+        match self {
+            Command::AddDevicesPacked { .. } => match self.unpack() {
+                Some(devices) => Ok(Command::AddDevices(devices)),
+                // Bad indexes: kept, so the state machine refuses it as it
+                // would on any node.
+                None => Ok(self),
+            },
+            other => other.check_level(level).map(|()| other),
+        }
+    }
+
+    /// Packs a bulk add ([`Command::AddDevicesPacked`]).
+    pub fn pack_devices(devices: Vec<NewDevice>) -> Command {
+        let mut credentials: Vec<SnmpCredentials> = Vec::new();
+        let packed = devices
+            .into_iter()
+            .map(|d| {
+                let index = match credentials.iter().position(|c| *c == d.credentials) {
+                    Some(i) => i,
+                    None => {
+                        credentials.push(d.credentials);
+                        credentials.len() - 1
+                    }
+                };
+                PackedDevice {
+                    hostname: d.hostname,
+                    address: d.address,
+                    port: d.port,
+                    credentials: index as u32,
+                    group: d.group,
+                }
+            })
+            .collect();
+        Command::AddDevicesPacked {
+            credentials,
+            devices: packed,
+        }
+    }
+
+    /// The devices of an [`Command::AddDevicesPacked`], or `None` if one
+    /// names a credential index out of range (or it is another kind).
+    pub fn unpack(&self) -> Option<Vec<NewDevice>> {
+        let Command::AddDevicesPacked {
+            credentials,
+            devices,
+        } = self
+        else {
+            return None;
+        };
+        devices
+            .iter()
+            .map(|d| {
+                credentials.get(d.credentials as usize).map(|c| NewDevice {
+                    hostname: d.hostname.clone(),
+                    address: d.address.clone(),
+                    port: d.port,
+                    credentials: c.clone(),
+                    group: d.group,
+                })
+            })
+            .collect()
+    }
+
     /// Whether applying it can change which node owns which device (or the
     /// set of devices): the scheduler only re-reads its devices after these.
     pub fn changes_owners(&self) -> bool {
@@ -236,6 +380,7 @@ impl Command {
             | Command::Drain { .. }
             | Command::AddDevice(_)
             | Command::AddDevices(_)
+            | Command::AddDevicesPacked { .. }
             | Command::UpdateDevices(_)
             | Command::RemoveDevices(_)
             | Command::RemoveDevice { .. }
@@ -262,6 +407,15 @@ impl fmt::Display for Command {
             Command::Drain { id, moves } => write!(f, "Drain({id}, {} moves)", moves.len()),
             Command::AddDevice(d) => write!(f, "AddDevice({})", d.hostname),
             Command::AddDevices(ds) => write!(f, "AddDevices({} devices)", ds.len()),
+            Command::AddDevicesPacked {
+                credentials,
+                devices,
+            } => write!(
+                f,
+                "AddDevicesPacked({} devices, {} credentials)",
+                devices.len(),
+                credentials.len()
+            ),
             Command::UpdateDevices(ds) => write!(f, "UpdateDevices({} devices)", ds.len()),
             Command::RemoveDevices(hs) => write!(f, "RemoveDevices({} devices)", hs.len()),
             Command::RemoveDevice { hostname } => write!(f, "RemoveDevice({hostname})"),
@@ -313,6 +467,9 @@ pub enum Rejection {
     UnknownDevice(String),
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    // New variants go last (see `Command`).
+    #[error("invalid entry: {0}")]
+    InvalidEntry(String),
 }
 
 #[cfg(test)]
@@ -375,8 +532,78 @@ mod tests {
     #[test]
     fn credentials_encode_as_before_their_move() {
         let entry = entry_with_every_credential();
-        assert_eq!(codec::encode(&entry).expect("encodes"), RECORDED);
+        assert_eq!(codec::encode_version(&entry, 1).expect("encodes"), RECORDED);
         let decoded: Command = codec::decode(RECORDED).expect("old bytes decode");
         assert_eq!(decoded, entry);
+        let current: Command =
+            codec::decode(&codec::encode(&entry).expect("encodes")).expect("decodes");
+        assert_eq!(current, entry);
+    }
+
+    #[test]
+    fn a_packed_bulk_add_is_written_as_the_older_kind_below_its_level() {
+        let Command::AddDevices(devices) = entry_with_every_credential() else {
+            unreachable!()
+        };
+        let mut shared = devices.clone();
+        for d in &mut shared {
+            d.credentials = devices[1].credentials.clone();
+        }
+        shared.extend(devices.clone().into_iter().map(|mut d| {
+            d.hostname.push('x');
+            d
+        }));
+        let packed = Command::pack_devices(shared.clone());
+        let Command::AddDevicesPacked { credentials, .. } = &packed else {
+            panic!("not packed: {packed}")
+        };
+        assert_eq!(credentials.len(), 4, "each credential stored once");
+        assert_eq!(packed.unpack(), Some(shared.clone()));
+        assert_eq!(packed.feature_level(), 2);
+        assert!(
+            codec::encode(&packed).expect("encodes").len()
+                < codec::encode(&Command::AddDevices(shared.clone()))
+                    .expect("encodes")
+                    .len()
+        );
+        // At level 2 it stays; at level 1 it becomes the older kind, with
+        // the same devices.
+        assert_eq!(packed.clone().for_level(2).expect("level 2"), packed);
+        assert_eq!(
+            packed.clone().for_level(1).expect("level 1"),
+            Command::AddDevices(shared.clone())
+        );
+        // A node held at level 1 refuses it, naming kind and levels.
+        let err = packed.check_level(1).expect_err("level 1 node");
+        assert_eq!(
+            err.to_string(),
+            "entry kind AddDevicesPacked needs feature level 2, this node supports level 1: upgrade it"
+        );
+        assert!(Command::AddDevices(shared.clone()).check_level(1).is_ok());
+        // Applying either kind gives the same state.
+        let mut a = crate::model::state::ClusterState::default();
+        let mut b = a.clone();
+        let ra = a.apply(&packed);
+        let rb = b.apply(&Command::AddDevices(shared));
+        assert_eq!((ra, &a), (rb, &b));
+        // A bad index is refused deterministically, never a panic.
+        let Command::AddDevicesPacked {
+            credentials,
+            mut devices,
+        } = packed
+        else {
+            unreachable!()
+        };
+        devices[0].credentials = 99;
+        let bad = Command::AddDevicesPacked {
+            credentials,
+            devices,
+        };
+        let mut c = crate::model::state::ClusterState::default();
+        assert!(matches!(
+            c.apply(&bad),
+            CommandResult::Rejected(Rejection::InvalidEntry(_))
+        ));
+        assert!(c.devices.is_empty());
     }
 }

@@ -102,7 +102,7 @@ impl Tree {
         }
     }
 
-    fn corrupt(&self, what: &str, detail: impl ToString) -> StorageError {
+    pub(crate) fn corrupt(&self, what: &str, detail: impl ToString) -> StorageError {
         StorageError::Corrupt {
             path: (*self.path).clone(),
             what: what.to_string(),
@@ -166,33 +166,26 @@ impl Tree {
         self.tree.apply_batch(batch).map_err(|e| self.io(e))
     }
 
-    /// Decoded values of the keys in `range`, in key order.
-    pub(crate) fn values<T: DeserializeOwned, R: RangeBounds<Vec<u8>>>(
+    /// Raw key/value pairs of `range`, in key order.
+    pub(crate) fn raw_range<R: RangeBounds<Vec<u8>>>(
         &self,
         range: R,
-        what: &str,
-    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
         let mut out = Vec::new();
         for item in self.tree.range(range) {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            let value = decode(&v).map_err(|e| self.corrupt(what, e))?;
-            out.push((k.to_vec(), value));
+            out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
     }
 
-    /// The last key/value pair, decoded.
-    pub(crate) fn last<T: DeserializeOwned>(
-        &self,
-        what: &str,
-    ) -> Result<Option<(Vec<u8>, T)>, StorageError> {
-        match self.tree.last().map_err(|e| self.io(e))? {
-            None => Ok(None),
-            Some((k, v)) => {
-                let value = decode(&v).map_err(|e| self.corrupt(what, e))?;
-                Ok(Some((k.to_vec(), value)))
-            }
-        }
+    /// The last key/value pair, as stored.
+    pub(crate) fn last_raw(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        Ok(self
+            .tree
+            .last()
+            .map_err(|e| self.io(e))?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     pub(crate) fn corrupt_key(&self, what: &str, key: &[u8]) -> StorageError {

@@ -6,7 +6,10 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
+use crate::cluster::features::FEATURE_LEVEL;
+use crate::codec::{self, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
+use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
@@ -24,6 +27,9 @@ pub struct LogStore {
     kv: Kv,
     logs: Tree,
     meta: Tree,
+    /// Entry kinds above this feature level are refused when read, as a node
+    /// of that level would (see [`LogStore::with_feature_level`]).
+    feature_level: u32,
 }
 
 fn index_key(index: u64) -> Vec<u8> {
@@ -36,7 +42,42 @@ impl LogStore {
             kv: kv.clone(),
             logs: kv.tree(kv::LOGS)?,
             meta: kv.tree(kv::META)?,
+            feature_level: FEATURE_LEVEL,
         })
+    }
+
+    /// Holds the store at an older feature level: reading an entry of a
+    /// newer kind is then an error, as on a node of that level.
+    pub fn with_feature_level(mut self, level: u32) -> LogStore {
+        self.feature_level = level;
+        self
+    }
+
+    /// Decodes the entry stored under `key`. An entry this node cannot read
+    /// (a newer format or kind) is an error naming its index, format version
+    /// and kind: openraft then stops applying rather than skip it.
+    fn decode_entry(&self, key: &[u8], bytes: &[u8]) -> Result<Entry, StorageError> {
+        let index = <[u8; 8]>::try_from(key)
+            .map(u64::from_be_bytes)
+            .map_err(|_| self.logs.corrupt_key("log index", key))?;
+        let entry: Entry = codec::decode(bytes).map_err(|e| {
+            self.logs.corrupt(
+                &format!("log entry {index}"),
+                format!("{e} (this node reads format versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}, entry kinds up to feature level {})", self.feature_level),
+            )
+        })?;
+        if let EntryPayload::Normal(cmd) = &entry.payload {
+            cmd.check_level(self.feature_level).map_err(|e| {
+                self.logs.corrupt(
+                    &format!(
+                        "log entry {index} (format version {})",
+                        codec::version_of(bytes)
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(entry)
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
@@ -57,8 +98,11 @@ impl LogStore {
             Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let rows = self.logs.values::<Entry, _>((start, end), "log entry")?;
-        Ok(rows.into_iter().map(|(_, e)| e).collect())
+        self.logs
+            .raw_range((start, end))?
+            .iter()
+            .map(|(k, v)| self.decode_entry(k, v))
+            .collect()
     }
 }
 
@@ -80,14 +124,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.last_purged()?;
-        let last = self.logs.last::<Entry>("log entry")?;
+        let last = self.logs.last_raw()?;
         let last_log_id = match last {
-            Some((key, entry)) => {
-                if key.len() != 8 {
-                    return Err(self.logs.corrupt_key("log index", &key).into());
-                }
-                Some(entry.log_id)
-            }
+            Some((key, bytes)) => Some(self.decode_entry(&key, &bytes)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {

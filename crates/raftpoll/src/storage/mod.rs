@@ -11,7 +11,7 @@ mod log_store;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedState, StateMachineStore};
+pub use state_machine::{SharedState, StateMachineStore, snapshot_data_in_format};
 
 use kv::Kv;
 use std::path::{Path, PathBuf};

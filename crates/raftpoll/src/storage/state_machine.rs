@@ -95,7 +95,18 @@ impl StateMachineStore {
     /// Loads the last snapshot, if any, as the starting state.
     pub(crate) fn load(kv: &Kv) -> Result<StateMachineStore, StorageError> {
         let tree = kv.tree(kv::SM)?;
-        let applied = match tree.get::<StoredSnapshot>(SNAPSHOT, "state machine snapshot")? {
+        let corrupt = |what: &str, e: CodecError| StorageError::Corrupt {
+            path: kv.path().to_path_buf(),
+            what: what.into(),
+            detail: e.to_string(),
+        };
+        let stored = match tree.get_raw(SNAPSHOT)? {
+            None => None,
+            Some(bytes) => {
+                Some(decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?)
+            }
+        };
+        let applied = match stored {
             None => Applied::default(),
             Some(s) => codec::decode::<Applied>(&s.data).map_err(|e| StorageError::Corrupt {
                 path: kv.path().to_path_buf(),
@@ -133,28 +144,69 @@ impl StateMachineStore {
         }
     }
 
-    /// Persists a snapshot durably as one atomic write.
-    async fn persist(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
-        self.tree.set(SNAPSHOT, snapshot)?;
+    /// Persists a snapshot durably as one atomic write: the metadata in the
+    /// current format, then the data as received (its own version header, or
+    /// none for version 1, says how to read it).
+    async fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let mut bytes = codec::encode(meta).map_err(|e| StorageError::Corrupt {
+            path: self.kv.path().to_path_buf(),
+            what: "snapshot metadata to write".into(),
+            detail: e.to_string(),
+        })?;
+        bytes.extend_from_slice(data);
+        self.tree.set_raw(SNAPSHOT, &bytes)?;
         self.kv.flush().await
+    }
+
+    fn stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match self.tree.get_raw(SNAPSHOT)? {
+            None => Ok(None),
+            Some(bytes) => decode_stored(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt {
+                    path: self.kv.path().to_path_buf(),
+                    what: "state machine snapshot".into(),
+                    detail: e.to_string(),
+                }),
+        }
     }
 }
 
-/// Encodes `StoredSnapshot { meta, data: encode(applied) }` without building
-/// `data` separately (bincode writes a byte vector as its u64 length, then the
-/// bytes). Returns the encoding and where `data` starts in it.
+/// Encodes a snapshot as kept in sled, in the current format: the encoded
+/// metadata followed by the encoded [`Applied`] (each with its own version
+/// header), built in one buffer so the snapshot is in memory once. Returns
+/// the bytes and where the data starts. Format version 1 was the bincode of
+/// [`StoredSnapshot`]; [`decode_stored`] reads both.
 fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usize), CodecError> {
     let mut buf = codec::encode(meta)?;
-    let len_at = buf.len();
+    let data_at = buf.len();
     // Sized up front: growing by doubling would hold up to three times the
     // snapshot while it reallocates.
-    let data_len = codec::encoded_size(applied)?;
-    buf.reserve_exact(8 + usize::try_from(data_len).unwrap_or(0));
-    buf.extend_from_slice(&0u64.to_le_bytes());
+    buf.reserve_exact(codec::encoded_size(applied)?);
     codec::encode_into(&mut buf, applied)?;
-    let data_len = (buf.len() - len_at - 8) as u64;
-    buf[len_at..len_at + 8].copy_from_slice(&data_len.to_le_bytes());
-    Ok((buf, len_at + 8))
+    Ok((buf, data_at))
+}
+
+/// Snapshot data (an encoded [`Applied`]) in format `version`, for a peer
+/// that reads only older formats; as is if it already is in that version.
+pub fn snapshot_data_in_format(data: Vec<u8>, version: u16) -> Result<Vec<u8>, CodecError> {
+    if codec::version_of(&data) == version {
+        return Ok(data);
+    }
+    let applied: Applied = codec::decode(&data)?;
+    codec::encode_version(&applied, version)
+}
+
+/// Reads a snapshot as kept in sled, of any format version.
+fn decode_stored(bytes: &[u8]) -> Result<StoredSnapshot, CodecError> {
+    if codec::version_of(bytes) == 1 {
+        return codec::decode(bytes);
+    }
+    let (meta, used) = codec::decode_prefix::<SnapshotMeta>(bytes)?;
+    Ok(StoredSnapshot {
+        meta,
+        data: bytes[used..].to_vec(),
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -251,11 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.membership = meta.last_membership.clone();
         // Persist first: after a crash we restart from the new snapshot or the old
         // one, never from a mix.
-        self.persist(&StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        })
-        .await?;
+        self.persist(meta, &snapshot).await?;
         *write_lock(&self.applied) = applied;
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
@@ -263,10 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let stored = self
-            .tree
-            .get::<StoredSnapshot>(SNAPSHOT, "state machine snapshot")?;
-        Ok(stored.map(|s| Snapshot {
+        Ok(self.stored()?.map(|s| Snapshot {
             meta: s.meta,
             snapshot: s.data,
         }))
@@ -291,13 +336,22 @@ mod tests {
         let (bytes, data_at) = encode_stored(&meta, &applied).expect("encode");
         let data = codec::encode(&applied).expect("encode applied");
         assert_eq!(&bytes[data_at..], &data[..]);
-        let two_step = codec::encode(&StoredSnapshot {
-            meta,
-            data: data.clone(),
-        })
-        .expect("encode stored");
+        let mut two_step = codec::encode(&meta).expect("encode meta");
+        two_step.extend_from_slice(&data);
         assert_eq!(bytes, two_step);
-        let decoded: StoredSnapshot = codec::decode(&bytes).expect("decode");
+        let decoded = decode_stored(&bytes).expect("decode");
         assert_eq!(decoded.data, data);
+        assert_eq!(decoded.meta, meta);
+        // Version 1: the bincode of the whole struct.
+        let v1 = codec::encode_version(
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+            1,
+        )
+        .expect("encode v1");
+        let decoded = decode_stored(&v1).expect("decode v1");
+        assert_eq!((decoded.meta, decoded.data), (meta, data));
     }
 }
