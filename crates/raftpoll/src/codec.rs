@@ -125,6 +125,22 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
     }
 }
 
+/// Decodes the first field(s) of an encoded value as `T`, ignoring the rest
+/// (e.g. the log id of a log entry whose payload may be of a newer kind).
+pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match version_of(bytes) {
+        // bincode's `deserialize` accepts trailing bytes.
+        1 => decode(bytes),
+        2 => postcard::take_from_bytes(&bytes[HEADER_LEN..])
+            .map(|(value, _)| value)
+            .map_err(|e| CodecError::Decode {
+                version: 2,
+                detail: e.to_string(),
+            }),
+        version => Err(CodecError::UnsupportedVersion { version }),
+    }
+}
+
 /// Decodes bytes of any format version this node reads.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match version_of(bytes) {

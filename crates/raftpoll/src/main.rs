@@ -80,7 +80,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Data written by a newer raftpoll: restarting cannot help, so a
+            // distinct status lets the service manager stop retrying
+            // (systemd `RestartPreventExitStatus=3`).
+            let too_new = e
+                .downcast_ref::<raftpoll::node::NodeError>()
+                .is_some_and(raftpoll::node::NodeError::is_too_new);
+            if too_new {
+                ExitCode::from(raftpoll::node::EXIT_TOO_NEW)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -75,6 +75,16 @@ pub enum NodeError {
     Icmp(#[from] IcmpError),
 }
 
+/// Exit status of a node whose data was written by a newer raftpoll.
+pub const EXIT_TOO_NEW: u8 = 3;
+
+impl NodeError {
+    /// The data directory holds a format or entry kind of a newer version.
+    pub fn is_too_new(&self) -> bool {
+        matches!(self, NodeError::Storage(StorageError::TooNew { .. }))
+    }
+}
+
 /// `raftpoll node --config FILE`: loads the config, sets up logging, runs
 /// until SIGINT/SIGTERM.
 pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
@@ -223,6 +233,10 @@ async fn start_raft(
     }
     let (log_store, sm_store) = store.raft_stores().await?;
     let log_store = log_store.with_feature_level(features.local_level());
+    // Entries not yet applied must all be readable here: say which one is
+    // not (and exit with EXIT_TOO_NEW) rather than fail inside Raft.
+    let applied = sm_store.shared().last_applied_index().map_or(0, |i| i + 1);
+    log_store.check_readable(applied).await?;
     let shared = sm_store.shared();
     let c = &config.cluster;
     let raft_cfg = raft_config(

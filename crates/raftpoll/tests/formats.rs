@@ -3,15 +3,38 @@
 //! `examples/write_format_fixtures.rs` at that version) must still load and
 //! answer queries.
 
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{EntryPayload, RaftLogReader};
+use openraft::raft::AppendEntriesRequest;
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::type_config::TypeConfigExt;
+use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
+use raftpoll::cluster::network::GrpcNetworkFactory;
+use raftpoll::cluster::raft::{Raft, raft_config};
+use raftpoll::codec;
 use raftpoll::model::state::ClusterState;
-use raftpoll::model::types::{Command, DeviceStatus};
-use raftpoll::raft_types::{Entry, Vote};
+use raftpoll::model::types::{Command, CommandResult, DeviceStatus, NewDevice};
+use raftpoll::raft_types::{Entry, TypeConfig, Vote};
+use raftpoll::rrd::layout::RrdValue;
+use raftpoll::rrd::spool::Spool;
+use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;
-use raftpoll::storage;
+use raftpoll::storage::{self, LogStore, StateMachineStore};
+use raftpoll_testbed::raftpoll::{NodeConfig, run_node_expecting_exit_with_env};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tempfile::TempDir;
+
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    rx.await.expect("callback called").expect("flushed");
+}
+
+async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
+    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+    sm.apply(stream).await.expect("apply");
+}
 
 fn fixture(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))
@@ -152,4 +175,237 @@ async fn data_dir_loads(version: u32) {
 #[tokio::test]
 async fn v1_data_dir_loads_and_answers_queries() {
     data_dir_loads(1).await;
+}
+
+/// Every command of the version-1 peer payloads decodes, and applying them
+/// in order gives the same state as the log.
+#[test]
+fn v1_peer_payloads_decode() {
+    let dir = fixture(1).join("rpc");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("rpc fixtures")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("command-"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 21);
+    let mut state = ClusterState::default();
+    for name in &names {
+        let bytes = std::fs::read(dir.join(name)).expect("read fixture");
+        assert_eq!(codec::version_of(&bytes), 1, "{name}");
+        let cmd: Command = codec::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The file is named after the kind it holds.
+        assert!(
+            name.ends_with(&format!("-{}.bin", cmd.kind())),
+            "{name}: {cmd}"
+        );
+        state.apply(&cmd);
+    }
+    check_final_state(&state);
+
+    let results: Vec<CommandResult> =
+        codec::decode(&std::fs::read(dir.join("results.bin")).expect("read")).expect("results");
+    assert_eq!(results.len(), 8);
+    assert_eq!(results[1], CommandResult::NodeIdAllocated(9));
+    assert!(
+        matches!(&results[7], CommandResult::DevicesAdded { added: 2, existing } if existing == &["sw1"])
+    );
+
+    let append: AppendEntriesRequest<TypeConfig> =
+        codec::decode(&std::fs::read(dir.join("append-entries.bin")).expect("read"))
+            .expect("append entries");
+    assert_eq!(append.entries.len(), 21);
+    assert_eq!(append.vote, Vote::new_committed(2, 1));
+    let vote: Vote =
+        codec::decode(&std::fs::read(dir.join("vote.bin")).expect("read")).expect("vote");
+    assert_eq!(vote, Vote::new_committed(2, 1));
+}
+
+/// The version-1 spool: the unconfirmed records are replayed, in order.
+#[test]
+fn v1_spool_loads() {
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&fixture(1).join("spool"), tmp.path());
+    let (mut spool, recovery) = Spool::open(tmp.path(), 1 << 20).expect("open v1 spool");
+    assert_eq!(recovery.corrupt, 0);
+    assert_eq!(recovery.records, 3);
+    let mut got = Vec::new();
+    while let Some(r) = spool.read_next().expect("read") {
+        got.push((
+            r.update.path.clone(),
+            r.update.timestamp,
+            r.update.values.clone(),
+        ));
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].0, "sw1/port-id2.rrd");
+    assert_eq!(got[0].1, 1_700_000_600);
+    assert_eq!(got[2].2[0], RrdValue::Counter(4000));
+}
+
+/// A version-1 data dir keeps working after the current version writes to
+/// it: a new snapshot and new entries (current format) next to old ones.
+#[tokio::test]
+async fn v1_data_dir_upgrades_in_place() {
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&fixture(1).join("data"), tmp.path());
+    {
+        let (_store, mut log, mut sm) = storage::open(tmp.path()).await.expect("open");
+        let entries = log.try_get_log_entries(13..=23).await.expect("entries");
+        apply(&mut sm, entries).await;
+        sm.build_snapshot()
+            .await
+            .expect("snapshot in the current format");
+        let extra = Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(3, 1, 24),
+            payload: EntryPayload::Normal(Command::RemoveDevices(vec!["sw3".into()])),
+        };
+        append(&mut log, vec![extra]).await;
+    }
+    let (_store, mut log, mut sm) = storage::open(tmp.path()).await.expect("reopen");
+    let snapshot = sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    assert_eq!(codec::version_of(&snapshot.snapshot), codec::FORMAT_VERSION);
+    assert_eq!(
+        sm.applied_state().await.expect("state").0.map(|l| l.index),
+        Some(23)
+    );
+    sm.shared().read(check_final_state);
+    let all = log
+        .try_get_log_entries(1..=24)
+        .await
+        .expect("old and new entries");
+    assert_eq!(all.len(), 24);
+    apply(&mut sm, all[23..].to_vec()).await;
+    assert!(!sm.shared().read(|s| s.devices.contains_key("sw3")));
+}
+
+/// An entry written by a newer version is refused, naming the entry and its
+/// format version; the rest of the log still reads.
+#[tokio::test]
+async fn a_newer_format_is_named() {
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&fixture(1).join("data"), tmp.path());
+    {
+        let db = sled::open(tmp.path()).expect("sled");
+        let mut future = vec![0xFF, b'R', b'P', b'F', 9, 0, 0, 0xFF];
+        future.extend_from_slice(b"some future layout");
+        db.open_tree("raft_logs")
+            .expect("tree")
+            .insert(24u64.to_be_bytes(), future)
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let (_store, mut log, _sm) = storage::open(tmp.path()).await.expect("open");
+    let err = log
+        .get_log_state()
+        .await
+        .expect_err("newer last entry")
+        .to_string();
+    assert!(
+        err.contains("log entry 24") && err.contains("format version 9"),
+        "{err}"
+    );
+    assert!(err.contains("upgrade this node"), "{err}");
+    assert!(!err.contains("corrupt"), "{err}");
+    let err = log
+        .try_get_log_entries(20..=24)
+        .await
+        .expect_err("newer")
+        .to_string();
+    assert!(err.contains("log entry 24"), "{err}");
+    assert_eq!(
+        log.try_get_log_entries(1..=23).await.expect("older").len(),
+        23
+    );
+}
+
+/// A node held at feature level 1 that finds a level-2 entry in its log
+/// (data written after an upgrade, then the binary downgraded) refuses to
+/// start Raft, naming the entry, its format version and kind: it never
+/// skips the entry (divergence) nor panics; the state stays as it was.
+#[tokio::test]
+async fn a_newer_entry_kind_stops_the_node_naming_it() {
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&fixture(1).join("data"), tmp.path());
+    let packed = Command::pack_devices(vec![NewDevice {
+        hostname: "new1".into(),
+        address: "127.0.0.1".into(),
+        port: 161,
+        credentials: SnmpCredentials::V2c {
+            community: Secret::new("public"),
+        },
+        group: 0,
+    }]);
+    {
+        let (_store, mut log, _sm) = storage::open(tmp.path()).await.expect("open");
+        let entry = Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(2, 1, 24),
+            payload: EntryPayload::Normal(packed),
+        };
+        append(&mut log, vec![entry]).await;
+        log.save_committed(Some(openraft::testing::log_id::<TypeConfig>(2, 1, 24)))
+            .await
+            .expect("committed");
+    }
+    for _attempt in 0..2 {
+        let (_store, log, sm) = storage::open(tmp.path()).await.expect("reopen");
+        let shared = sm.shared();
+        let mut held = log.clone().with_feature_level(1);
+        // The log state (last log id) still reads ...
+        let state = held.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(24));
+        // ... the entry itself does not, and says why.
+        let network = GrpcNetworkFactory::new(Secret::new("s"));
+        let err = match Raft::new(
+            1,
+            raft_config(100, 600, 900).expect("config"),
+            network,
+            held,
+            sm,
+        )
+        .await
+        {
+            Ok(_) => panic!("a level-1 node started on a level-2 entry"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("log entry 24 (format version 2)"), "{err}");
+        assert!(
+            err.contains("AddDevicesPacked needs feature level 2"),
+            "{err}"
+        );
+        assert!(err.contains("upgrade it"), "{err}");
+        assert!(!shared.read(|s| s.devices.contains_key("new1")));
+        assert_eq!(shared.last_applied_index(), Some(12));
+    }
+    // The node itself exits at start with the named error and a status
+    // saying that restarting cannot help.
+    let node_dir = TempDir::new().expect("temp dir");
+    copy_dir(tmp.path(), &node_dir.path().join("raft"));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut cfg = NodeConfig::new("n1", "127.0.0.1:1");
+    cfg.bootstrap = false;
+    let out = run_node_expecting_exit_with_env(
+        &cfg.to_toml(node_dir.path(), listen),
+        Duration::from_secs(30),
+        &[("RAFTPOLL_FEATURE_LEVEL_MAX", "1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("log entry 24 (format version 2)")
+            && stderr.contains("AddDevicesPacked needs feature level 2"),
+        "{stderr}"
+    );
+
+    // The current level reads it and applies it.
+    let (_store, mut log, mut sm) = storage::open(tmp.path()).await.expect("reopen");
+    let rest = log.try_get_log_entries(13..=24).await.expect("entries");
+    apply(&mut sm, rest).await;
+    assert!(sm.shared().read(|s| s.devices.contains_key("new1")));
 }

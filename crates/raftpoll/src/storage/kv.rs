@@ -102,6 +102,19 @@ impl Tree {
         }
     }
 
+    /// [`StorageError::TooNew`] if `too_new`, else [`StorageError::Corrupt`].
+    pub(crate) fn error(&self, too_new: bool, what: &str, detail: impl ToString) -> StorageError {
+        if too_new {
+            StorageError::TooNew {
+                path: (*self.path).clone(),
+                what: what.to_string(),
+                detail: detail.to_string(),
+            }
+        } else {
+            self.corrupt(what, detail)
+        }
+    }
+
     pub(crate) fn corrupt(&self, what: &str, detail: impl ToString) -> StorageError {
         StorageError::Corrupt {
             path: (*self.path).clone(),

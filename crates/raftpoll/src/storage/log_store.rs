@@ -53,6 +53,33 @@ impl LogStore {
         self
     }
 
+    fn entry_error(&self, key: &[u8], bytes: &[u8], e: codec::CodecError) -> StorageError {
+        let index = <[u8; 8]>::try_from(key).map_or(0, u64::from_be_bytes);
+        let too_new = matches!(e, codec::CodecError::UnsupportedVersion { .. });
+        self.logs.error(
+            too_new,
+            &format!("log entry {index}"),
+            format!(
+                "{e} (this node reads format versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION} and entry kinds up to feature level {}; the entry is {} bytes)",
+                self.feature_level,
+                bytes.len()
+            ),
+        )
+    }
+
+    /// Reads every entry from `from` on: an error names the first this node
+    /// cannot read (a newer format or kind). For the start of a node.
+    pub async fn check_readable(&self, from: u64) -> Result<(), StorageError> {
+        let this = self.clone();
+        let path = self.kv.path().to_path_buf();
+        tokio::task::spawn_blocking(move || this.entries(from..).map(|_| ()))
+            .await
+            .map_err(|e| StorageError::Task {
+                path,
+                message: e.to_string(),
+            })?
+    }
+
     /// Decodes the entry stored under `key`. An entry this node cannot read
     /// (a newer format or kind) is an error naming its index, format version
     /// and kind: openraft then stops applying rather than skip it.
@@ -60,15 +87,11 @@ impl LogStore {
         let index = <[u8; 8]>::try_from(key)
             .map(u64::from_be_bytes)
             .map_err(|_| self.logs.corrupt_key("log index", key))?;
-        let entry: Entry = codec::decode(bytes).map_err(|e| {
-            self.logs.corrupt(
-                &format!("log entry {index}"),
-                format!("{e} (this node reads format versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}, entry kinds up to feature level {})", self.feature_level),
-            )
-        })?;
+        let entry: Entry = codec::decode(bytes).map_err(|e| self.entry_error(key, bytes, e))?;
         if let EntryPayload::Normal(cmd) = &entry.payload {
             cmd.check_level(self.feature_level).map_err(|e| {
-                self.logs.corrupt(
+                self.logs.error(
+                    true,
                     &format!(
                         "log entry {index} (format version {})",
                         codec::version_of(bytes)
@@ -126,7 +149,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id = self.last_purged()?;
         let last = self.logs.last_raw()?;
         let last_log_id = match last {
-            Some((key, bytes)) => Some(self.decode_entry(&key, &bytes)?.log_id),
+            // Only the log id: an entry of a kind this node cannot apply must
+            // not keep Raft from starting (applying it stops, naming it).
+            Some((key, bytes)) => Some(
+                codec::decode_leading::<LogId>(&bytes)
+                    .map_err(|e| self.entry_error(&key, &bytes, e))?,
+            ),
             None => last_purged_log_id,
         };
         Ok(LogState {

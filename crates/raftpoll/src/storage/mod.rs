@@ -34,6 +34,13 @@ pub enum StorageError {
         what: String,
         detail: String,
     },
+    /// Written by a newer raftpoll (a newer format or entry kind).
+    #[error("cannot read {what} in {path}: {detail}")]
+    TooNew {
+        path: PathBuf,
+        what: String,
+        detail: String,
+    },
     #[error("storage task for {path} failed: {message}")]
     Task { path: PathBuf, message: String },
 }
