@@ -2,6 +2,7 @@
 //! markdown tables (see BENCHMARKS.md). They measure; the test suite checks correctness.
 
 pub mod bulk_add;
+pub mod formats;
 pub mod harness;
 pub mod peers;
 pub mod rrd_sink;
@@ -44,6 +45,8 @@ pub enum BenchCommand {
     BulkAdd(bulk_add::BulkAddArgs),
     /// Devices per node: CPU, memory and missed intervals at 1k, 5k, 20k devices.
     Scale(scale::ScaleArgs),
+    /// Snapshot size and encode/decode CPU: bincode vs postcard vs protobuf, 20k devices.
+    Formats(formats::FormatsArgs),
 }
 
 /// A working directory: the given one (kept), or a temp dir removed at the end.
@@ -87,6 +90,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Scale(args) => scale::run(&args)?,
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
         BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
+        BenchCommand::Formats(args) => formats::run(&args)?,
     };
     println!("{out}");
     Ok(())
