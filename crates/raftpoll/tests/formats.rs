@@ -241,6 +241,19 @@ fn v1_spool_loads() {
     assert_eq!(got[0].0, "sw1/port-id2.rrd");
     assert_eq!(got[0].1, 1_700_000_600);
     assert_eq!(got[2].2[0], RrdValue::Counter(4000));
+    drop(spool);
+
+    // A segment of a newer spool format is refused by name, and left alone.
+    let newer = tmp.path().join("00000000000000ff.seg");
+    std::fs::write(&newer, b"RPSPOOL9 records of a later layout").expect("write segment");
+    let err = Spool::open(tmp.path(), 1 << 20)
+        .expect_err("newer spool")
+        .to_string();
+    assert!(
+        err.contains("00000000000000ff.seg") && err.contains("spool format 9"),
+        "{err}"
+    );
+    assert!(newer.exists());
 }
 
 /// A version-1 data dir keeps working after the current version writes to

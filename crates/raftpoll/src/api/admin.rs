@@ -47,7 +47,7 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// below the Raft message limit and the 4 MiB a forwarded proposal may take,
 /// big enough that 100k devices need only 50 entries.
 const DEVICES_PER_ENTRY: usize = 2000;
-/// Byte budget of one bulk-add entry (bincode size): long communities or
+/// Byte budget of one bulk-add entry (encoded size): long communities or
 /// passwords make a chunk smaller, never an entry too big to forward.
 const BYTES_PER_ENTRY: u64 = 1024 * 1024;
 

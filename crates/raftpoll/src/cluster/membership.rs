@@ -49,7 +49,9 @@ pub async fn allocate_node_id(
     secret: &Secret,
     rounds: u32,
 ) -> Result<Option<NodeId>, JoinError> {
-    let command = codec::encode(&Command::AllocateNodeId).unwrap_or_default();
+    // Format 1: the seeds' versions are not known yet, and every version
+    // reads it (the answer comes back in the same format).
+    let command = codec::encode_version(&Command::AllocateNodeId, 1).unwrap_or_default();
     let mut pause = Duration::from_secs(1);
     for round in 0..rounds {
         let mut refused = 0;

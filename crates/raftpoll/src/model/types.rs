@@ -205,7 +205,7 @@ pub enum Command {
         at: u64,
         discovery: Discovery,
     },
-    // New variants go last: bincode numbers variants in order, and logs
+    // New variants go last: bincode and postcard number variants in order, and logs
     // written by older versions must still decode.
     /// Many devices in one entry (bulk import). Hostnames already present
     /// are skipped and reported, so an import can be re-run.

@@ -42,7 +42,8 @@ use tracing::warn;
 
 use super::layout::{DsDef, DsType, RrdDef, RrdUpdate, RrdValue, is_valid_rrd_path};
 
-/// First bytes of every segment file.
+/// First bytes of every segment file; the last one is the spool format
+/// version (records and cursor layout), bumped on any change to them.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RPSPOOL2";
 /// `[len u32][crc u32]` before each payload.
 pub const RECORD_HEADER: u64 = 8;
@@ -660,7 +661,23 @@ fn scan_segment(
         unconfirmed: Vec::new(),
     };
     let mut magic = [0u8; 8];
-    if total < 8 || r.read_exact(&mut magic).is_err() || &magic != SEGMENT_MAGIC {
+    let read = total >= 8 && r.read_exact(&mut magic).is_ok();
+    // The magic's last byte is the spool format version: a newer one is not
+    // damage, and must not be cut or deleted by an older node.
+    if read && magic[..7] == SEGMENT_MAGIC[..7] && magic[7] > SEGMENT_MAGIC[7] {
+        return Err(SpoolError {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "segment of spool format {} written by a newer raftpoll (this version reads format {}): upgrade this node",
+                    char::from(magic[7]),
+                    char::from(SEGMENT_MAGIC[7])
+                ),
+            ),
+        });
+    }
+    if !read || &magic != SEGMENT_MAGIC {
         scan.damaged = total > 0;
         return Ok(scan);
     }

@@ -1,8 +1,9 @@
 //! SNMP credentials (v1/v2c community, v3 USM user and protocols), owned by
 //! the SNMP layer and stored as they are in the replicated device records.
 //!
-//! These types are inside bincode-encoded Raft log entries and snapshots:
-//! never reorder, rename or remove fields or variants; new variants go last.
+//! These types are inside encoded Raft log entries and snapshots (see
+//! [`crate::codec`]): never reorder, rename or remove fields or variants; new
+//! variants go last; a new field is a new format version.
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

@@ -95,10 +95,17 @@ impl StateMachineStore {
     /// Loads the last snapshot, if any, as the starting state.
     pub(crate) fn load(kv: &Kv) -> Result<StateMachineStore, StorageError> {
         let tree = kv.tree(kv::SM)?;
-        let corrupt = |what: &str, e: CodecError| StorageError::Corrupt {
-            path: kv.path().to_path_buf(),
-            what: what.into(),
-            detail: e.to_string(),
+        let corrupt = |what: &str, e: CodecError| match e {
+            CodecError::UnsupportedVersion { .. } => StorageError::TooNew {
+                path: kv.path().to_path_buf(),
+                what: what.into(),
+                detail: e.to_string(),
+            },
+            e => StorageError::Corrupt {
+                path: kv.path().to_path_buf(),
+                what: what.into(),
+                detail: e.to_string(),
+            },
         };
         let stored = match tree.get_raw(SNAPSHOT)? {
             None => None,
@@ -108,11 +115,8 @@ impl StateMachineStore {
         };
         let applied = match stored {
             None => Applied::default(),
-            Some(s) => codec::decode::<Applied>(&s.data).map_err(|e| StorageError::Corrupt {
-                path: kv.path().to_path_buf(),
-                what: "state machine snapshot data".into(),
-                detail: e.to_string(),
-            })?,
+            Some(s) => codec::decode::<Applied>(&s.data)
+                .map_err(|e| corrupt("state machine snapshot data", e))?,
         };
         let (tx, _) = watch::channel(0);
         Ok(StateMachineStore {
