@@ -25,6 +25,9 @@ pub(crate) struct Kv {
     path: Arc<PathBuf>,
 }
 
+/// A key and its value, as stored.
+pub(crate) type RawPair = (Vec<u8>, Vec<u8>);
+
 /// One keyspace of a [`Kv`]. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Tree {
@@ -183,7 +186,7 @@ impl Tree {
     pub(crate) fn raw_range<R: RangeBounds<Vec<u8>>>(
         &self,
         range: R,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<RawPair>, StorageError> {
         let mut out = Vec::new();
         for item in self.tree.range(range) {
             let (k, v) = item.map_err(|e| self.io(e))?;
@@ -193,7 +196,7 @@ impl Tree {
     }
 
     /// The last key/value pair, as stored.
-    pub(crate) fn last_raw(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub(crate) fn last_raw(&self) -> Result<Option<RawPair>, StorageError> {
         Ok(self
             .tree
             .last()
