@@ -155,6 +155,8 @@ async fn data_dir_loads(version: u32) {
         .expect("snapshot")
         .expect("a snapshot");
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(12));
+    // Written in that version's format.
+    assert_eq!(u32::from(codec::version_of(&snapshot.snapshot)), version);
 
     // ... and re-applying the rest, as openraft does at start, gives the final state.
     let rest = entries[12..].to_vec();
@@ -177,11 +179,25 @@ async fn v1_data_dir_loads_and_answers_queries() {
     data_dir_loads(1).await;
 }
 
-/// Every command of the version-1 peer payloads decodes, and applying them
-/// in order gives the same state as the log.
+#[tokio::test]
+async fn v2_data_dir_loads_and_answers_queries() {
+    data_dir_loads(2).await;
+}
+
 #[test]
 fn v1_peer_payloads_decode() {
-    let dir = fixture(1).join("rpc");
+    peer_payloads_decode(1);
+}
+
+#[test]
+fn v2_peer_payloads_decode() {
+    peer_payloads_decode(2);
+}
+
+/// Every command of a version's peer payloads decodes, and applying them in
+/// order gives the same state as the log.
+fn peer_payloads_decode(version: u16) {
+    let dir = fixture(version.into()).join("rpc");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("rpc fixtures")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -192,7 +208,7 @@ fn v1_peer_payloads_decode() {
     let mut state = ClusterState::default();
     for name in &names {
         let bytes = std::fs::read(dir.join(name)).expect("read fixture");
-        assert_eq!(codec::version_of(&bytes), 1, "{name}");
+        assert_eq!(codec::version_of(&bytes), version, "{name}");
         let cmd: Command = codec::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         // The file is named after the kind it holds.
         assert!(
@@ -221,11 +237,20 @@ fn v1_peer_payloads_decode() {
     assert_eq!(vote, Vote::new_committed(2, 1));
 }
 
-/// The version-1 spool: the unconfirmed records are replayed, in order.
 #[test]
 fn v1_spool_loads() {
+    spool_loads(1);
+}
+
+#[test]
+fn v2_spool_loads() {
+    spool_loads(2);
+}
+
+/// A version's spool: the unconfirmed records are replayed, in order.
+fn spool_loads(version: u32) {
     let tmp = TempDir::new().expect("temp dir");
-    copy_dir(&fixture(1).join("spool"), tmp.path());
+    copy_dir(&fixture(version).join("spool"), tmp.path());
     let (mut spool, recovery) = Spool::open(tmp.path(), 1 << 20).expect("open v1 spool");
     assert_eq!(recovery.corrupt, 0);
     assert_eq!(recovery.records, 3);

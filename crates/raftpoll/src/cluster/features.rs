@@ -217,6 +217,50 @@ mod tests {
         assert_eq!(cluster_level(2, &known, [1, 2, 3], 1), 2);
     }
 
+    /// What the leader writes for a packed bulk add as members report in:
+    /// the older kind until every member supports level 2.
+    #[test]
+    fn the_leader_writes_a_new_kind_only_once_every_member_supports_it() {
+        use crate::model::types::{Command, NewDevice};
+        use crate::secret::Secret;
+        use crate::snmp::credentials::SnmpCredentials;
+        let devices = vec![NewDevice {
+            hostname: "sw1".into(),
+            address: "127.0.0.1".into(),
+            port: 161,
+            credentials: SnmpCredentials::V2c {
+                community: Secret::new("c"),
+            },
+            group: 0,
+        }];
+        let packed = Command::pack_devices(devices.clone());
+        let leader = Features::new(FEATURE_LEVEL);
+        let members = [1, 2, 3];
+        let written = |f: &Features| {
+            packed
+                .clone()
+                .for_level(f.cluster_level(members, 1))
+                .expect("a kind for every level")
+        };
+        let older = Command::AddDevices(devices);
+        assert_eq!(written(&leader), older, "nobody reported yet");
+        let mut reply = MetadataMap::new();
+        Features::new(2).annotate(&mut reply, 2, None);
+        leader.observe(&reply, Some(2));
+        assert_eq!(written(&leader), older, "node 3 not heard from");
+        leader.observe(&MetadataMap::new(), Some(3));
+        assert_eq!(written(&leader), older, "node 3 is an older node");
+        let mut reply = MetadataMap::new();
+        Features::new(2).annotate(&mut reply, 3, None);
+        leader.observe(&reply, Some(3));
+        assert_eq!(written(&leader), packed, "every member supports level 2");
+        // Node 3 comes back held at level 1: back to the older kind.
+        let mut reply = MetadataMap::new();
+        Features::new(1).annotate(&mut reply, 3, None);
+        leader.observe(&reply, Some(3));
+        assert_eq!(written(&leader), older);
+    }
+
     #[test]
     fn metadata_round_trip_and_old_nodes() {
         let leader = Features::new(2);
