@@ -109,6 +109,9 @@ pub async fn run(
             settled_inputs = None;
             continue;
         }
+        // Keeps the cluster's feature level current, so followers learn it
+        // from the leader's next requests (they build entries by it).
+        cluster.cluster_level();
         let now = Instant::now();
         // After a stall (process paused, machine overloaded) every
         // acknowledgement looks old: start the grace period again rather
