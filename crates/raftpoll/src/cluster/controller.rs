@@ -165,10 +165,9 @@ pub async fn run(
         if !rebalance && settled_inputs.as_ref() == Some(&inputs) {
             continue;
         }
-        let moves = cluster.read(|s| {
-            let placements = placements(s, config.default_cost_ms, None);
-            assign(&inputs.1, &placements, rebalance.then(Balance::default))
-        });
+        // Copied under the lock, computed after it: applies wait for the lock.
+        let devices = cluster.read(|s| placements(s, config.default_cost_ms));
+        let moves = assign(&inputs.1, &devices, rebalance.then(Balance::default));
         if moves.is_empty() {
             settled_inputs = Some(inputs);
             continue;
