@@ -2,8 +2,7 @@
 //! interval; CPU, memory and whether every device was polled in every interval.
 
 use super::harness::{
-    self,
-    Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
+    self, Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
 };
 use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
@@ -27,6 +26,9 @@ pub struct ScaleArgs {
     /// Intervals measured after every device has been polled once.
     #[arg(long, default_value_t = 2)]
     pub intervals: u32,
+    /// Start every poll with an ICMP check (`poller.icmp`), as LibreNMS does.
+    #[arg(long)]
+    pub icmp: bool,
     /// Keep configs, logs and data here (default: a temp dir, removed at the end).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
@@ -146,8 +148,8 @@ pub fn run_one(
         .start();
     let sink = RrdSink::start()?;
     let poller = format!(
-        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
-        args.interval
+        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1\nicmp = {}",
+        args.interval, args.icmp
     );
     let extra = match inventory {
         Inventory::Import => String::new(),
@@ -238,7 +240,9 @@ pub fn run_one(
                     count(format!(
                         "SELECT COUNT(*) FROM devices WHERE last_polled >= FROM_UNIXTIME({since})"
                     )),
-                    count(format!("SELECT COUNT(*) FROM ports WHERE poll_time >= {since}")),
+                    count(format!(
+                        "SELECT COUNT(*) FROM ports WHERE poll_time >= {since}"
+                    )),
                 )
             };
             // The polls at the end of the window wait for the next flush.
@@ -317,11 +321,7 @@ pub fn run_one(
 /// import names them, a few thousand rows per statement.
 fn insert_devices(db: &MariaDb, n: usize, port: u16) {
     let rows: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "('sw{i:05}', '127.0.0.1', 'dev{i}', {port}, 'v2c', 'udp', 0, 0, '')"
-            )
-        })
+        .map(|i| format!("('sw{i:05}', '127.0.0.1', 'dev{i}', {port}, 'v2c', 'udp', 0, 0, '')"))
         .collect();
     for chunk in rows.chunks(5000) {
         db.exec(&format!(

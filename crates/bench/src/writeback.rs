@@ -37,17 +37,19 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
         ports: args.ports,
         interval: args.interval,
         intervals: args.intervals,
+        // Both runs ping first, as LibreNMS mode does: the difference is the write-back.
+        icmp: true,
         workdir: None,
     };
     let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-writeback-")?;
     eprintln!(
-        "writeback: {} devices × {} ports, interval {} s, without LibreNMS",
+        "writeback: {} devices × {} ports, interval {} s, ICMP on, without LibreNMS",
         args.devices, args.ports, args.interval
     );
     let plain = scale::run_one(&scale_args, args.devices, &work, Inventory::Import)?;
     eprintln!("writeback: the same with LibreNMS's database (MariaDB) and the write-back");
     let db = MariaDb::start();
-    let link = LibrenmsLink::new(&db, 10);
+    let link = LibrenmsLink::new(&db, 60);
     let linked = scale::run_one(
         &scale_args,
         args.devices,
@@ -84,11 +86,9 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
         ]);
     }
     let overhead = overhead_pct(&plain, &linked);
-    let complete = linked
-        .written_back
-        .is_some_and(|(devices, ports)| {
-            devices == args.devices && ports == args.devices * args.ports as usize
-        });
+    let complete = linked.written_back.is_some_and(|(devices, ports)| {
+        devices == args.devices && ports == args.devices * args.ports as usize
+    });
     let pass = overhead <= TARGET_OVERHEAD_PCT && complete && linked.missed == 0;
     let mut out = String::new();
     let _ = writeln!(

@@ -197,6 +197,10 @@ pub struct ClusterConfig {
     /// A (re)joining node receives devices from others only after being
     /// alive this long, milliseconds (avoids flapping).
     pub join_debounce_ms: u64,
+    /// On SIGTERM or SIGINT the node hands leadership and its devices to the
+    /// others first; it exits after this long even if that is not done,
+    /// milliseconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -209,6 +213,7 @@ impl Default for ClusterConfig {
             node_timeout_ms: 2500,
             voter_timeout_ms: 30_000,
             join_debounce_ms: 5000,
+            shutdown_timeout_ms: 10_000,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
+use crate::cluster::absence;
 use crate::cluster::controller::{self, ControllerConfig};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
@@ -170,11 +171,22 @@ pub async fn run(
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
-    let server_result = tokio::select! {
-        _ = &mut shutdown => None,
-        _ = exit.notified() => None,
-        r = &mut server_task => Some(r),
+    let (server_result, planned) = tokio::select! {
+        _ = &mut shutdown => (None, true),
+        _ = exit.notified() => (None, false),
+        r = &mut server_task => (Some(r), false),
     };
+    // 9. A signal is a planned absence: hand over first, while still polling.
+    if planned {
+        let timeout = Duration::from_millis(config.cluster.shutdown_timeout_ms);
+        tracing::info!(
+            node_id,
+            ?timeout,
+            "stopping: handing leadership and devices over"
+        );
+        let absence = absence::step_away(&cluster, timeout).await;
+        tracing::info!(node_id, ?absence, "hand-over done");
+    }
     tracing::info!(node_id, "shutting down");
     let _ = stop_tx.send(true);
     tasks.join().await;
