@@ -475,11 +475,17 @@ mod tests {
     fn metrics_listen_is_optional_and_checked() {
         assert_eq!(load(MINIMAL).expect("minimal").metrics_listen, None);
         let c = load(&format!("metrics_listen = \"127.0.0.1:9231\"\n{MINIMAL}")).expect("valid");
-        assert_eq!(c.metrics_listen, Some("127.0.0.1:9231".parse().expect("addr")));
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9231".parse().expect("addr"))
+        );
         let err = load(&format!("metrics_listen = \"127.0.0.1:7071\"\n{MINIMAL}"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("metrics_listen") && err.contains("listen"), "{err}");
+        assert!(
+            err.contains("metrics_listen") && err.contains("listen"),
+            "{err}"
+        );
         let err = load(&format!("metrics_listen = \"nowhere\"\n{MINIMAL}"))
             .unwrap_err()
             .to_string();

@@ -13,6 +13,7 @@ use crate::rrd::writer::RrdWriterHandle;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
+use openraft::async_runtime::WatchReceiver;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -21,7 +22,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use openraft::async_runtime::WatchReceiver;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -169,10 +169,9 @@ impl Inner {
             polls.clone(),
         );
         let result = |r: &'static str| polls.get_or_create_owned(&[("result", r)]);
-        let modules_family =
-            Family::<ResultLabel, Histogram>::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            });
+        let modules_family = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(duration_buckets())
+        });
         registry.register(
             "raftpoll_poll_module_duration_seconds",
             "Time one poll spent in each module (icmp, discovery, system, ports, processors, \
@@ -518,7 +517,12 @@ impl Collector for StateCollector {
         // Raft.
         let m = src.cluster.raft().metrics().borrow_watched().clone();
         let me = src.cluster.node_id();
-        gauge(enc, "raftpoll_raft_term", "Current Raft term", m.current_term)?;
+        gauge(
+            enc,
+            "raftpoll_raft_term",
+            "Current Raft term",
+            m.current_term,
+        )?;
         gauge(
             enc,
             "raftpoll_raft_is_leader",
@@ -728,14 +732,26 @@ mod tests {
         assert!(om.contains("# TYPE raftpoll_polls counter"), "{om}");
         assert!(om.ends_with("# EOF\n"), "{om}");
         let text = m.prometheus_text();
-        assert!(text.contains("# TYPE raftpoll_polls_total counter\n"), "{text}");
-        assert!(text.contains("# HELP raftpoll_snmp_requests_total SNMP"), "{text}");
+        assert!(
+            text.contains("# TYPE raftpoll_polls_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP raftpoll_snmp_requests_total SNMP"),
+            "{text}"
+        );
         assert!(text.contains("raftpoll_snmp_requests_total 3\n"), "{text}");
-        assert!(text.contains("raftpoll_polls_total{result=\"up\"} 1\n"), "{text}");
+        assert!(
+            text.contains("raftpoll_polls_total{result=\"up\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE raftpoll_poll_duration_seconds histogram\n"));
         assert!(!text.contains("# EOF"), "{text}");
         // Pre-created label values are exposed before they are first used.
-        assert!(text.contains("raftpoll_polls_total{result=\"fenced\"} 0\n"), "{text}");
+        assert!(
+            text.contains("raftpoll_polls_total{result=\"fenced\"} 0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("raftpoll_poll_module_duration_seconds_count{module=\"storage\"} 0\n"),
             "{text}"
@@ -745,9 +761,9 @@ mod tests {
     #[test]
     fn module_timings_go_to_their_label() {
         let m = Metrics::default();
+        m.poll().observe_module("ports", Duration::from_millis(30));
         m.poll()
-            .observe_module("ports", Duration::from_millis(30));
-        m.poll().observe_module("no-such-module", Duration::from_secs(1));
+            .observe_module("no-such-module", Duration::from_secs(1));
         let text = m.prometheus_text();
         assert!(
             text.contains("raftpoll_poll_module_duration_seconds_count{module=\"ports\"} 1\n"),

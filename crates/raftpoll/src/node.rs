@@ -92,12 +92,16 @@ pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
             source,
         })?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
-            NodeError::MetricsListen {
-                addr: addr.to_string(),
-                source,
-            }
-        })?),
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::MetricsListen {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
         None => None,
     };
     run(config, listener, metrics_listener, shutdown_signal()).await
@@ -541,11 +545,11 @@ async fn spawn_tasks(
 async fn start_snmp(config: &Config, metrics: &Metrics) -> Result<AsyncSnmpClient, NodeError> {
     AsyncSnmpClient::with_counters(
         SnmpClientConfig {
-        source_ip: config.poller.source_ip,
-        timeout: Duration::from_millis(config.poller.timeout_ms),
-        retries: config.poller.retries,
-        max_in_flight: config.poller.max_in_flight,
-        per_device_in_flight: config.poller.per_device_in_flight,
+            source_ip: config.poller.source_ip,
+            timeout: Duration::from_millis(config.poller.timeout_ms),
+            retries: config.poller.retries,
+            max_in_flight: config.poller.max_in_flight,
+            per_device_in_flight: config.poller.per_device_in_flight,
         },
         metrics.snmp().clone(),
     )

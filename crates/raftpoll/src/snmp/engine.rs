@@ -5,8 +5,8 @@ use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget};
 use super::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use super::error::SnmpError;
 use super::types::{Oid, SnmpValue, VarBind};
-use async_snmp::v3::ReportStatus;
 use crate::metrics::SnmpCounters;
+use async_snmp::v3::ReportStatus;
 use async_snmp::{
     Auth, Candidate, Client, ClientBuilder, DesSaltState, EngineCache, ErrorStatus, OidOrdering,
     PersistedDesSaltState, ReceiveLimits, RequestRegistration, Retry, Transport, UdpHandle,
@@ -89,7 +89,10 @@ impl Transport for Counted {
     {
         let c = &self.counters;
         c.requests.inc();
-        if LAST_TIMED_OUT.try_with(|t| t.replace(false)).unwrap_or(false) {
+        if LAST_TIMED_OUT
+            .try_with(|t| t.replace(false))
+            .unwrap_or(false)
+        {
             c.retries.inc();
         }
         c.sent_bytes.inc_by(data.len() as u64);
