@@ -1,9 +1,10 @@
 //! Starts and stops a node: every task, one shutdown signal, ordered teardown.
 //!
 //! [`run`] reads as its list of steps, one function each: storage and node
-//! id → Raft → RRD writer → gRPC server → bootstrap → membership and
-//! registration, SNMP engine, scheduler, reporter, controller. Shutdown
-//! stops the tasks, then the writer, Raft and the server.
+//! id → Raft → RRD writer → gRPC server → metrics server → bootstrap →
+//! membership and registration, SNMP engine, scheduler, reporter,
+//! controller. Shutdown stops the tasks, then the writer, the metrics
+//! server, Raft and the gRPC server.
 
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
