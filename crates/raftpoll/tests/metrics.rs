@@ -7,7 +7,7 @@ use raftpoll_testbed as testbed;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -155,10 +155,11 @@ fn three_nodes_serve_metrics_that_move() {
             let s = samples(&scrape(*a));
             let polled = value(&s, "raftpoll_polls_total{result=\"up\"}") >= 1.0;
             let sent = value(&s, "raftpoll_rrd_updates_sent_total") > 0.0;
-            (polled && sent).then_some((i, s))
+            // The status comes from the poll report (in the log within report_interval_ms).
+            let up = value(&s, "raftpoll_devices{status=\"up\"}") == 1.0;
+            (polled && sent && up).then_some((i, s))
         })
     });
-    assert_eq!(value(&s, "raftpoll_devices{status=\"up\"}"), 1.0, "{s:#?}");
     assert!(value(&s, "raftpoll_snmp_requests_total") > 0.0);
     assert!(value(&s, "raftpoll_snmp_sent_bytes_total") > 0.0);
     assert!(value(&s, "raftpoll_snmp_received_bytes_total") > 0.0);
@@ -229,6 +230,39 @@ fn three_nodes_serve_metrics_that_move() {
         let s = samples(&scrape(addrs[owner]));
         (value(&s, "raftpoll_polls_total{result=\"up\"}") > first).then_some(())
     });
+
+    // A device whose agent never answers: its requests time out and are resent
+    // (`retries = 1` in the test bed), and its polls are counted as timeouts.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind a silent UDP port");
+    let silent_port = silent
+        .local_addr()
+        .expect("silent address")
+        .port()
+        .to_string();
+    cluster.node(0).cli_ok(&[
+        "device",
+        "add",
+        "silent1",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &silent_port,
+        "--community",
+        SNMPD_COMMUNITY,
+    ]);
+    let s = wait_until_every(DEADLINE, CHECK_EVERY, "a timed-out poll counted", || {
+        addrs.iter().find_map(|a| {
+            let s = samples(&scrape(*a));
+            let timed_out = value(&s, "raftpoll_polls_total{result=\"timeout\"}") >= 1.0;
+            let down = value(&s, "raftpoll_devices{status=\"down\"}") == 1.0;
+            (timed_out && down).then_some(s)
+        })
+    });
+    // The first GET is sent twice (one retry), and both transmissions time out.
+    assert!(value(&s, "raftpoll_snmp_timeouts_total") >= 2.0, "{s:#?}");
+    assert!(value(&s, "raftpoll_snmp_retries_total") >= 1.0, "{s:#?}");
+    assert!(value(&s, "raftpoll_snmp_timeouts_total") >= value(&s, "raftpoll_snmp_retries_total"));
+    drop(silent);
 
     // Prometheus asks for OpenMetrics and gets it; other paths are 404.
     let (status, content_type, body) = http_get(
