@@ -13,6 +13,7 @@ mod processors;
 
 pub use ports::{Aliases, PortState};
 mod storage;
+pub use storage::rrd_names as storage_rrd_names;
 mod system;
 
 use crate::model::types::{Discovery, Inventory, SystemInfo};
