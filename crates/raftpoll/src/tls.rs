@@ -400,6 +400,11 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
+                    // A bare TCP probe (load balancer, port check) closes
+                    // without a word: not worth a warning.
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake: connection closed")
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "TLS handshake refused")
                     }
