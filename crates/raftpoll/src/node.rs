@@ -75,7 +75,7 @@ pub enum NodeError {
     Librenms(String),
     #[error(transparent)]
     Icmp(#[from] IcmpError),
-    #[error("[tls]: {0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
 }
 

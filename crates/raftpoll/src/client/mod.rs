@@ -27,7 +27,7 @@ pub enum ClientError {
     BadAddress(String),
     #[error("cannot reach raftpoll node at {addr}: {message}")]
     Unreachable { addr: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(
         "--cert and --key go together, and need --ca (the CA that signed the nodes' certificates)"

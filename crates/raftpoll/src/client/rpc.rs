@@ -198,12 +198,10 @@ impl Admin {
             },
             // Also a TLS refusal (a client certificate the node rejects is
             // only seen after the handshake, on the first call).
-            Code::Unavailable | Code::Unknown if is_transport(&status) => {
-                ClientError::Unreachable {
-                    addr: self.addr.clone(),
-                    message: with_hint(source_chain(&status), self.tls),
-                }
-            }
+            _ if is_transport(&status) => ClientError::Unreachable {
+                addr: self.addr.clone(),
+                message: with_hint(source_chain(&status), self.tls),
+            },
             _ => ClientError::Server(status.message().to_string()),
         }
     }
@@ -212,7 +210,10 @@ impl Admin {
 /// Whether the call failed below gRPC (connection, TLS, HTTP/2) rather
 /// than with an answer from the node.
 fn is_transport(status: &tonic::Status) -> bool {
-    status.message().contains("transport") || std::error::Error::source(status).is_some()
+    let m = status.message();
+    m.contains("transport error")
+        || m.starts_with("h2 protocol error")
+        || std::error::Error::source(status).is_some()
 }
 
 /// An error with its causes, as tonic's own message hides them.
@@ -220,7 +221,11 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
-        let _ = write!(s, ": {inner}");
+        // Wrappers often repeat their cause's text (io::Error around rustls).
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            let _ = write!(s, ": {text}");
+        }
         cur = inner.source();
     }
     s

@@ -196,6 +196,17 @@ impl ClusterHandle {
             .is_some()
     }
 
+    /// Whether `id` is in the Raft membership (voter or learner) as this
+    /// node knows it.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.inner.raft.is_leader()
     }

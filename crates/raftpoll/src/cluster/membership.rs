@@ -42,8 +42,11 @@ fn describe(status: &tonic::Status) -> String {
     let mut s = status.message().to_string();
     let mut cur = std::error::Error::source(status);
     while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = inner.source();
     }
     s
