@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
@@ -432,15 +433,12 @@ impl TlsDialer {
     }
 }
 
-type DialFuture = Pin<
-    Box<
-        dyn Future<Output = Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, io::Error>>
-            + Send,
-    >,
->;
+/// A dialed TLS connection: what the node said first, then the stream.
+type Dialed = TokioIo<Primed<tokio_rustls::client::TlsStream<TcpStream>>>;
+type DialFuture = Pin<Box<dyn Future<Output = Result<Dialed, io::Error>> + Send>>;
 
 impl tower_service::Service<tonic::codegen::http::Uri> for TlsDialer {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = Dialed;
     type Error = io::Error;
     type Future = DialFuture;
 
@@ -464,14 +462,92 @@ impl tower_service::Service<tonic::codegen::http::Uri> for TlsDialer {
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| bad("host is not a valid TLS name"))?;
-            let stream = TlsConnector::from(config)
+            let mut stream = TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("TLS handshake with {host}:{port}: {e}"))
                 })?;
-            Ok(TokioIo::new(stream))
+            // With TLS 1.3 the node judges our certificate after our side of
+            // the handshake is done: its refusal (an alert) only arrives with
+            // the first read. The node speaks first (HTTP/2 SETTINGS), so
+            // wait for that here and say why if it refuses.
+            let mut head = vec![0u8; 4096];
+            let n = stream.read(&mut head).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("TLS with {host}:{port}: the node refused this client: {e}"),
+                )
+            })?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "TLS with {host}:{port}: the node closed the connection after the handshake"
+                    ),
+                ));
+            }
+            head.truncate(n);
+            Ok(TokioIo::new(Primed {
+                head,
+                pos: 0,
+                inner: stream,
+            }))
         })
+    }
+}
+
+/// A stream whose first bytes were already read: they are served first.
+pub struct Primed<S> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Primed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.pos);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Primed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -200,7 +200,7 @@ impl Admin {
             // only seen after the handshake, on the first call).
             _ if is_transport(&status) => ClientError::Unreachable {
                 addr: self.addr.clone(),
-                message: with_hint(source_chain(&status), self.tls),
+                message: with_hint(status_chain(&status), self.tls),
             },
             _ => ClientError::Server(status.message().to_string()),
         }
@@ -214,6 +214,22 @@ fn is_transport(status: &tonic::Status) -> bool {
     m.contains("transport error")
         || m.starts_with("h2 protocol error")
         || std::error::Error::source(status).is_some()
+}
+
+/// A failed call's message with its causes (tonic's Display of a status
+/// is a debugging dump).
+fn status_chain(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => {
+            let causes = source_chain(source);
+            if causes.contains(status.message()) {
+                causes
+            } else {
+                format!("{}: {causes}", status.message())
+            }
+        }
+        None => status.message().to_string(),
+    }
 }
 
 /// An error with its causes, as tonic's own message hides them.
