@@ -320,7 +320,16 @@ fn check_own_certificate(
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .verify_server_cert(end_entity, intermediates, &name, &[], now)
-        .map_err(|e| refused(describe(&e)))?;
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            ) => refused(format!(
+                "{} (peers dial this node by the host of `advertise`)",
+                describe(&e)
+            )),
+            e => refused(describe(&e)),
+        })?;
     if settings.client_auth == ClientAuth::Required {
         WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()

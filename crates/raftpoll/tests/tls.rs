@@ -189,10 +189,11 @@ fn mutual_tls_cluster_polls_and_refuses_strangers() {
     eprintln!("test done after {:?}", started.elapsed());
 }
 
-/// The config text of a one-node cluster on a free port with `tls`.
-fn single_node_config(dir: &Path, tls: &TlsFiles) -> String {
+/// The config text of a one-node cluster on a free port with `tls` (and `advertise`).
+fn single_node_config(dir: &Path, tls: &TlsFiles, advertise: Option<&str>) -> String {
     let mut cfg = NodeConfig::new("solo", "127.0.0.1:1");
     cfg.tls = Some(tls.clone());
+    cfg.advertise = advertise.map(str::to_string);
     let listen = format!("127.0.0.1:{}", free_tcp_port())
         .parse()
         .expect("listen address");
@@ -209,10 +210,11 @@ fn unusable_certificates_stop_the_node_at_start() {
     let expired = ca.issue_expired("n3");
     let strange = foreign.issue("n4");
 
-    let cases: Vec<(&str, TlsFiles, Vec<String>)> = vec![
+    let mut cases: Vec<(&str, TlsFiles, Option<&str>, Vec<String>)> = vec![
         (
             "key of another certificate",
             TlsFiles::new(&ca, &mismatched(&good, &other), false),
+            None,
             vec![
                 format!("key file {}", other.key.display()),
                 "does not match".into(),
@@ -222,11 +224,13 @@ fn unusable_certificates_stop_the_node_at_start() {
         (
             "expired certificate",
             TlsFiles::new(&ca, &expired, false),
+            None,
             vec![expired.cert.display().to_string(), "expired".into()],
         ),
         (
             "certificate of another CA",
             TlsFiles::new(&ca, &strange, true),
+            None,
             vec![
                 strange.cert.display().to_string(),
                 "not signed by the CA".into(),
@@ -238,17 +242,28 @@ fn unusable_certificates_stop_the_node_at_start() {
                 ca: certs.path().join("no-such-ca.pem"),
                 ..TlsFiles::new(&ca, &good, false)
             },
+            None,
             vec![format!(
                 "CA file {}",
                 certs.path().join("no-such-ca.pem").display()
             )],
         ),
     ];
-    for (what, tls, expected) in cases {
+    cases.push((
+        "certificate not valid for the advertised name",
+        TlsFiles::new(&ca, &good, false),
+        Some("node9.example.net:7071"),
+        vec![
+            good.cert.display().to_string(),
+            "not valid for name \"node9.example.net\"".into(),
+            "advertise".into(),
+        ],
+    ));
+    for (what, tls, advertise, expected) in cases {
         let dir = tempfile::tempdir().expect("node dir");
         let start = Instant::now();
         let out = run_node_expecting_exit(
-            &single_node_config(dir.path(), &tls),
+            &single_node_config(dir.path(), &tls, advertise),
             Duration::from_secs(20),
         );
         let err = stderr(&out);
