@@ -40,6 +40,13 @@ fn refused(what: &str, run: impl FnOnce() -> Output) -> String {
     stderr(&out)
 }
 
+/// Whether `status` succeeds with the client files `client`.
+fn works(node: &RaftpollNode, client: &[String]) -> bool {
+    node.cli_without_tls(&args(&["status"], client))
+        .status
+        .success()
+}
+
 fn args<'a>(base: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
     let mut all = base.to_vec();
     all.extend(extra.iter().map(String::as_str));
@@ -309,34 +316,28 @@ fn sighup_swaps_in_rotated_certificates() {
 
     let mut cfg = NodeConfig::new("solo", "127.0.0.1:1");
     cfg.tls = Some(live.clone());
-    let node = RaftpollNode::start(cfg);
+    let mut node = RaftpollNode::start(cfg);
     node.wait_leader(FORM_DEADLINE);
     let old_client = TlsFiles::new(&old_ca, &old_cert, true).cli_args();
     let new_client = TlsFiles::new(&new_ca, &new_cert, true).cli_args();
-    let works = |client: &[String]| {
-        node.cli_without_tls(&args(&["status"], client))
-            .status
-            .success()
-    };
-    assert!(works(&old_client), "old client before rotation");
-    assert!(!works(&new_client), "new client before rotation");
+    assert!(works(&node, &old_client), "old client before rotation");
+    assert!(!works(&node, &new_client), "new client before rotation");
 
     // Rotate to the new CA and certificate, then SIGHUP: new connections use them.
     install(new_ca.cert_path(), &new_cert.cert, &new_cert.key);
-    let pid = node.pid().expect("node pid");
     let hup = Instant::now();
     node.signal("HUP");
     wait_until_every(
         Duration::from_secs(10),
         CLI_EVERY,
         "the new certificate in use",
-        || works(&new_client).then_some(()),
+        || works(&node, &new_client).then_some(()),
     );
     eprintln!(
         "rotated certificate in use {:?} after SIGHUP",
         hup.elapsed()
     );
-    assert_eq!(node.pid(), Some(pid), "no restart");
+    assert!(node.is_running(), "SIGHUP stopped the node");
     let err = refused("old-CA client after rotation", || {
         node.cli_without_tls(&args(&["status"], &old_client))
     });
@@ -363,7 +364,35 @@ fn sighup_swaps_in_rotated_certificates() {
         "{line}"
     );
     assert!(
-        works(&new_client),
+        works(&node, &new_client),
         "the running certificates stay after a refused reload"
     );
+}
+
+#[test]
+fn tls_client_against_a_plaintext_node() {
+    let certs = tempfile::tempdir().expect("cert dir");
+    let ca = TestCa::new(certs.path(), "cluster");
+    let mut node = RaftpollNode::start(NodeConfig::new("plain", "127.0.0.1:1"));
+    node.wait_leader(FORM_DEADLINE);
+    let with_ca = vec!["--ca".to_string(), ca.cert_path().display().to_string()];
+    let err = refused("TLS CLI against a plaintext node", || {
+        node.cli_without_tls(&args(&["status"], &with_ca))
+    });
+    assert!(err.contains("may not use TLS"), "{err}");
+
+    // SIGHUP without [tls] reloads nothing and stops nothing.
+    node.signal("HUP");
+    wait_until_every(
+        Duration::from_secs(10),
+        CLI_EVERY,
+        "the SIGHUP log line",
+        || {
+            node.full_logs()
+                .contains("SIGHUP: no [tls] section")
+                .then_some(())
+        },
+    );
+    assert!(node.is_running(), "SIGHUP stopped the node");
+    assert!(node.cli(&["status"]).status.success(), "node still serving");
 }
