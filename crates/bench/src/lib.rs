@@ -7,6 +7,7 @@ pub mod peers;
 pub mod rrd_sink;
 pub mod rrd_write;
 pub mod scale;
+pub mod writeback;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,8 @@ pub enum BenchCommand {
     BulkAdd(bulk_add::BulkAddArgs),
     /// Devices per node: CPU, memory and missed intervals at 1k, 5k, 20k devices.
     Scale(scale::ScaleArgs),
+    /// LibreNMS write-back: the node's extra CPU with every poll written to MariaDB.
+    Writeback(writeback::WritebackArgs),
 }
 
 /// A working directory: the given one (kept), or a temp dir removed at the end.
@@ -87,6 +90,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Scale(args) => scale::run(&args)?,
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
         BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
+        BenchCommand::Writeback(args) => writeback::run(&args)?,
     };
     println!("{out}");
     Ok(())

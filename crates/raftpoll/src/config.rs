@@ -69,6 +69,23 @@ pub struct Config {
     /// Log format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Address of the Prometheus `/metrics` HTTP server. Absent: no metrics
+    /// server.
+    #[serde(default, deserialize_with = "metrics_listen_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `metrics_listen` with an error naming the key (serde's own names none).
+fn metrics_listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "key `metrics_listen` must be an IP address and port such as \"127.0.0.1:9231\", \
+             not \"{text}\""
+        ))
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -228,6 +245,10 @@ pub struct ClusterConfig {
     /// A (re)joining node receives devices from others only after being
     /// alive this long, milliseconds (avoids flapping).
     pub join_debounce_ms: u64,
+    /// On SIGTERM or SIGINT the node hands leadership and its devices to the
+    /// others first; it exits after this long even if that is not done,
+    /// milliseconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -240,6 +261,7 @@ impl Default for ClusterConfig {
             node_timeout_ms: 2500,
             voter_timeout_ms: 30_000,
             join_debounce_ms: 5000,
+            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -335,6 +357,12 @@ impl Config {
         }
         if self.groups.is_empty() {
             return invalid("groups", "must list at least one poller group");
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return invalid(
+                "metrics_listen",
+                &format!("must differ from `listen` ({})", self.listen),
+            );
         }
         if let Some(adv) = &self.advertise
             && adv.parse::<SocketAddr>().is_err()
@@ -488,6 +516,27 @@ mod tests {
         let config = Config::parse(text, path)?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_checked() {
+        assert_eq!(load(MINIMAL).expect("minimal").metrics_listen, None);
+        let c = load(&format!("metrics_listen = \"127.0.0.1:9231\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9231".parse().expect("addr"))
+        );
+        let err = load(&format!("metrics_listen = \"127.0.0.1:7071\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics_listen") && err.contains("listen"),
+            "{err}"
+        );
+        let err = load(&format!("metrics_listen = \"nowhere\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_listen"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`librenms`]: the LibreNMS drop-in: inventory from its database, write-back.
 //! - [`client`]: the operator CLI's client side.
+//! - [`metrics`]: Prometheus metrics and their `/metrics` HTTP server.
 //! - [`node`]: starts and stops a node: every task, in order.
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod grpc;
 pub mod librenms;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod poller;

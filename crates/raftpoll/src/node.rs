@@ -1,13 +1,14 @@
 //! Starts and stops a node: every task, one shutdown signal, ordered teardown.
 //!
 //! [`run`] reads as its list of steps, one function each: TLS → storage and
-//! node id → Raft → RRD writer → gRPC server → bootstrap → membership and
-//! registration, SNMP engine, scheduler, reporter, controller. Shutdown
-//! stops the tasks, then the writer, Raft and the server. SIGHUP re-reads
-//! the TLS files.
+//! node id → Raft → RRD writer → gRPC server → metrics server → bootstrap →
+//! membership and registration, SNMP engine, scheduler, reporter,
+//! controller. Shutdown stops the tasks, then the writer, the metrics
+//! server, Raft and the gRPC server. SIGHUP re-reads the TLS files.
 
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
+use crate::cluster::absence;
 use crate::cluster::controller::{self, ControllerConfig};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
@@ -18,6 +19,7 @@ use crate::grpc::Dialer;
 use crate::librenms::pollers::{self, PollerInfo};
 use crate::librenms::writeback::{self, WritebackConfig};
 use crate::librenms::{Librenms, LibrenmsError, inventory};
+use crate::metrics::{Metrics, SourceTiming};
 use crate::model::types::{Command, NodeId, NodeInfo};
 use crate::poller::icmp::{IcmpError, Pinger};
 use crate::poller::reporter::{self, ReportBuffer};
@@ -56,6 +58,11 @@ pub enum NodeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics: metrics_listen = \"{addr}\": {source}")]
+    MetricsListen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(String),
     #[error(
@@ -90,7 +97,20 @@ pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
             addr: config.listen.to_string(),
             source,
         })?;
-    run(config, listener, shutdown_signal()).await
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::MetricsListen {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    run(config, listener, metrics_listener, shutdown_signal()).await
 }
 
 fn init_logging(format: &str) {
@@ -130,13 +150,17 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs a node on an already bound listener until `shutdown` completes.
+/// Runs a node on an already bound listener (and metrics listener, when
+/// `metrics_listen` is set) until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let advertise = config.advertise_addr();
+    // Updated by every subsystem; served only with `metrics_listen`.
+    let metrics = Metrics::default();
 
     // 0. TLS: certificates checked before anything else starts.
     let tls = load_tls(&config)?;
@@ -149,7 +173,7 @@ pub async fn run(
     tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
 
     // 2. Raft.
-    let (raft, cluster) = start_raft(&config, &store, node_id, dialer).await?;
+    let (raft, cluster) = start_raft(&config, &store, node_id, dialer, &metrics).await?;
 
     // 3. One shutdown signal for every task; `exit` is how a graceful leave
     // asks for it.
@@ -173,26 +197,61 @@ pub async fn run(
         start_server(&config, listener, services, tls.clone(), stop_rx.clone()).await?;
     let reload_task = tokio::spawn(reload_on_sighup(tls, stop_rx.clone()));
 
+    // 5b. Prometheus metrics, when `metrics_listen` is set.
+    metrics.attach(
+        cluster.clone(),
+        writer.clone(),
+        SourceTiming {
+            lease: Duration::from_millis(config.cluster.lease_ms),
+            node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
+            frequency: u64::from(config.poller.frequency),
+            down_retry: u64::from(config.poller.down_retry),
+        },
+    );
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        crate::metrics::serve(metrics.clone(), l, stop_rx.clone())
+    });
+
     // 6. Bootstrap a new cluster (only a node that just found no existing one).
     if found_cluster {
         bootstrap(&raft, node_id, &advertise).await?;
     }
 
     // 7. Background tasks.
-    let tasks = spawn_tasks(&config, &cluster, node_id, writer, librenms, &stop_rx).await?;
+    let tasks = spawn_tasks(
+        &config, &cluster, node_id, writer, librenms, &metrics, &stop_rx,
+    )
+    .await?;
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
-    let server_result = tokio::select! {
-        _ = &mut shutdown => None,
-        _ = exit.notified() => None,
-        r = &mut server_task => Some(r),
+    let (server_result, planned) = tokio::select! {
+        _ = &mut shutdown => (None, true),
+        _ = exit.notified() => (None, false),
+        r = &mut server_task => (Some(r), false),
     };
+    // 9. A signal is a planned absence: hand over first, while still polling.
+    if planned {
+        let timeout = Duration::from_millis(config.cluster.shutdown_timeout_ms);
+        tracing::info!(
+            node_id,
+            ?timeout,
+            "stopping: handing leadership and devices over"
+        );
+        let absence = absence::step_away(&cluster, timeout).await;
+        tracing::info!(node_id, ?absence, "hand-over done");
+    }
     tracing::info!(node_id, "shutting down");
     let _ = stop_tx.send(true);
     tasks.join().await;
     let _ = reload_task.await;
     let _ = writer_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
@@ -297,8 +356,10 @@ async fn start_raft(
     store: &Store,
     node_id: NodeId,
     dialer: Dialer,
+    metrics: &Metrics,
 ) -> Result<(Raft, ClusterHandle), NodeError> {
-    let (log_store, sm_store) = store.raft_stores().await?;
+    let (log_store, mut sm_store) = store.raft_stores().await?;
+    sm_store.set_metrics(metrics.snapshots().clone());
     let shared = sm_store.shared();
     let c = &config.cluster;
     let raft_cfg = raft_config(
@@ -491,6 +552,7 @@ async fn spawn_tasks(
     node_id: NodeId,
     writer: RrdWriterHandle,
     librenms: Option<Librenms>,
+    metrics: &Metrics,
     stop: &watch::Receiver<bool>,
 ) -> Result<Tasks, NodeError> {
     let info = NodeInfo {
@@ -506,7 +568,7 @@ async fn spawn_tasks(
         stop.clone(),
     ));
     let register = tokio::spawn(register(cluster.clone(), info, stop.clone()));
-    let snmp = start_snmp(config).await?;
+    let snmp = start_snmp(config, metrics).await?;
     let icmp = match config.icmp_enabled() {
         true => Some(Arc::new(Pinger::new(
             config.poller.icmp_count,
@@ -518,6 +580,7 @@ async fn spawn_tasks(
     let extras = PollExtras {
         icmp,
         librenms: librenms.clone(),
+        metrics: metrics.clone(),
     };
     let scheduler = tokio::spawn(scheduler::run(
         cluster.clone(),
@@ -583,14 +646,17 @@ async fn spawn_tasks(
 }
 
 /// The SNMP engine the scheduler polls through.
-async fn start_snmp(config: &Config) -> Result<AsyncSnmpClient, NodeError> {
-    AsyncSnmpClient::new(SnmpClientConfig {
-        source_ip: config.poller.source_ip,
-        timeout: Duration::from_millis(config.poller.timeout_ms),
-        retries: config.poller.retries,
-        max_in_flight: config.poller.max_in_flight,
-        per_device_in_flight: config.poller.per_device_in_flight,
-    })
+async fn start_snmp(config: &Config, metrics: &Metrics) -> Result<AsyncSnmpClient, NodeError> {
+    AsyncSnmpClient::with_counters(
+        SnmpClientConfig {
+            source_ip: config.poller.source_ip,
+            timeout: Duration::from_millis(config.poller.timeout_ms),
+            retries: config.poller.retries,
+            max_in_flight: config.poller.max_in_flight,
+            per_device_in_flight: config.poller.per_device_in_flight,
+        },
+        metrics.snmp().clone(),
+    )
     .await
     .map_err(|e| NodeError::Snmp(e.to_string()))
 }

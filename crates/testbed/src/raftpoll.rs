@@ -313,9 +313,10 @@ impl RaftpollNode {
         self.daemon.kill();
     }
 
-    /// SIGTERM (orderly shutdown), SIGKILL after `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        self.daemon.terminate(grace);
+    /// SIGTERM (orderly shutdown), SIGKILL after `grace`; the exit status if it exited by
+    /// itself within `grace`.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.daemon.terminate(grace)
     }
 
     /// Starts the node again with the same config and data dir (and port).

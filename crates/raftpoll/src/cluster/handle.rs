@@ -1,7 +1,7 @@
 //! The node's handle on the cluster: propose commands (forwarded to the
 //! leader when this node is not it), read the replicated state, see the leader.
 
-use crate::cluster::assignment::drain_moves;
+use crate::cluster::assignment::{DEFAULT_COST_MS, candidates, drain_moves, placements};
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
 use crate::codec;
@@ -321,7 +321,12 @@ impl ClusterHandle {
                     .filter(|m| m.alive)
                     .map(|m| m.id)
                     .collect();
-                let moves = self.read(|s| drain_moves(s, &alive, *id));
+                let leaving = *id;
+                let (live, devices) = self.read(|s| {
+                    let others = alive.iter().filter(|n| **n != leaving);
+                    (candidates(s, others), placements(s, DEFAULT_COST_MS))
+                });
+                let moves = drain_moves(&live, devices, leaving);
                 raft.client_write(Command::Drain { id: *id, moves })
                     .await
                     .map(|r| Done::Applied(r.data))
