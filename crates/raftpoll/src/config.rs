@@ -62,6 +62,10 @@ pub struct Config {
     /// written back to it. Absent: raftpoll keeps its own inventory.
     #[serde(default)]
     pub librenms: Option<LibrenmsConfig>,
+    /// TLS on every gRPC connection, served and dialed. Absent: plaintext
+    /// (with a warning at start unless `listen` is a loopback address).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Log format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -156,6 +160,33 @@ pub struct LibrenmsConfig {
     /// the oldest waiting results are dropped (the next poll writes them again).
     #[serde(default = "default_writeback_buffer")]
     pub writeback_buffer: usize,
+}
+
+/// `[tls]`: the node's certificate and key (served to clients and presented
+/// to peers) and the CA that signs every node's certificate. Re-read on SIGHUP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate (chain) of this node; valid for the host of `advertise`.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) trusted for peers' and clients' certificates.
+    pub ca_file: PathBuf,
+    /// `"required"`: every connection must present a certificate signed by
+    /// `ca_file` (mutual TLS: an unknown node cannot join, replicate or
+    /// forward). `"none"`: clients are authenticated by the secret only.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Required,
 }
 
 fn default_sync_interval_s() -> u64 {
@@ -403,6 +434,17 @@ impl Config {
                 return invalid("librenms.writeback_buffer", "must be positive");
             }
         }
+        if let Some(t) = &self.tls {
+            for (key, file) in [
+                ("tls.cert_file", &t.cert_file),
+                ("tls.key_file", &t.key_file),
+                ("tls.ca_file", &t.ca_file),
+            ] {
+                if file.as_os_str().is_empty() {
+                    return invalid(key, "must not be empty");
+                }
+            }
+        }
         let r = &self.rrd;
         let valid_rrdcached = match r.rrdcached.strip_prefix("unix:") {
             Some(path) => !path.is_empty(),
@@ -577,6 +619,39 @@ mod tests {
                 .to_string();
             assert!(err.contains("rrd.spool_max_mb"), "{err}");
         }
+    }
+
+    #[test]
+    fn tls_section() {
+        assert!(load(MINIMAL).expect("minimal").tls.is_none());
+        let tls = "[tls]\ncert_file = \"n1.pem\"\nkey_file = \"n1.key\"\nca_file = \"ca.pem\"\n";
+        let c = load(&format!("{MINIMAL}{tls}")).expect("tls");
+        let t = c.tls.expect("tls section");
+        assert_eq!(t.cert_file, Path::new("n1.pem"));
+        assert_eq!(t.client_auth, ClientAuth::None);
+        let c = load(&format!("{MINIMAL}{tls}client_auth = \"required\"\n")).expect("mtls");
+        assert_eq!(c.tls.map(|t| t.client_auth), Some(ClientAuth::Required));
+
+        let err = load(&format!("{MINIMAL}{tls}client_auth = \"maybe\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `maybe`"), "{err}");
+        let err = load(&format!("{MINIMAL}{tls}certfile = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `certfile`"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing field `ca_file`"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[tls]\ncert_file = \"\"\nkey_file = \"b\"\nca_file = \"c\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`tls.cert_file` must not be empty"), "{err}");
     }
 
     #[test]

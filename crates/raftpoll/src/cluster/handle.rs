@@ -5,7 +5,7 @@ use crate::cluster::assignment::{DEFAULT_COST_MS, candidates, drain_moves, place
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
 use crate::codec;
-use crate::grpc::{ChannelCache, GrpcError};
+use crate::grpc::{ChannelCache, Dialer, GrpcError};
 use crate::model::state::ClusterState;
 use crate::model::types::NodeInfo;
 use crate::model::types::{Command, CommandResult, NodeId};
@@ -93,7 +93,14 @@ struct Inner {
 }
 
 impl ClusterHandle {
-    pub fn new(raft: Raft, shared: SharedState, node_id: NodeId, secret: &Secret) -> Self {
+    /// `dialer` makes the channels this node forwards and joins through.
+    pub fn new(
+        raft: Raft,
+        shared: SharedState,
+        node_id: NodeId,
+        secret: &Secret,
+        dialer: Dialer,
+    ) -> Self {
         ClusterHandle {
             inner: Arc::new(Inner {
                 raft,
@@ -101,7 +108,7 @@ impl ClusterHandle {
                 node_id,
                 secret: secret.clone(),
                 auth: bearer_value(secret),
-                channels: ChannelCache::new(),
+                channels: ChannelCache::new(dialer),
             }),
         }
     }
@@ -112,6 +119,11 @@ impl ClusterHandle {
 
     pub fn secret(&self) -> &Secret {
         &self.inner.secret
+    }
+
+    /// How this node dials other nodes.
+    pub fn dialer(&self) -> &Dialer {
+        self.inner.channels.dialer()
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -181,6 +193,17 @@ impl ClusterHandle {
             .membership()
             .voter_ids()
             .next()
+            .is_some()
+    }
+
+    /// Whether `id` is in the Raft membership (voter or learner) as this
+    /// node knows it.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
             .is_some()
     }
 
