@@ -257,21 +257,15 @@ fn counters(state: &PortState) -> [Option<u64>; 6] {
 /// 65,535 placeholders, and one round trip for about 30 devices.
 const PORTS_PER_STATEMENT: usize = 1000;
 
-/// The columns a poll sets, in bind order after `port_id, device_id`.
-const SET_COLUMNS: [&str; 13] = [
+/// The columns a poll sets besides the counters and `poll_time`, in bind order
+/// after `port_id, device_id`; the counters and `poll_time` follow.
+const STATE_COLUMNS: [&str; 6] = [
     "ifOperStatus",
     "ifAdminStatus",
     "ifSpeed",
     "ifAlias",
     "ifName",
     "ifDescr",
-    "ifInOctets",
-    "ifOutOctets",
-    "ifInUcastPkts",
-    "ifOutUcastPkts",
-    "ifInErrors",
-    "ifOutErrors",
-    "poll_time",
 ];
 
 /// The upsert of many ports after their polls: one statement, one round
@@ -286,11 +280,16 @@ const SET_COLUMNS: [&str; 13] = [
 /// backwards (reset, wrap) has no delta or rate this time. Status and speed
 /// keep their `_prev` until they change, as LibreNMS's poller does.
 fn upsert_sql(rows: usize) -> String {
+    let columns: Vec<&str> = STATE_COLUMNS
+        .into_iter()
+        .chain(COUNTERS)
+        .chain(["poll_time"])
+        .collect();
     let mut sql = format!(
         "INSERT INTO ports (port_id, device_id, deleted, {}) VALUES ",
-        SET_COLUMNS.join(", ")
+        columns.join(", ")
     );
-    let one = format!("(?, ?, 1{})", ", ?".repeat(SET_COLUMNS.len()));
+    let one = format!("(?, ?, 1{})", ", ?".repeat(columns.len()));
     sql.push_str(&vec![one; rows].join(", "));
     sql.push_str(" ON DUPLICATE KEY UPDATE ");
     let mut set = Vec::new();
