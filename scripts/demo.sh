@@ -3,8 +3,9 @@
 # authPriv), snmpsimd with recorded devices from the snmpsim package plus one whose counters
 # move at a known rate (1000 octets/s in, 2000 out, per port), and a local cluster of three
 # raftpoll nodes (polling every 10 s). Adds the devices with the CLI, waits for a few polls, then
-# prints the cluster status, the devices, the RRD files and one port's RRD. Stops everything on
-# exit; the files stay in $RAFTPOLL_DEMO_DIR (default /tmp/raftpoll-demo) for a look afterwards.
+# prints the cluster status, the devices, the RRD files, one port's RRD and a few lines of one
+# node's Prometheus metrics. Stops everything on exit; the files stay in $RAFTPOLL_DEMO_DIR
+# (default /tmp/raftpoll-demo) for a look afterwards.
 #
 #   scripts/demo.sh            # environment: RAFTPOLL_DEMO_DIR, RAFTPOLL_DEMO_POLLS (default 3)
 set -euo pipefail
@@ -151,7 +152,8 @@ done
 # --- raftpoll: a 3-node cluster -----------------------------------------------------------
 NODES=3
 PORTS=()
-for n in $(seq 1 $NODES); do PORTS+=("$(free_port tcp)"); done
+METRICS_PORTS=()
+for n in $(seq 1 $NODES); do PORTS+=("$(free_port tcp)"); METRICS_PORTS+=("$(free_port tcp)"); done
 SEEDS=$(printf '"127.0.0.1:%s", ' "${PORTS[@]}")
 SEEDS="[${SEEDS%, }]"
 export RAFTPOLL_ADDR="127.0.0.1:${PORTS[0]}"
@@ -167,6 +169,7 @@ seeds = $SEEDS
 bootstrap = $([ "$n" = 1 ] && echo true || echo false)
 secret = "$RAFTPOLL_SECRET"
 groups = [0]
+metrics_listen = "127.0.0.1:${METRICS_PORTS[$((n - 1))]}"
 
 [poller]
 frequency = $FREQ
@@ -240,3 +243,9 @@ say "INOCTETS / OUTOCTETS of $PORT_RRD over the last 90 s (the agent moves them 
 rrdtool fetch "$DEMO/rrd/$PORT_RRD" AVERAGE --start -90 | awk '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i + 1; print "time         INOCTETS/s  OUTOCTETS/s"; next }
     NF > 2 && $(col["INOCTETS"]) !~ /nan/ { printf "%s %12.1f %12.1f\n", $1, $(col["INOCTETS"]), $(col["OUTOCTETS"]) }'
+
+METRICS_URL="http://127.0.0.1:${METRICS_PORTS[0]}/metrics"
+say "a few lines of demo-1's Prometheus metrics ($METRICS_URL; every metric in README \"Metrics\")"
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "$METRICS_URL" |
+    grep -E '^raftpoll_(polls_total|devices|raft_(term|is_leader|applied_index)|members_alive|snmp_(requests|retries)_total|rrd_updates_sent_total|rrdcached_connected|poll_duration_seconds_(sum|count))[ {]'

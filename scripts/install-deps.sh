@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs what raftpoll's tests and demo need, only if missing (idempotent):
-# rrdcached, rrdtool, net-snmp agent and tools, snmpsim, MariaDB server and client (Debian/Ubuntu
+# rrdcached, rrdtool, net-snmp agent and tools, snmpsim, MariaDB server and client, promtool (from
+# the prometheus package: the metrics test lints /metrics with it) (Debian/Ubuntu
 # packages), and checks for the Rust toolchain. Runs as root, or through sudo when available.
 # `--bench` also installs the pollers the benchmarks compare against (collectd, snmp_exporter).
 set -euo pipefail
 
-PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2 mariadb-server mariadb-client)
+PACKAGES=(rrdcached rrdtool snmpd snmp snmpsim iproute2 mariadb-server mariadb-client prometheus)
 # One program per package above, looked up in PATH and the sbin dirs. The test bed's MariaDB
 # (LibreNMS's database) also needs mariadb-install-db, which mariadb-server ships.
-PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip mariadbd mariadb)
-SERVICES=(snmpd rrdcached mariadb)
+PROGRAMS=(rrdcached rrdtool snmpd snmpget snmpsimd ip mariadbd mariadb promtool)
+# prometheus also brings the Prometheus server and node exporter as services.
+SERVICES=(snmpd rrdcached mariadb prometheus prometheus-node-exporter)
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES+=(collectd-core prometheus-snmp-exporter)
     PROGRAMS+=(collectd prometheus-snmp-exporter)

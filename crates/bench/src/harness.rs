@@ -5,8 +5,8 @@ use super::BenchError;
 use raftpoll_testbed::process::Daemon;
 use raftpoll_testbed::raftpoll::{NodeConfig, NodeOptions, RaftpollNode, node_log_path};
 use raftpoll_testbed::rrdcached::{Rrdcached, RrdcachedOptions};
+use raftpoll_testbed::snmpsim::switch_snmprec;
 pub use raftpoll_testbed::{free_tcp_port, workspace_bin};
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -261,89 +261,11 @@ pub fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Writes a `.snmprec` of a switch with `ports` Ethernet ports whose IF-MIB counters
-/// move at known rates (octets 1000/2000 per s in/out, packets 10/20), both the 32-bit
-/// ifTable and the 64-bit ifXTable columns, plus the system group and one CPU.
+/// Writes the test bed's simulated switch ([`switch_snmprec`]) with ports 1..=`ports`.
 pub fn write_switch_recording(path: &Path, ports: u32) -> Result<(), BenchError> {
-    let mut s = String::new();
-    let mut line = |oid: String, tag: &str, value: String| {
-        let _ = writeln!(s, "{oid}|{tag}|{value}");
-    };
-    let sys = "1.3.6.1.2.1.1";
-    line(
-        format!("{sys}.1.0"),
-        "4",
-        format!("raftpoll bench switch, {ports} ports"),
-    );
-    line(format!("{sys}.2.0"), "6", "1.3.6.1.4.1.8072.3.2.10".into());
-    line(
-        format!("{sys}.3.0"),
-        "67:numeric",
-        "rate=100,initial=100000".into(),
-    );
-    line(format!("{sys}.5.0"), "4", "bench-switch".into());
-    line("1.3.6.1.2.1.2.1.0".into(), "2", ports.to_string());
-    let counter32 = |rate: u32| format!("rate={rate},initial=1000000,wrap=1");
-    let counter64 = |rate: u32| format!("rate={rate},initial=4295967296");
-    // (table, column, tag, value of port i): ifTable, then ifXTable.
-    type Column = (&'static str, u32, &'static str, Box<dyn Fn(u32) -> String>);
-    let (if_table, if_x) = ("1.3.6.1.2.1.2.2.1", "1.3.6.1.2.1.31.1.1.1");
-    let zero = |table, col, tag| -> Column { (table, col, tag, Box::new(|_| "0".into())) };
-    let columns: Vec<Column> = vec![
-        (if_table, 1, "2", Box::new(|i| i.to_string())),
-        (
-            if_table,
-            2,
-            "4",
-            Box::new(|i| format!("GigabitEthernet0/{i}")),
-        ),
-        (if_table, 3, "2", Box::new(|_| "6".into())),
-        (if_table, 5, "66", Box::new(|_| "1000000000".into())),
-        (if_table, 7, "2", Box::new(|_| "1".into())),
-        (if_table, 8, "2", Box::new(|_| "1".into())),
-        (
-            if_table,
-            10,
-            "65:numeric",
-            Box::new(move |_| counter32(1000)),
-        ),
-        (if_table, 11, "65:numeric", Box::new(move |_| counter32(10))),
-        zero(if_table, 12, "65"),
-        zero(if_table, 13, "65"),
-        zero(if_table, 14, "65"),
-        zero(if_table, 15, "65"),
-        (
-            if_table,
-            16,
-            "65:numeric",
-            Box::new(move |_| counter32(2000)),
-        ),
-        (if_table, 17, "65:numeric", Box::new(move |_| counter32(20))),
-        zero(if_table, 18, "65"),
-        zero(if_table, 19, "65"),
-        zero(if_table, 20, "65"),
-        (if_x, 1, "4", Box::new(|i| format!("Gi0/{i}"))),
-        zero(if_x, 2, "65"),
-        zero(if_x, 3, "65"),
-        zero(if_x, 4, "65"),
-        zero(if_x, 5, "65"),
-        (if_x, 6, "70:numeric", Box::new(move |_| counter64(1000))),
-        (if_x, 7, "70:numeric", Box::new(move |_| counter64(10))),
-        zero(if_x, 8, "70"),
-        zero(if_x, 9, "70"),
-        (if_x, 10, "70:numeric", Box::new(move |_| counter64(2000))),
-        (if_x, 11, "70:numeric", Box::new(move |_| counter64(20))),
-        zero(if_x, 12, "70"),
-        zero(if_x, 13, "70"),
-        (if_x, 15, "66", Box::new(|_| "1000".into())),
-    ];
-    for (table, col, tag, value) in &columns {
-        for i in 1..=ports {
-            line(format!("{table}.{col}.{i}"), tag, value(i));
-        }
-    }
-    line("1.3.6.1.2.1.25.3.3.1.2.196608".into(), "2", "25".into());
-    fs::write(path, s).map_err(|e| BenchError::io("write", path, e))
+    let ifindexes: Vec<u32> = (1..=ports).collect();
+    fs::write(path, switch_snmprec("bench-switch", &ifindexes))
+        .map_err(|e| BenchError::io("write", path, e))
 }
 
 /// A markdown table; every benchmark prints its results as one.

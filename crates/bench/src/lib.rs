@@ -8,6 +8,7 @@ pub mod peers;
 pub mod rrd_sink;
 pub mod rrd_write;
 pub mod scale;
+pub mod writeback;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,8 @@ pub enum BenchCommand {
     Scale(scale::ScaleArgs),
     /// Snapshot size and encode/decode CPU: bincode vs postcard vs protobuf, 20k devices.
     Formats(formats::FormatsArgs),
+    /// LibreNMS write-back: the node's extra CPU with every poll written to MariaDB.
+    Writeback(writeback::WritebackArgs),
 }
 
 /// A working directory: the given one (kept), or a temp dir removed at the end.
@@ -91,6 +94,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
         BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
         BenchCommand::Formats(args) => formats::run(&args)?,
+        BenchCommand::Writeback(args) => writeback::run(&args)?,
     };
     println!("{out}");
     Ok(())

@@ -2,11 +2,12 @@
 //! interval; CPU, memory and whether every device was polled in every interval.
 
 use super::harness::{
-    Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
+    self, Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
 };
 use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
 use raftpoll_testbed::sim::SimBuilder;
+use raftpoll_testbed::{LibrenmsLink, MariaDb};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,23 +26,41 @@ pub struct ScaleArgs {
     /// Intervals measured after every device has been polled once.
     #[arg(long, default_value_t = 2)]
     pub intervals: u32,
+    /// Start every poll with an ICMP check (`poller.icmp`), as LibreNMS does.
+    #[arg(long)]
+    pub icmp: bool,
     /// Keep configs, logs and data here (default: a temp dir, removed at the end).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
 }
 
-struct Outcome {
-    devices: usize,
-    add_s: f64,
-    first_polls_s: f64,
-    polls: usize,
-    updates_per_s: f64,
-    cpu_pct: f64,
-    cpu_ms_per_poll: f64,
-    peak_rss_mib: f64,
-    missed: usize,
-    max_gap_s: f64,
-    data_mib: f64,
+/// Where the node's devices come from.
+#[derive(Clone, Copy)]
+pub enum Inventory<'a> {
+    /// `raftpoll device import` of a CSV file.
+    Import,
+    /// LibreNMS's `devices` table in this database; the node writes its polls back.
+    Librenms(&'a MariaDb, &'a LibrenmsLink),
+}
+
+/// What one run measured.
+pub struct Outcome {
+    pub devices: usize,
+    pub add_s: f64,
+    pub first_polls_s: f64,
+    pub polls: usize,
+    pub updates_per_s: f64,
+    pub cpu_pct: f64,
+    pub cpu_ms_per_poll: f64,
+    pub peak_rss_mib: f64,
+    pub missed: usize,
+    pub max_gap_s: f64,
+    pub data_mib: f64,
+    /// With [`Inventory::Librenms`]: the database server's CPU in the window, % of one core.
+    pub db_cpu_pct: Option<f64>,
+    /// With [`Inventory::Librenms`]: devices whose `last_polled` moved in the window, and
+    /// `ports` rows whose `poll_time` did.
+    pub written_back: Option<(usize, usize)>,
 }
 
 pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
@@ -57,7 +76,7 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
             "scale: {n} devices × {} ports, interval {} s",
             args.ports, args.interval
         );
-        outcomes.push(run_one(args, n, &work)?);
+        outcomes.push(run_one(args, n, &work, Inventory::Import)?);
     }
     let mut table = Table::new(&[
         "devices",
@@ -107,8 +126,18 @@ fn unix_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchError> {
-    let dir = work.path().join(format!("scale-{n}"));
+/// One node, `n` devices: add them, wait until each was polled once, then measure
+/// `args.intervals` intervals.
+pub fn run_one(
+    args: &ScaleArgs,
+    n: usize,
+    work: &Workdir,
+    inventory: Inventory,
+) -> Result<Outcome, BenchError> {
+    let dir = work.path().join(match inventory {
+        Inventory::Import => format!("scale-{n}"),
+        Inventory::Librenms(..) => format!("scale-{n}-librenms"),
+    });
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
     let recording = dir.join("switch.snmprec");
     write_switch_recording(&recording, args.ports)?;
@@ -119,19 +148,32 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
         .start();
     let sink = RrdSink::start()?;
     let poller = format!(
-        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
-        args.interval
+        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1\nicmp = {}",
+        args.interval, args.icmp
     );
-    let mut node = Node::start(&dir, "node1", &sink.addr.to_string(), &poller, "")?;
+    let extra = match inventory {
+        Inventory::Import => String::new(),
+        Inventory::Librenms(_, link) => {
+            let mut top = toml::Table::new();
+            top.insert("librenms".into(), toml::Value::Table(link.table()));
+            toml::to_string(&top).map_err(|e| BenchError::Setup(e.to_string()))?
+        }
+    };
+    let mut node = Node::start(&dir, "node1", &sink.addr.to_string(), &poller, &extra)?;
 
-    let csv = dir.join("devices.csv");
-    let mut text = String::from("hostname,address,port,community\n");
-    for i in 0..n {
-        let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.port());
-    }
-    std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
     let started = Instant::now();
-    node.cli(&["device", "import", &csv.display().to_string()])?;
+    match inventory {
+        Inventory::Import => {
+            let csv = dir.join("devices.csv");
+            let mut text = String::from("hostname,address,port,community\n");
+            for i in 0..n {
+                let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.port());
+            }
+            std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
+            node.cli(&["device", "import", &csv.display().to_string()])?;
+        }
+        Inventory::Librenms(db, _) => insert_devices(db, n, sim.port()),
+    }
     let add_s = started.elapsed().as_secs_f64();
 
     // New devices are first polled in their own slot of the coming interval.
@@ -156,6 +198,15 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
     );
     let window_start = unix_s();
     let u0 = node.proc.usage()?;
+    let db_usage = |db: &MariaDb| {
+        db.pid()
+            .ok_or_else(|| BenchError::Setup("mariadbd is not running".into()))
+            .and_then(harness::Usage::of)
+    };
+    let db0 = match inventory {
+        Inventory::Librenms(db, _) => Some(db_usage(db)?),
+        Inventory::Import => None,
+    };
     let updates0 = sink.with(|c| c.updates);
     let measured = Duration::from_secs(u64::from(args.interval) * u64::from(args.intervals));
     let end = Instant::now() + measured;
@@ -172,6 +223,41 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
     }
     let u1 = node.proc.usage()?;
     let window_end = unix_s();
+    let (db_cpu_pct, written_back) = match (inventory, db0) {
+        (Inventory::Librenms(db, _), Some(db0)) => {
+            let db1 = db_usage(db)?;
+            // Results reach the database up to a flush after their poll.
+            let since = window_start as u64;
+            let count = |sql: String| -> usize {
+                db.sql(&sql)
+                    .first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let written = || {
+                (
+                    count(format!(
+                        "SELECT COUNT(*) FROM devices WHERE last_polled >= FROM_UNIXTIME({since})"
+                    )),
+                    count(format!(
+                        "SELECT COUNT(*) FROM ports WHERE poll_time >= {since}"
+                    )),
+                )
+            };
+            // The polls at the end of the window wait for the next flush.
+            let all = (n, n * args.ports as usize);
+            let _ = wait_for(Duration::from_secs(30), "the last write-back", || {
+                (written() == all).then_some(())
+            });
+            let (devices, ports) = written();
+            (
+                Some(100.0 * (db1.cpu_s - db0.cpu_s) / (window_end - window_start)),
+                Some((devices, ports)),
+            )
+        }
+        _ => (None, None),
+    };
     let wall = window_end - window_start;
     let updates = sink.with(|c| c.updates) - updates0;
 
@@ -226,5 +312,22 @@ fn run_one(args: &ScaleArgs, n: usize, work: &Workdir) -> Result<Outcome, BenchE
         missed,
         max_gap_s: max_gap,
         data_mib,
+        db_cpu_pct,
+        written_back,
     })
+}
+
+/// Inserts `n` SNMPv2c rows into LibreNMS's `devices`, named and addressed as the CSV
+/// import names them, a few thousand rows per statement.
+fn insert_devices(db: &MariaDb, n: usize, port: u16) {
+    let rows: Vec<String> = (0..n)
+        .map(|i| format!("('sw{i:05}', '127.0.0.1', 'dev{i}', {port}, 'v2c', 'udp', 0, 0, '')"))
+        .collect();
+    for chunk in rows.chunks(5000) {
+        db.exec(&format!(
+            "INSERT INTO devices (hostname, overwrite_ip, community, port, snmpver, transport, \
+             snmp_disable, status, status_reason) VALUES {};",
+            chunk.join(", ")
+        ));
+    }
 }

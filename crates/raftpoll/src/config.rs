@@ -62,9 +62,30 @@ pub struct Config {
     /// written back to it. Absent: raftpoll keeps its own inventory.
     #[serde(default)]
     pub librenms: Option<LibrenmsConfig>,
+    /// TLS on every gRPC connection, served and dialed. Absent: plaintext
+    /// (with a warning at start unless `listen` is a loopback address).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Log format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Address of the Prometheus `/metrics` HTTP server. Absent: no metrics
+    /// server.
+    #[serde(default, deserialize_with = "metrics_listen_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `metrics_listen` with an error naming the key (serde's own names none).
+fn metrics_listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "key `metrics_listen` must be an IP address and port such as \"127.0.0.1:9231\", \
+             not \"{text}\""
+        ))
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -141,6 +162,33 @@ pub struct LibrenmsConfig {
     pub writeback_buffer: usize,
 }
 
+/// `[tls]`: the node's certificate and key (served to clients and presented
+/// to peers) and the CA that signs every node's certificate. Re-read on SIGHUP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate (chain) of this node; valid for the host of `advertise`.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) trusted for peers' and clients' certificates.
+    pub ca_file: PathBuf,
+    /// `"required"`: every connection must present a certificate signed by
+    /// `ca_file` (mutual TLS: an unknown node cannot join, replicate or
+    /// forward). `"none"`: clients are authenticated by the secret only.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Required,
+}
+
 fn default_sync_interval_s() -> u64 {
     60
 }
@@ -197,6 +245,10 @@ pub struct ClusterConfig {
     /// A (re)joining node receives devices from others only after being
     /// alive this long, milliseconds (avoids flapping).
     pub join_debounce_ms: u64,
+    /// On SIGTERM or SIGINT the node hands leadership and its devices to the
+    /// others first; it exits after this long even if that is not done,
+    /// milliseconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -209,6 +261,7 @@ impl Default for ClusterConfig {
             node_timeout_ms: 2500,
             voter_timeout_ms: 30_000,
             join_debounce_ms: 5000,
+            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -305,6 +358,12 @@ impl Config {
         if self.groups.is_empty() {
             return invalid("groups", "must list at least one poller group");
         }
+        if self.metrics_listen == Some(self.listen) {
+            return invalid(
+                "metrics_listen",
+                &format!("must differ from `listen` ({})", self.listen),
+            );
+        }
         if let Some(adv) = &self.advertise
             && adv.parse::<SocketAddr>().is_err()
             && !adv.contains(':')
@@ -373,6 +432,17 @@ impl Config {
             }
             if l.writeback_buffer == 0 {
                 return invalid("librenms.writeback_buffer", "must be positive");
+            }
+        }
+        if let Some(t) = &self.tls {
+            for (key, file) in [
+                ("tls.cert_file", &t.cert_file),
+                ("tls.key_file", &t.key_file),
+                ("tls.ca_file", &t.ca_file),
+            ] {
+                if file.as_os_str().is_empty() {
+                    return invalid(key, "must not be empty");
+                }
             }
         }
         let r = &self.rrd;
@@ -446,6 +516,27 @@ mod tests {
         let config = Config::parse(text, path)?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_checked() {
+        assert_eq!(load(MINIMAL).expect("minimal").metrics_listen, None);
+        let c = load(&format!("metrics_listen = \"127.0.0.1:9231\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9231".parse().expect("addr"))
+        );
+        let err = load(&format!("metrics_listen = \"127.0.0.1:7071\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics_listen") && err.contains("listen"),
+            "{err}"
+        );
+        let err = load(&format!("metrics_listen = \"nowhere\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_listen"), "{err}");
     }
 
     #[test]
@@ -528,6 +619,39 @@ mod tests {
                 .to_string();
             assert!(err.contains("rrd.spool_max_mb"), "{err}");
         }
+    }
+
+    #[test]
+    fn tls_section() {
+        assert!(load(MINIMAL).expect("minimal").tls.is_none());
+        let tls = "[tls]\ncert_file = \"n1.pem\"\nkey_file = \"n1.key\"\nca_file = \"ca.pem\"\n";
+        let c = load(&format!("{MINIMAL}{tls}")).expect("tls");
+        let t = c.tls.expect("tls section");
+        assert_eq!(t.cert_file, Path::new("n1.pem"));
+        assert_eq!(t.client_auth, ClientAuth::None);
+        let c = load(&format!("{MINIMAL}{tls}client_auth = \"required\"\n")).expect("mtls");
+        assert_eq!(c.tls.map(|t| t.client_auth), Some(ClientAuth::Required));
+
+        let err = load(&format!("{MINIMAL}{tls}client_auth = \"maybe\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `maybe`"), "{err}");
+        let err = load(&format!("{MINIMAL}{tls}certfile = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `certfile`"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing field `ca_file`"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[tls]\ncert_file = \"\"\nkey_file = \"b\"\nca_file = \"c\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`tls.cert_file` must not be empty"), "{err}");
     }
 
     #[test]

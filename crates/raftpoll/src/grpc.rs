@@ -1,6 +1,8 @@
 //! Client-side gRPC connections to nodes: the one way to turn an address into
-//! an `Endpoint`, and a cache of lazily connected channels, one per address.
+//! an `Endpoint`, the [`Dialer`] that connects it (plaintext or TLS), and a
+//! cache of lazily connected channels, one per address.
 
+use crate::tls::{ClientTls, TlsDialer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,17 +34,66 @@ pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, GrpcE
     Ok(endpoint.connect_timeout(connect_timeout).tcp_nodelay(true))
 }
 
+/// How channels reach a node: plaintext, or TLS with the process's client
+/// config (swapped on reload; each new connection takes the current one).
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<ClientTls>,
+}
+
+impl Dialer {
+    pub fn plain() -> Dialer {
+        Dialer { tls: None }
+    }
+
+    pub fn tls(tls: ClientTls) -> Dialer {
+        Dialer { tls: Some(tls) }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A channel that connects on first use (and reconnects by itself).
+    pub fn connect_lazy(&self, endpoint: &Endpoint) -> Channel {
+        match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsDialer::new(tls.clone())),
+        }
+    }
+
+    /// A channel connected now (TCP and, with TLS, the handshake).
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            None => endpoint.connect().await,
+            Some(tls) => {
+                endpoint
+                    .connect_with_connector(TlsDialer::new(tls.clone()))
+                    .await
+            }
+        }
+    }
+}
+
 /// Channels to other nodes, created (not connected) on first use and reused by
 /// every client of that address: tonic reconnects a channel by itself. Cheap
 /// to clone; clones share the cache.
 #[derive(Clone, Default)]
 pub struct ChannelCache {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    dialer: Dialer,
 }
 
 impl ChannelCache {
-    pub fn new() -> Self {
-        ChannelCache::default()
+    pub fn new(dialer: Dialer) -> Self {
+        ChannelCache {
+            channels: Arc::default(),
+            dialer,
+        }
+    }
+
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// The channel to `addr`, with [`PEER_CONNECT_TIMEOUT`].
@@ -52,7 +103,9 @@ impl ChannelCache {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = endpoint(addr, PEER_CONNECT_TIMEOUT)?.connect_lazy();
+        let channel = self
+            .dialer
+            .connect_lazy(&endpoint(addr, PEER_CONNECT_TIMEOUT)?);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -73,7 +126,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_channel_per_address() {
-        let cache = ChannelCache::new();
+        let cache = ChannelCache::new(Dialer::plain());
         cache.get("127.0.0.1:7000").expect("valid");
         cache.get("127.0.0.1:7000").expect("valid");
         cache.get("127.0.0.1:7001").expect("valid");

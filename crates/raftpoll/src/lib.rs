@@ -12,10 +12,12 @@
 //! - [`snmp`]: the `SnmpClient` trait and its async-snmp implementation.
 //! - [`poller`]: scheduler and the SNMP modules (system, ports, processors, storage).
 //! - [`rrd`]: RRD layout, rrdcached client and writer.
-//! - [`grpc`]: client-side gRPC endpoints and the channel cache.
+//! - [`grpc`]: client-side gRPC endpoints, the dialer (plaintext or TLS) and the channel cache.
+//! - [`tls`]: certificates, TLS accept and dial, reload on SIGHUP.
 //! - [`api`]: gRPC services (Admin for operators) and protobuf conversions.
 //! - [`librenms`]: the LibreNMS drop-in: inventory from its database, write-back.
 //! - [`client`]: the operator CLI's client side.
+//! - [`metrics`]: Prometheus metrics and their `/metrics` HTTP server.
 //! - [`node`]: starts and stops a node: every task, in order.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod grpc;
 pub mod librenms;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod poller;
@@ -33,6 +36,7 @@ pub mod rrd;
 pub mod secret;
 pub mod snmp;
 pub mod storage;
+pub mod tls;
 
 /// Protobuf types generated from `proto/`.
 pub mod proto {

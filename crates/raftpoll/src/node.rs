@@ -1,12 +1,14 @@
 //! Starts and stops a node: every task, one shutdown signal, ordered teardown.
 //!
-//! [`run`] reads as its list of steps, one function each: storage and node
-//! id → Raft → RRD writer → gRPC server → bootstrap → membership and
-//! registration, SNMP engine, scheduler, reporter, controller. Shutdown
-//! stops the tasks, then the writer, Raft and the server.
+//! [`run`] reads as its list of steps, one function each: TLS → storage and
+//! node id → Raft → RRD writer → gRPC server → metrics server → bootstrap →
+//! membership and registration, SNMP engine, scheduler, reporter,
+//! controller. Shutdown stops the tasks, then the writer, the metrics
+//! server, Raft and the gRPC server. SIGHUP re-reads the TLS files.
 
 use crate::api::admin::{RrdStatusSource, admin_service};
 use crate::api::peer::peer_service;
+use crate::cluster::absence;
 use crate::cluster::controller::{self, ControllerConfig};
 use crate::cluster::features::{FEATURE_LEVEL, Features, LEVEL_MAX_ENV};
 use crate::cluster::handle::ClusterHandle;
@@ -14,9 +16,11 @@ use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service_with};
 use crate::cluster::raft::{Raft, raft_config};
 use crate::config::{Config, ConfigError};
+use crate::grpc::Dialer;
 use crate::librenms::pollers::{self, PollerInfo};
 use crate::librenms::writeback::{self, WritebackConfig};
 use crate::librenms::{Librenms, LibrenmsError, inventory};
+use crate::metrics::{Metrics, SourceTiming};
 use crate::model::types::{Command, NodeId, NodeInfo};
 use crate::poller::icmp::{IcmpError, Pinger};
 use crate::poller::reporter::{self, ReportBuffer};
@@ -27,6 +31,7 @@ use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
 use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
 use crate::storage::{StorageError, Store};
+use crate::tls::{NodeTls, TlsError};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
@@ -54,6 +59,11 @@ pub enum NodeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics: metrics_listen = \"{addr}\": {source}")]
+    MetricsListen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(String),
     #[error(
@@ -73,6 +83,8 @@ pub enum NodeError {
     Librenms(String),
     #[error(transparent)]
     Icmp(#[from] IcmpError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Exit status of a node whose data was written by a newer raftpoll.
@@ -96,7 +108,20 @@ pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
             addr: config.listen.to_string(),
             source,
         })?;
-    run(config, listener, shutdown_signal()).await
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::MetricsListen {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    run(config, listener, metrics_listener, shutdown_signal()).await
 }
 
 fn init_logging(format: &str) {
@@ -136,20 +161,30 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs a node on an already bound listener until `shutdown` completes.
+/// Runs a node on an already bound listener (and metrics listener, when
+/// `metrics_listen` is set) until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let advertise = config.advertise_addr();
+    // Updated by every subsystem; served only with `metrics_listen`.
+    let metrics = Metrics::default();
+
+    // 0. TLS: certificates checked before anything else starts.
+    let tls = load_tls(&config)?;
+    let dialer = tls
+        .as_ref()
+        .map_or_else(Dialer::plain, |t| Dialer::tls(t.client.clone()));
 
     // 1. Storage and identity. `store` lives as long as the node.
-    let (store, node_id, found_cluster) = open_storage(&config).await?;
+    let (store, node_id, found_cluster) = open_storage(&config, &dialer).await?;
     tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
 
     // 2. Raft.
-    let (raft, cluster) = start_raft(&config, &store, node_id).await?;
+    let (raft, cluster) = start_raft(&config, &store, node_id, dialer, &metrics).await?;
 
     // 3. One shutdown signal for every task; `exit` is how a graceful leave
     // asks for it.
@@ -169,7 +204,27 @@ pub async fn run(
         librenms: librenms.as_ref(),
         exit: &exit,
     };
-    let mut server_task = start_server(&config, listener, services, stop_rx.clone()).await?;
+    let mut server_task =
+        start_server(&config, listener, services, tls.clone(), stop_rx.clone()).await?;
+    let reload_task = tokio::spawn(reload_on_sighup(tls, stop_rx.clone()));
+
+    // 5b. Prometheus metrics, when `metrics_listen` is set.
+    metrics.attach(
+        cluster.clone(),
+        writer.clone(),
+        SourceTiming {
+            lease: Duration::from_millis(config.cluster.lease_ms),
+            node_timeout: Duration::from_millis(config.cluster.node_timeout_ms),
+            frequency: u64::from(config.poller.frequency),
+            down_retry: u64::from(config.poller.down_retry),
+        },
+    );
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        crate::metrics::serve(metrics.clone(), l, stop_rx.clone())
+    });
 
     // 6. Bootstrap a new cluster (only a node that just found no existing one).
     if found_cluster {
@@ -177,19 +232,37 @@ pub async fn run(
     }
 
     // 7. Background tasks.
-    let tasks = spawn_tasks(&config, &cluster, node_id, writer, librenms, &stop_rx).await?;
+    let tasks = spawn_tasks(
+        &config, &cluster, node_id, writer, librenms, &metrics, &stop_rx,
+    )
+    .await?;
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
-    let server_result = tokio::select! {
-        _ = &mut shutdown => None,
-        _ = exit.notified() => None,
-        r = &mut server_task => Some(r),
+    let (server_result, planned) = tokio::select! {
+        _ = &mut shutdown => (None, true),
+        _ = exit.notified() => (None, false),
+        r = &mut server_task => (Some(r), false),
     };
+    // 9. A signal is a planned absence: hand over first, while still polling.
+    if planned {
+        let timeout = Duration::from_millis(config.cluster.shutdown_timeout_ms);
+        tracing::info!(
+            node_id,
+            ?timeout,
+            "stopping: handing leadership and devices over"
+        );
+        let absence = absence::step_away(&cluster, timeout).await;
+        tracing::info!(node_id, ?absence, "hand-over done");
+    }
     tracing::info!(node_id, "shutting down");
     let _ = stop_tx.send(true);
     tasks.join().await;
+    let _ = reload_task.await;
     let _ = writer_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
@@ -207,14 +280,84 @@ pub async fn run(
 
 /// Step 1: the data directory, the store in it, and this node's id (with
 /// whether it must bootstrap a new cluster).
-async fn open_storage(config: &Config) -> Result<(Store, NodeId, bool), NodeError> {
+async fn open_storage(
+    config: &Config,
+    dialer: &Dialer,
+) -> Result<(Store, NodeId, bool), NodeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
     let store = Store::open(&config.data_dir.join("raft")).await?;
-    let (node_id, found_cluster) = node_id(&store, config).await?;
+    let (node_id, found_cluster) = node_id(&store, config, dialer).await?;
     Ok((store, node_id, found_cluster))
+}
+
+/// Step 0: `[tls]` loaded and checked (a bad file stops the node, named);
+/// without it, plaintext, with a warning unless only this machine can connect.
+fn load_tls(config: &Config) -> Result<Option<NodeTls>, NodeError> {
+    match &config.tls {
+        Some(settings) => {
+            let tls = NodeTls::load(settings, &config.advertise_addr())?;
+            tracing::info!(
+                cert = %settings.cert_file.display(),
+                ca = %settings.ca_file.display(),
+                client_auth = ?settings.client_auth,
+                "TLS on every gRPC connection"
+            );
+            Ok(Some(tls))
+        }
+        None => {
+            if !crate::tls::is_loopback(&config.listen) {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "no [tls] section: gRPC is plaintext on a non-loopback address; the cluster \
+                     secret and SNMP credentials can be read on the network"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Re-reads the TLS files on every SIGHUP until shutdown. A bad file is
+/// logged (named) and the certificates in use stay.
+async fn reload_on_sighup(tls: Option<NodeTls>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; TLS files are not reloadable");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = hup.recv() => {}
+            }
+            match &tls {
+                None => tracing::info!("SIGHUP: no [tls] section, nothing to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert_file.display(),
+                        "SIGHUP: TLS certificates reloaded; new connections use them"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload refused; the certificates in use stay"
+                    ),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tls;
+        let _ = stop.changed().await;
+    }
 }
 
 /// Step 2: the Raft instance on the store, and the handle the rest of the
@@ -223,6 +366,8 @@ async fn start_raft(
     config: &Config,
     store: &Store,
     node_id: NodeId,
+    dialer: Dialer,
+    metrics: &Metrics,
 ) -> Result<(Raft, ClusterHandle), NodeError> {
     let features = Features::from_env().map_err(NodeError::Raft)?;
     if features.local_level() < FEATURE_LEVEL {
@@ -231,7 +376,8 @@ async fn start_raft(
             "held at an older feature level ({LEVEL_MAX_ENV})"
         );
     }
-    let (log_store, sm_store) = store.raft_stores().await?;
+    let (log_store, mut sm_store) = store.raft_stores().await?;
+    sm_store.set_metrics(metrics.snapshots().clone());
     let log_store = log_store.with_feature_level(features.local_level());
     // Entries not yet applied must all be readable here: say which one is
     // not (and exit with EXIT_TOO_NEW) rather than fail inside Raft.
@@ -245,12 +391,19 @@ async fn start_raft(
         c.election_timeout_max_ms,
     )
     .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let network =
-        GrpcNetworkFactory::new(config.secret.clone()).with_features(features.clone(), node_id);
+    let network = GrpcNetworkFactory::with_dialer(config.secret.clone(), dialer.clone())
+        .with_features(features.clone(), node_id);
     let raft = Raft::new(node_id, raft_cfg, network, log_store, sm_store)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let cluster = ClusterHandle::new(raft.clone(), shared, node_id, &config.secret, features);
+    let cluster = ClusterHandle::new(
+        raft.clone(),
+        shared,
+        node_id,
+        &config.secret,
+        features,
+        dialer,
+    );
     Ok((raft, cluster))
 }
 
@@ -287,11 +440,12 @@ struct Services<'a> {
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Step 5: the gRPC server (Raft, Peer, Admin, health, reflection) on
-/// `listener`, stopping when `stop` changes.
+/// `listener`, over TLS with `[tls]`, stopping when `stop` changes.
 async fn start_server(
     config: &Config,
     listener: TcpListener,
     services: Services<'_>,
+    tls: Option<NodeTls>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<ServerTask, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -310,7 +464,7 @@ async fn start_server(
         writer: services.writer.clone(),
         addr: config.rrd.rrdcached.clone(),
     });
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(raft_service_with(
             services.raft.clone(),
             config.secret.clone(),
@@ -329,14 +483,20 @@ async fn start_server(
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
+        .add_service(reflection_v1alpha);
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    Ok(match tls {
+        Some(tls) => tokio::spawn(
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls.server), stopped),
+        ),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.changed().await;
-            },
-        );
-    Ok(tokio::spawn(server))
+            stopped,
+        )),
+    })
 }
 
 /// Step 6: makes this node the single voter of a new cluster, unless Raft
@@ -427,6 +587,7 @@ async fn spawn_tasks(
     node_id: NodeId,
     writer: RrdWriterHandle,
     librenms: Option<Librenms>,
+    metrics: &Metrics,
     stop: &watch::Receiver<bool>,
 ) -> Result<Tasks, NodeError> {
     let info = NodeInfo {
@@ -442,7 +603,7 @@ async fn spawn_tasks(
         stop.clone(),
     ));
     let register = tokio::spawn(register(cluster.clone(), info, stop.clone()));
-    let snmp = start_snmp(config).await?;
+    let snmp = start_snmp(config, metrics).await?;
     let icmp = match config.icmp_enabled() {
         true => Some(Arc::new(Pinger::new(
             config.poller.icmp_count,
@@ -454,6 +615,7 @@ async fn spawn_tasks(
     let extras = PollExtras {
         icmp,
         librenms: librenms.clone(),
+        metrics: metrics.clone(),
     };
     let scheduler = tokio::spawn(scheduler::run(
         cluster.clone(),
@@ -519,14 +681,17 @@ async fn spawn_tasks(
 }
 
 /// The SNMP engine the scheduler polls through.
-async fn start_snmp(config: &Config) -> Result<AsyncSnmpClient, NodeError> {
-    AsyncSnmpClient::new(SnmpClientConfig {
-        source_ip: config.poller.source_ip,
-        timeout: Duration::from_millis(config.poller.timeout_ms),
-        retries: config.poller.retries,
-        max_in_flight: config.poller.max_in_flight,
-        per_device_in_flight: config.poller.per_device_in_flight,
-    })
+async fn start_snmp(config: &Config, metrics: &Metrics) -> Result<AsyncSnmpClient, NodeError> {
+    AsyncSnmpClient::with_counters(
+        SnmpClientConfig {
+            source_ip: config.poller.source_ip,
+            timeout: Duration::from_millis(config.poller.timeout_ms),
+            retries: config.poller.retries,
+            max_in_flight: config.poller.max_in_flight,
+            per_device_in_flight: config.poller.per_device_in_flight,
+        },
+        metrics.snmp().clone(),
+    )
     .await
     .map_err(|e| NodeError::Snmp(e.to_string()))
 }
@@ -558,7 +723,11 @@ fn controller_config(config: &Config) -> ControllerConfig {
 /// node without one asks its seeds (any member forwards to the leader) to
 /// allocate it. `bootstrap = true` founds a cluster only when no seed answers
 /// as a member of one, so a second bootstrap node joins instead of forking.
-async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeError> {
+async fn node_id(
+    store: &Store,
+    config: &Config,
+    dialer: &Dialer,
+) -> Result<(NodeId, bool), NodeError> {
     if let Some(bytes) = store.local_get(NODE_ID_KEY)? {
         let arr = <[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
             NodeError::Join(format!("corrupt node id in {}", store.path().display()))
@@ -568,7 +737,7 @@ async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeE
     }
     let seeds = seeds_except_self(config);
     let (id, bootstrap) = if config.bootstrap {
-        match membership::allocate_node_id(&seeds, &config.secret, 1)
+        match membership::allocate_node_id(&seeds, &config.secret, dialer, 1)
             .await
             .map_err(|e| NodeError::Join(e.to_string()))?
         {
@@ -584,7 +753,7 @@ async fn node_id(store: &Store, config: &Config) -> Result<(NodeId, bool), NodeE
     } else if seeds.is_empty() {
         return Err(NodeError::NothingToJoin);
     } else {
-        let id = membership::allocate_node_id(&seeds, &config.secret, u32::MAX)
+        let id = membership::allocate_node_id(&seeds, &config.secret, dialer, u32::MAX)
             .await
             .map_err(|e| NodeError::Join(e.to_string()))?
             .ok_or(NodeError::NothingToJoin)?;

@@ -707,3 +707,103 @@ fn poller_groups() {
     check_group1_sources();
     assert_no_double_polls(&agent);
 }
+
+/// Devices whose polls in `[from_ms, to_ms]` leave a gap of more than 1.5 intervals (a missed
+/// interval), counting the gaps to the window's edges; with the gaps found.
+fn missed_intervals(
+    agent: &RecordingAgent,
+    communities: &[String],
+    from_ms: u64,
+    to_ms: u64,
+) -> Vec<String> {
+    let polls = agent.polls(BURST_GAP_MS);
+    let limit = FREQUENCY_MS * 3 / 2 + SLACK_MS;
+    let mut missed = Vec::new();
+    for c in communities {
+        let mut times: Vec<u64> = polls_of(&polls, c)
+            .iter()
+            .map(|p| p.start_ms)
+            .filter(|t| (from_ms..=to_ms).contains(t))
+            .collect();
+        times.insert(0, from_ms);
+        times.push(to_ms);
+        for w in times.windows(2) {
+            if w[1] - w[0] > limit {
+                missed.push(format!("{c}: no poll from {} to {}", w[0], w[1]));
+            }
+        }
+    }
+    missed
+}
+
+#[test]
+fn rolling_restart_by_sigterm_misses_no_interval_and_polls_nothing_twice() {
+    let agent = RecordingAgent::start(9, "rr");
+    let mut c = Cluster::start(3, |_, cfg| base(cfg));
+    let s = c.wait_formed(&["leader", "follower", "follower"], FORM_DEADLINE);
+    let mut devices = Devices { hosts: Vec::new() };
+    Devices::add(&c, &agent, 0, 0..9, 0, &mut devices);
+    let communities = devices.communities();
+    wait_polled(&agent, &communities, 0, None, "every device polled");
+    wait_settled(&c, Duration::from_millis(1500));
+    let from_ms = unix_ms();
+
+    // Every node in turn, the leader too: SIGTERM, wait for the exit, start again, wait until
+    // it polls its share again.
+    let grace = Duration::from_secs(30);
+    let mut leaders_stopped = 0;
+    for i in 0..3 {
+        let id = id_of(&c, &s, i);
+        let was_leader = c.wait_same_leader(FORM_DEADLINE) == id;
+        let exit = c.terminate(i, grace);
+        assert!(
+            exit.is_some_and(|e| e.success()),
+            "{} did not exit by itself within {grace:?} of SIGTERM: {exit:?}",
+            c.name(i)
+        );
+        let log = c.node(i).full_logs();
+        assert!(
+            log.contains("every device handed over"),
+            "{} stopped without handing its devices over:\n{log}",
+            c.name(i)
+        );
+        if was_leader {
+            leaders_stopped += 1;
+            assert!(
+                log.contains("leadership handed over"),
+                "{} led and stopped without handing leadership over:\n{log}",
+                c.name(i)
+            );
+        }
+        c.start_again(i);
+        wait_until_every(
+            FORM_DEADLINE,
+            CLI_EVERY,
+            "the restarted node to take a share of the devices back",
+            || {
+                let owners = c.owners();
+                (owners.values().all(Option::is_some) && owners.values().any(|o| *o == Some(id)))
+                    .then_some(())
+            },
+        );
+        wait_settled(&c, Duration::from_millis(1500));
+    }
+    assert!(leaders_stopped >= 1, "no node was stopped while it led");
+
+    // A full interval after the last restart, the record is complete for the window.
+    let to_ms = unix_ms() + FREQUENCY_MS;
+    wait_polled(
+        &agent,
+        &communities,
+        to_ms,
+        None,
+        "the polls after the window",
+    );
+    let missed = missed_intervals(&agent, &communities, from_ms, to_ms);
+    assert!(
+        missed.is_empty(),
+        "missed intervals during the rolling restart:\n{}",
+        missed.join("\n")
+    );
+    assert_no_double_polls(&agent);
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use testbed::cluster::{CLI_EVERY, Cluster, RecordingAgent, unix_ms};
 use testbed::raftpoll::{run_node_expecting_exit, run_node_expecting_exit_with_env};
+use testbed::snmpsim::{SimDevice, Snmpsim, replace_recording, switch_snmprec};
 use testbed::{
     DeviceSpec, LibrenmsLink, MariaDb, NodeConfig, SilentHost, free_tcp_port, free_udp_port,
     insert_device, wait_until_every,
@@ -530,6 +531,95 @@ fn inventory_follows_the_librenms_database() {
         }
     }
     soft.finish();
+}
+
+/// `(ifIndex, port_id, deleted)` of every `ports` row of a device.
+fn port_rows(db: &MariaDb, device_id: u32) -> Vec<(u32, u64, bool)> {
+    db.sql(&format!(
+        "SELECT ifIndex, port_id, deleted FROM ports WHERE device_id = {device_id} \
+         ORDER BY ifIndex"
+    ))
+    .into_iter()
+    .filter_map(|r| Some((r[0].parse().ok()?, r[1].parse().ok()?, r[2] == "1")))
+    .collect()
+}
+
+#[test]
+fn interfaces_added_and_removed_on_the_agent_follow_in_ports() {
+    let db = MariaDb::start();
+    let link = LibrenmsLink::new(&db, SYNC_S);
+    let recording = tempfile::NamedTempFile::new().expect("temp recording");
+    std::fs::write(recording.path(), switch_snmprec("ifchange", &[1, 2, 3]))
+        .expect("write recording");
+    let sim = Snmpsim::start(&[SimDevice::file("ifchange", recording.path())]);
+    let host = "lnms-ifchange";
+    let id = insert_device(
+        &db,
+        &DeviceSpec::v2c(host, "127.0.0.1", sim.port(), "ifchange"),
+    );
+    let table = link.table();
+    let c = Cluster::start(3, move |_, cfg| {
+        base(cfg, &table);
+        // Discovery runs at every second poll, so interface changes show within seconds.
+        cfg.discovery_frequency = 2 * FREQUENCY;
+    });
+    c.wait_formed(&["follower", "follower", "leader"], FORM_DEADLINE);
+
+    // Rows and files for ifIndex 1..3, each file named after its row.
+    let deadline = Duration::from_secs(60);
+    let first = wait_seen(
+        deadline,
+        SQL_EVERY,
+        "ports rows and port-id files of ifIndex 1, 2, 3",
+        || {
+            let rows = port_rows(&db, id);
+            let files = port_id_files(&c, host);
+            let live: BTreeSet<u64> = rows.iter().filter(|r| !r.2).map(|r| r.1).collect();
+            let indexes: Vec<u32> = rows.iter().map(|r| r.0).collect();
+            if indexes == [1, 2, 3] && live.len() == 3 && files == live {
+                Ok(rows)
+            } else {
+                Err(format!(
+                    "rows (ifIndex, port_id, deleted) {rows:?}, files {files:?}"
+                ))
+            }
+        },
+    );
+    let id_of =
+        |rows: &[(u32, u64, bool)], ifindex: u32| rows.iter().find(|r| r.0 == ifindex).map(|r| r.1);
+
+    // The agent loses ifIndex 2 and gains ifIndex 4.
+    replace_recording(&sim, "ifchange", &switch_snmprec("ifchange", &[1, 3, 4]));
+    let after = wait_seen(
+        deadline,
+        SQL_EVERY,
+        "a ports row and file for ifIndex 4, ifIndex 2 marked deleted",
+        || {
+            let rows = port_rows(&db, id);
+            let files = port_id_files(&c, host);
+            let new = rows.iter().find(|r| r.0 == 4 && !r.2);
+            let gone = rows.iter().any(|r| r.0 == 2 && r.2);
+            match new {
+                Some(new) if gone && files.contains(&new.1) => Ok(rows),
+                _ => Err(format!(
+                    "rows (ifIndex, port_id, deleted) {rows:?}, files {files:?}"
+                )),
+            }
+        },
+    );
+    for ifindex in [1, 2, 3] {
+        assert_eq!(
+            id_of(&after, ifindex),
+            id_of(&first, ifindex),
+            "ifIndex {ifindex} kept its port id: before {first:?}, after {after:?}"
+        );
+    }
+    let new_id = id_of(&after, 4).expect("ifIndex 4 has a row");
+    assert!(
+        first.iter().all(|r| r.1 != new_id),
+        "ifIndex 4 got a port id of its own: {after:?}"
+    );
+    assert_eq!(after.len(), 4, "one row per interface ever seen: {after:?}");
 }
 
 #[test]

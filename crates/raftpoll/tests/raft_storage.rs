@@ -194,3 +194,31 @@ async fn corrupt_data_is_an_error_not_a_panic() {
     let err = log.try_get_log_entries(1..5).await.unwrap_err().to_string();
     assert!(err.contains("corrupt"), "{err}");
 }
+
+#[tokio::test]
+async fn snapshot_builds_are_counted_and_timed() {
+    let dir = TempDir::new().unwrap();
+    let (_store, mut log, mut sm) = storage::open(dir.path()).await.unwrap();
+    let metrics = raftpoll::metrics::Metrics::default();
+    sm.set_metrics(metrics.snapshots().clone());
+    append(&mut log, entries()).await;
+    apply(&mut sm, entries()).await;
+    // openraft builds through the builder it gets from the store: a clone.
+    let mut builder = sm.get_snapshot_builder().await;
+    openraft::RaftSnapshotBuilder::build_snapshot(&mut builder)
+        .await
+        .unwrap();
+    openraft::RaftSnapshotBuilder::build_snapshot(&mut sm)
+        .await
+        .unwrap();
+    assert_eq!(metrics.snapshots().built.get(), 2);
+    let text = metrics.prometheus_text();
+    assert!(
+        text.contains("raftpoll_raft_snapshots_built_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("raftpoll_raft_snapshot_build_duration_seconds_count 2\n"),
+        "{text}"
+    );
+}

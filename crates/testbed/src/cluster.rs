@@ -206,6 +206,13 @@ impl Cluster {
         at
     }
 
+    /// SIGTERM node `index` (a planned stop) and wait up to `grace` for it to exit by itself;
+    /// its exit status, or `None` if it had to be killed.
+    pub fn terminate(&mut self, index: usize, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.up[index] = false;
+        self.nodes[index].terminate(grace)
+    }
+
     /// Restarts node `index` with its config and data dir.
     pub fn start_again(&mut self, index: usize) {
         self.nodes[index].start_again();

@@ -24,6 +24,7 @@ pub mod sim;
 pub mod snmp;
 pub mod snmpd;
 pub mod snmpsim;
+pub mod tls;
 
 pub use librenms::{DeviceSpec, LibrenmsLink, insert_device};
 pub use mariadb::MariaDb;
@@ -35,3 +36,4 @@ pub use sim::{SimAgent, SimBuilder};
 pub use snmp::{SnmpCreds, snmpget, snmpget_u64, snmpwalk};
 pub use snmpd::Snmpd;
 pub use snmpsim::{SimDevice, Snmpsim};
+pub use tls::{CertFiles, TestCa, TlsFiles};

@@ -282,24 +282,24 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`. Returns its exit
+    /// status when it exited by itself within `grace` (`None`: killed, or not running).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null())
             .status();
         let start = Instant::now();
         while start.elapsed() < grace {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
             thread::sleep(POLL_INTERVAL);
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
     }
 
     /// Everything this daemon logged (all of its log files, whole), for checks that must see

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::process::{
     Daemon, free_tcp_port, start_on_free_port, test_dir, wait_until, workspace_bin,
 };
+use super::tls::TlsFiles;
 
 /// Cluster secret of test nodes.
 pub const TEST_SECRET: &str = "testbed-cluster-secret";
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     pub max_in_flight: usize,
     pub source_ip: Option<String>,
     pub rrdcached: String,
+    /// `[tls]` of the node; the CLI helpers then pass the same files as `--ca/--cert/--key`.
+    pub tls: Option<TlsFiles>,
     /// Further keys, merged over the generated ones (tables are merged key by key).
     pub extra: toml::Table,
 }
@@ -62,6 +65,7 @@ impl NodeConfig {
             max_in_flight: 256,
             source_ip: Some("127.0.0.1".into()),
             rrdcached: rrdcached.to_string(),
+            tls: None,
             extra: toml::Table::new(),
         }
     }
@@ -115,6 +119,9 @@ impl NodeConfig {
         );
         top.insert("poller".into(), Value::Table(poller));
         top.insert("rrd".into(), Value::Table(rrd));
+        if let Some(tls) = &self.tls {
+            top.insert("tls".into(), Value::Table(tls.to_table()));
+        }
         merge(&mut top, &self.extra);
         toml::to_string(&top).expect("serialize node config")
     }
@@ -306,9 +313,10 @@ impl RaftpollNode {
         self.daemon.kill();
     }
 
-    /// SIGTERM (orderly shutdown), SIGKILL after `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        self.daemon.terminate(grace);
+    /// SIGTERM (orderly shutdown), SIGKILL after `grace`; the exit status if it exited by
+    /// itself within `grace`.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.daemon.terminate(grace)
     }
 
     /// Starts the node again with the same config and data dir (and port).
@@ -330,14 +338,18 @@ impl RaftpollNode {
 
     /// Same as `cli` with another secret (for wrong-secret tests).
     pub fn cli_with_secret(&self, args: &[&str], secret: &str) -> Output {
-        Command::new(raftpoll_bin())
-            .args(args)
-            .arg("--addr")
-            .arg(self.addr())
-            .arg("--secret")
-            .arg(secret)
-            .env_remove("RAFTPOLL_ADDR")
-            .env_remove("RAFTPOLL_SECRET")
+        let tls = self.cfg.tls.as_ref().map(TlsFiles::cli_args);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(tls.iter().flatten().map(String::as_str));
+        cli_command(&self.addr(), secret, &all)
+            .output()
+            .expect("run raftpoll CLI")
+    }
+
+    /// `raftpoll <args> --addr <this node> --secret <its secret>` without the node's TLS
+    /// files: for tests that pass their own `--ca/--cert/--key` (or none).
+    pub fn cli_without_tls(&self, args: &[&str]) -> Output {
+        cli_command(&self.addr(), &self.cfg.secret, args)
             .output()
             .expect("run raftpoll CLI")
     }
@@ -433,6 +445,28 @@ pub fn run_cli<S: AsRef<OsStr>>(
             Err(format!("no answer within {timeout:?}"))
         }
     }
+}
+
+/// The CLI with `args`, `--addr` and `--secret`, and none of the CLI's environment variables
+/// from the test's own environment.
+fn cli_command(addr: &str, secret: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(raftpoll_bin());
+    command
+        .args(args)
+        .arg("--addr")
+        .arg(addr)
+        .arg("--secret")
+        .arg(secret);
+    for var in [
+        "RAFTPOLL_ADDR",
+        "RAFTPOLL_SECRET",
+        "RAFTPOLL_CA",
+        "RAFTPOLL_CERT",
+        "RAFTPOLL_KEY",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
 
 /// The file in `dir` that receives the standard error (the log) of node `node_name`, all of

@@ -228,3 +228,106 @@ fn spawn(dir: &Path, port: u16) -> Daemon {
     daemon.spawn();
     daemon
 }
+
+/// The `.snmprec` text of a switch with one Ethernet port per ifIndex in `ifindexes` (ifDescr
+/// `GigabitEthernet0/<i>`, ifName `Gi0/<i>`) whose IF-MIB counters move at known rates (octets
+/// 1000/2000 per s in/out, packets 10/20), both the 32-bit ifTable and the 64-bit ifXTable
+/// columns, plus the system group and one CPU. Served by snmpsimd and raftpoll-sim alike.
+pub fn switch_snmprec(sys_name: &str, ifindexes: &[u32]) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mut line = |oid: String, tag: &str, value: String| {
+        lines.push((oid, format!("{tag}|{value}")));
+    };
+    let sys = "1.3.6.1.2.1.1";
+    let ports = ifindexes.len();
+    line(
+        format!("{sys}.1.0"),
+        "4",
+        format!("raftpoll simulated switch, {ports} ports"),
+    );
+    line(format!("{sys}.2.0"), "6", "1.3.6.1.4.1.8072.3.2.10".into());
+    line(
+        format!("{sys}.3.0"),
+        "67:numeric",
+        "rate=100,initial=100000".into(),
+    );
+    line(format!("{sys}.5.0"), "4", sys_name.into());
+    line("1.3.6.1.2.1.2.1.0".into(), "2", ports.to_string());
+    let counter32 = |rate: u32| format!("rate={rate},initial=1000000,wrap=1");
+    let counter64 = |rate: u32| format!("rate={rate},initial=4295967296");
+    // (table, column, tag, value of port i): ifTable, then ifXTable.
+    type Column = (&'static str, u32, &'static str, Box<dyn Fn(u32) -> String>);
+    let (if_table, if_x) = ("1.3.6.1.2.1.2.2.1", "1.3.6.1.2.1.31.1.1.1");
+    let zero = |table, col, tag| -> Column { (table, col, tag, Box::new(|_| "0".into())) };
+    let moving = |table, col, tag, value: String| -> Column {
+        (table, col, tag, Box::new(move |_| value.clone()))
+    };
+    let columns: Vec<Column> = vec![
+        (if_table, 1, "2", Box::new(|i| i.to_string())),
+        (
+            if_table,
+            2,
+            "4",
+            Box::new(|i| format!("GigabitEthernet0/{i}")),
+        ),
+        (if_table, 3, "2", Box::new(|_| "6".into())),
+        (if_table, 5, "66", Box::new(|_| "1000000000".into())),
+        (if_table, 7, "2", Box::new(|_| "1".into())),
+        (if_table, 8, "2", Box::new(|_| "1".into())),
+        moving(if_table, 10, "65:numeric", counter32(1000)),
+        moving(if_table, 11, "65:numeric", counter32(10)),
+        zero(if_table, 12, "65"),
+        zero(if_table, 13, "65"),
+        zero(if_table, 14, "65"),
+        zero(if_table, 15, "65"),
+        moving(if_table, 16, "65:numeric", counter32(2000)),
+        moving(if_table, 17, "65:numeric", counter32(20)),
+        zero(if_table, 18, "65"),
+        zero(if_table, 19, "65"),
+        zero(if_table, 20, "65"),
+        (if_x, 1, "4", Box::new(|i| format!("Gi0/{i}"))),
+        zero(if_x, 2, "65"),
+        zero(if_x, 3, "65"),
+        zero(if_x, 4, "65"),
+        zero(if_x, 5, "65"),
+        moving(if_x, 6, "70:numeric", counter64(1000)),
+        moving(if_x, 7, "70:numeric", counter64(10)),
+        zero(if_x, 8, "70"),
+        zero(if_x, 9, "70"),
+        moving(if_x, 10, "70:numeric", counter64(2000)),
+        moving(if_x, 11, "70:numeric", counter64(20)),
+        zero(if_x, 12, "70"),
+        zero(if_x, 13, "70"),
+        (if_x, 15, "66", Box::new(|_| "1000".into())),
+    ];
+    for (table, col, tag, value) in &columns {
+        for &i in ifindexes {
+            line(format!("{table}.{col}.{i}"), tag, value(i));
+        }
+    }
+    line("1.3.6.1.2.1.25.3.3.1.2.196608".into(), "2", "25".into());
+    // snmprec files are sorted by OID, numerically.
+    let arcs = |oid: &str| -> Vec<u32> { oid.split('.').filter_map(|a| a.parse().ok()).collect() };
+    lines.sort_by_cached_key(|(oid, _)| arcs(oid));
+    lines
+        .iter()
+        .map(|(oid, rest)| format!("{oid}|{rest}\n"))
+        .collect()
+}
+
+/// Replaces the recording of the device served under `community` and makes snmpsimd see the
+/// change: it re-indexes a data file whose modification time (whole seconds) changed, so the
+/// new file gets a time no earlier read of it had.
+pub fn replace_recording(sim: &Snmpsim, community: &str, text: &str) {
+    let path = sim.data_dir().join(format!("{community}.snmprec"));
+    let old = fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let later = old.max(std::time::SystemTime::now()) + std::time::Duration::from_secs(2);
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(later))
+        .unwrap_or_else(|e| panic!("set the modification time of {}: {e}", path.display()));
+}

@@ -8,11 +8,13 @@ use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::codec;
 use crate::librenms::Librenms;
+use crate::model::state::ClusterState;
 use crate::model::types::*;
+use crate::poller::modules::storage_rrd_names;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::admin_server::{Admin, AdminServer};
 use crate::proto::{self as pb};
-use crate::rrd::layout::rrd_path;
+use crate::rrd::layout::{is_own_rrd_dir, rrd_dir, rrd_path};
 use crate::secret::Secret;
 use crate::snmp::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials, UsmCredentials};
 use std::collections::HashMap;
@@ -186,10 +188,11 @@ pub fn device_detail(d: &Device) -> pb::DeviceDetail {
             .iter()
             .map(|p| rrd_path(&d.hostname, &format!("processor-hr-{}", p.index))),
     );
-    rrd_files.extend(inv.storages.iter().map(|s| match s.kind {
-        StorageKind::Disk => rrd_path(&d.hostname, &format!("storage-hrstorage-{}", s.descr)),
-        StorageKind::Memory => rrd_path(&d.hostname, &format!("mempool-hrstorage-{}", s.index)),
-    }));
+    rrd_files.extend(
+        storage_rrd_names(&inv.storages)
+            .iter()
+            .map(|name| rrd_path(&d.hostname, name)),
+    );
     pb::DeviceDetail {
         device: Some(device_summary(d)),
         ports,
@@ -261,6 +264,44 @@ pub fn new_devices(reqs: Vec<pb::AddDeviceRequest>) -> Result<Vec<NewDevice>, St
         devices.push(device);
     }
     Ok(devices)
+}
+
+/// Refuses new devices whose RRD directory is another device's (hostnames
+/// that differ only in characters a file name cannot hold, `sw 1` and
+/// `sw_1`): they would write each other's files. Checked against the
+/// cluster's devices and the other new ones; devices that already exist are
+/// left to the add (it reports them).
+pub fn check_rrd_dirs(state: &ClusterState, devices: &[NewDevice]) -> Result<(), Status> {
+    // Only a hostname that is not its own directory can clash with another.
+    let unusual: HashMap<String, &str> = state
+        .devices
+        .keys()
+        .filter(|h| !is_own_rrd_dir(h))
+        .map(|h| (rrd_dir(h), h.as_str()))
+        .collect();
+    let mut new: HashMap<String, &str> = HashMap::new();
+    for (i, device) in devices.iter().enumerate() {
+        let hostname = device.hostname.as_str();
+        if state.devices.contains_key(hostname) {
+            continue;
+        }
+        let dir = rrd_dir(hostname);
+        let existing = state.devices.get_key_value(&dir).map(|(h, _)| h.as_str());
+        let other = existing
+            .or_else(|| unusual.get(&dir).copied())
+            .or_else(|| new.get(&dir).copied());
+        if let Some(other) = other {
+            return Err(Status::invalid_argument(format!(
+                "device {} ('{}'): its RRD directory '{dir}' is already that of device '{}'; \
+                 the two would write the same files",
+                i + 1,
+                hostname.escape_debug(),
+                other.escape_debug()
+            )));
+        }
+        new.insert(dir, hostname);
+    }
+    Ok(())
 }
 
 /// Splits a bulk add into log entries of at most [`DEVICES_PER_ENTRY`]
@@ -505,6 +546,8 @@ impl Admin for AdminRpc {
     ) -> Result<Response<pb::AddDeviceReply>, Status> {
         self.inventory_is_ours()?;
         let device = new_device(request.into_inner())?;
+        self.cluster
+            .read(|s| check_rrd_dirs(s, std::slice::from_ref(&device)))?;
         self.write(Command::AddDevice(device)).await?;
         Ok(Response::new(pb::AddDeviceReply {}))
     }
@@ -515,6 +558,7 @@ impl Admin for AdminRpc {
     ) -> Result<Response<pb::AddDevicesReply>, Status> {
         self.inventory_is_ours()?;
         let devices = new_devices(request.into_inner().devices)?;
+        self.cluster.read(|s| check_rrd_dirs(s, &devices))?;
         let total = devices.len();
         let mut added = 0u32;
         let mut existing = Vec::new();
@@ -745,5 +789,55 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.message().contains("community"));
+    }
+
+    fn device_named(hostname: &str) -> NewDevice {
+        NewDevice {
+            hostname: hostname.into(),
+            address: "127.0.0.1".into(),
+            port: 161,
+            credentials: SnmpCredentials::V2c {
+                community: Secret::new("c"),
+            },
+            group: 0,
+        }
+    }
+
+    #[test]
+    fn devices_sharing_an_rrd_directory_are_refused() {
+        let mut state = ClusterState::default();
+        state.apply(&Command::AddDevice(device_named("sw 1")));
+        state.apply(&Command::AddDevice(device_named("core")));
+        let err = check_rrd_dirs(&state, &[device_named("sw_1")]).unwrap_err();
+        assert!(
+            err.message().contains("'sw_1'") && err.message().contains("'sw 1'"),
+            "{}",
+            err.message()
+        );
+        // An unusual new name against a plain existing one, and two new ones alike.
+        state.apply(&Command::AddDevice(device_named("sw_2")));
+        assert!(check_rrd_dirs(&state, &[device_named("sw 2")]).is_err());
+        let err = check_rrd_dirs(
+            &state,
+            &[device_named("a"), device_named("x:y"), device_named("x/y")],
+        )
+        .unwrap_err();
+        assert!(
+            err.message().starts_with("device 3 ('x/y')"),
+            "{}",
+            err.message()
+        );
+        // Distinct directories, and devices that exist already, pass.
+        assert!(
+            check_rrd_dirs(
+                &state,
+                &[
+                    device_named("sw-1"),
+                    device_named("sw 1"),
+                    device_named("core")
+                ]
+            )
+            .is_ok()
+        );
     }
 }

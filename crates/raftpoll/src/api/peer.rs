@@ -4,7 +4,7 @@
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
 use crate::codec;
-use crate::model::types::{Command, NodeInfo};
+use crate::model::types::{Command, CommandResult, NodeInfo};
 use crate::proto::peer_server::{Peer, PeerServer};
 use crate::proto::{
     JoinReply, JoinRequest, ProposeReply, ProposeRequest, RemoveReply, RemoveRequest,
@@ -25,6 +25,9 @@ pub fn peer_service(cluster: ClusterHandle, secret: Secret) -> PeerService {
         BearerAuth::new(secret),
     )
 }
+
+/// Allocated ids that are already members' are skipped at most this often.
+const MAX_ID_SKIPS: usize = 8;
 
 fn unavailable(e: ClusterError) -> Status {
     Status::unavailable(e.to_string())
@@ -49,7 +52,26 @@ impl Peer for PeerRpc {
                 "this node is not a member of a cluster yet",
             ));
         }
-        let result = self.cluster.propose(cmd).await.map_err(unavailable)?;
+        let mut result = self
+            .cluster
+            .propose(cmd.clone())
+            .await
+            .map_err(unavailable)?;
+        // The founding node registers itself (raising the id counter) only
+        // after the cluster exists: an id allocated in between may be a
+        // member's own. Ids are never reused, so skipping one costs nothing.
+        for _ in 0..MAX_ID_SKIPS {
+            match result {
+                CommandResult::NodeIdAllocated(id) if self.cluster.is_member(id) => {
+                    result = self
+                        .cluster
+                        .propose(cmd.clone())
+                        .await
+                        .map_err(unavailable)?;
+                }
+                _ => break,
+            }
+        }
         // Answered in the format it was asked in: the caller reads that one.
         let result = codec::encode_version(&result, format)
             .map_err(|e| Status::internal(format!("cannot encode result: {e}")))?;

@@ -27,6 +27,12 @@ pub enum ClientError {
     BadAddress(String),
     #[error("cannot reach raftpoll node at {addr}: {message}")]
     Unreachable { addr: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "--cert and --key go together, and need --ca (the CA that signed the nodes' certificates)"
+    )]
+    TlsArgs,
     #[error("node {addr} refused the cluster secret (UNAUTHENTICATED)")]
     Unauthenticated { addr: String },
     #[error("{0}")]
@@ -62,6 +68,40 @@ pub struct Connection {
     /// Cluster secret.
     #[arg(long, global = true, env = "RAFTPOLL_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// CA certificate (PEM) that signed the nodes' certificates: connect
+    /// with TLS. Without it the connection is plaintext.
+    #[arg(long, global = true, env = "RAFTPOLL_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for nodes with `client_auth = "required"`.
+    #[arg(long, global = true, env = "RAFTPOLL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "RAFTPOLL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl Connection {
+    /// How to reach the node: TLS with `--ca`, plaintext without.
+    pub fn dialer(&self) -> Result<crate::grpc::Dialer, ClientError> {
+        let cert_and_key = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err(ClientError::TlsArgs),
+        };
+        match &self.ca {
+            Some(ca) => {
+                let files = crate::tls::TlsFiles {
+                    ca: ca.clone(),
+                    cert_and_key,
+                };
+                Ok(crate::grpc::Dialer::tls(crate::tls::ClientTls::load(
+                    &files,
+                )?))
+            }
+            None if cert_and_key.is_some() => Err(ClientError::TlsArgs),
+            None => Ok(crate::grpc::Dialer::plain()),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]

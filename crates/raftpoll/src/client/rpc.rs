@@ -4,6 +4,7 @@
 use super::import::import_batches;
 use super::{ClientError, Connection};
 use crate::api::admin::MAX_REQUEST_BYTES;
+use crate::grpc::Dialer;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::{self as pb};
 use crate::secret::Secret;
@@ -17,32 +18,79 @@ pub(super) struct Admin {
     client: AdminClient<Channel>,
     auth: AsciiMetadataValue,
     addr: String,
+    tls: bool,
 }
 
-/// Opens the gRPC channel to the node at `conn.addr`.
-async fn connect_channel(conn: &Connection) -> Result<Channel, ClientError> {
+/// Opens the gRPC channel to the node at `conn.addr` (TCP, and with `--ca`
+/// the TLS handshake, within the connect timeout).
+async fn connect_channel(conn: &Connection, dialer: &Dialer) -> Result<Channel, ClientError> {
     let endpoint = crate::grpc::endpoint(&conn.addr, Duration::from_secs(3))
         .map_err(|_| ClientError::BadAddress(conn.addr.clone()))?
         .timeout(Duration::from_secs(30));
-    endpoint
-        .connect()
+    dialer
+        .connect(&endpoint)
         .await
         .map_err(|e| ClientError::Unreachable {
             addr: conn.addr.clone(),
-            message: source_chain(&e),
+            message: with_hint(source_chain(&e), dialer.is_tls()),
         })
+}
+
+/// A transport failure's message with what it most likely means when the
+/// two sides disagree about TLS (their own messages are about bytes and
+/// frames).
+fn with_hint(message: String, tls: bool) -> String {
+    let hint = if !tls {
+        // A TLS node answers HTTP/2's preface with a TLS alert, which the
+        // HTTP/2 client reads as a broken frame, or just closes.
+        let mismatch = [
+            "h2 protocol error",
+            "frame",
+            "connection reset",
+            "closed",
+            "broken pipe",
+        ];
+        mismatch
+            .iter()
+            .any(|m| message.contains(m))
+            .then_some("the node may require TLS: pass --ca FILE (or set RAFTPOLL_CA)")
+    } else if message.contains("CertificateRequired") {
+        Some("the node requires a client certificate: pass --cert and --key")
+    } else if message.contains("received fatal alert") {
+        Some("the node refused this client's certificate (not signed by its CA, or expired)")
+    } else if message.contains("invalid peer certificate") {
+        Some("the node's certificate is not trusted: is --ca the CA that signed it?")
+    } else if [
+        "InvalidContentType",
+        "corrupt message",
+        "eof",
+        "tls handshake",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+    {
+        Some("the node may not use TLS: try without --ca")
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => format!("{message} ({h})"),
+        None => message,
+    }
 }
 
 impl Admin {
     pub(super) async fn connect(conn: &Connection) -> Result<Admin, ClientError> {
         let secret = Secret::new(conn.secret.clone().ok_or(ClientError::NoSecret)?);
         let auth = crate::cluster::network::bearer_value(&secret).ok_or(ClientError::BadSecret)?;
-        let channel = connect_channel(conn).await?;
+        let dialer = conn.dialer()?;
+        let channel = connect_channel(conn, &dialer).await?;
         Ok(Admin {
             // A device list of a large cluster is bigger than tonic's 4 MiB default.
             client: AdminClient::new(channel).max_decoding_message_size(MAX_REQUEST_BYTES),
             auth,
             addr: conn.addr.clone(),
+            tls: dialer.is_tls(),
         })
     }
 
@@ -148,14 +196,39 @@ impl Admin {
             Code::Unauthenticated => ClientError::Unauthenticated {
                 addr: self.addr.clone(),
             },
-            Code::Unavailable if status.message().contains("transport") => {
-                ClientError::Unreachable {
-                    addr: self.addr.clone(),
-                    message: status.message().to_string(),
-                }
-            }
+            // Also a TLS refusal (a client certificate the node rejects is
+            // only seen after the handshake, on the first call).
+            _ if is_transport(&status) => ClientError::Unreachable {
+                addr: self.addr.clone(),
+                message: with_hint(status_chain(&status), self.tls),
+            },
             _ => ClientError::Server(status.message().to_string()),
         }
+    }
+}
+
+/// Whether the call failed below gRPC (connection, TLS, HTTP/2) rather
+/// than with an answer from the node.
+fn is_transport(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.contains("transport error")
+        || m.starts_with("h2 protocol error")
+        || std::error::Error::source(status).is_some()
+}
+
+/// A failed call's message with its causes (tonic's Display of a status
+/// is a debugging dump).
+fn status_chain(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => {
+            let causes = source_chain(source);
+            if causes.contains(status.message()) {
+                causes
+            } else {
+                format!("{}: {causes}", status.message())
+            }
+        }
+        None => status.message().to_string(),
     }
 }
 
@@ -164,7 +237,11 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
-        let _ = write!(s, ": {inner}");
+        // Wrappers often repeat their cause's text (io::Error around rustls).
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            let _ = write!(s, ": {text}");
+        }
         cur = inner.source();
     }
     s

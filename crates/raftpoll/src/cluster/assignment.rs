@@ -11,7 +11,7 @@
 
 use crate::model::state::ClusterState;
 use crate::model::types::{GroupId, NodeId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A node as the assignment sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,10 +20,11 @@ pub struct Candidate {
     pub groups: Vec<GroupId>,
 }
 
-/// A device as the assignment sees it.
+/// A device as the assignment sees it: a copy, so that the assignment runs
+/// after the state's lock is released (applies wait for that lock).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Placement<'a> {
-    pub hostname: &'a str,
+pub struct Placement {
+    pub hostname: String,
     pub group: GroupId,
     pub owner: Option<NodeId>,
     /// Relative cost of polling it (last poll duration in ms, or a default).
@@ -53,7 +54,7 @@ impl Default for Balance {
 /// Returns `(hostname, new owner)` for devices whose owner changes, sorted by hostname.
 pub fn assign(
     live: &[Candidate],
-    devices: &[Placement<'_>],
+    devices: &[Placement],
     rebalance: Option<Balance>,
 ) -> Vec<(String, Option<NodeId>)> {
     let serves = |node: NodeId, group: GroupId| {
@@ -81,7 +82,7 @@ pub fn assign(
         devices[b]
             .cost
             .total_cmp(&devices[a].cost)
-            .then_with(|| devices[a].hostname.cmp(devices[b].hostname))
+            .then_with(|| devices[a].hostname.cmp(&devices[b].hostname))
     });
     for i in orphans {
         let d = &devices[i];
@@ -112,7 +113,7 @@ pub fn assign(
 /// that can take it, choosing the device that best halves their gap.
 fn rebalance_loads(
     live: &[Candidate],
-    devices: &[Placement<'_>],
+    devices: &[Placement],
     owner: &mut [Option<NodeId>],
     load: &mut BTreeMap<NodeId, f64>,
     balance: Balance,
@@ -189,19 +190,15 @@ pub fn candidates<'a>(
         .collect()
 }
 
-/// Every device as assignment sees it; `leaving`'s devices count as unowned.
-pub fn placements(
-    state: &ClusterState,
-    cost_floor_ms: f64,
-    leaving: Option<NodeId>,
-) -> Vec<Placement<'_>> {
+/// Every device as assignment sees it.
+pub fn placements(state: &ClusterState, cost_floor_ms: f64) -> Vec<Placement> {
     state
         .devices
         .values()
         .map(|d| Placement {
-            hostname: &d.hostname,
+            hostname: d.hostname.clone(),
             group: d.group,
-            owner: d.owner.filter(|o| Some(*o) != leaving),
+            owner: d.owner,
             cost: d
                 .last_poll_ms
                 .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
@@ -209,21 +206,25 @@ pub fn placements(
         .collect()
 }
 
-/// Where a leaving node's devices go: the least-loaded live nodes serving
-/// their groups (none if no other node serves a group). Pure.
+/// Where a leaving node's devices go: the least-loaded nodes of `live` (the
+/// live nodes but `leaving`) serving their groups; a device whose group no
+/// other node serves is let go (no owner). Pure.
 pub fn drain_moves(
-    state: &ClusterState,
-    alive: &BTreeSet<NodeId>,
+    live: &[Candidate],
+    mut devices: Vec<Placement>,
     leaving: NodeId,
 ) -> Vec<(String, Option<NodeId>)> {
-    let live = candidates(state, alive.iter().filter(|id| **id != leaving));
-    let placements = placements(state, DEFAULT_COST_MS, Some(leaving));
-    let mut moves = assign(&live, &placements, None);
+    let mut theirs = Vec::new();
+    for d in devices.iter_mut().filter(|d| d.owner == Some(leaving)) {
+        d.owner = None;
+        theirs.push(d.hostname.clone());
+    }
+    let mut moves = assign(live, &devices, None);
     // `assign` reports changes against the owners it was given; a device of
     // the leaving node that finds no new owner must still be let go.
-    for d in state.devices.values().filter(|d| d.owner == Some(leaving)) {
-        if !moves.iter().any(|(h, _)| *h == d.hostname) {
-            moves.push((d.hostname.clone(), None));
+    for hostname in theirs {
+        if !moves.iter().any(|(h, _)| *h == hostname) {
+            moves.push((hostname, None));
         }
     }
     moves
@@ -244,16 +245,12 @@ mod tests {
         (0..n).map(|i| format!("dev{i:03}")).collect()
     }
 
-    fn placements<'a>(
-        names: &'a [String],
-        owners: &[Option<NodeId>],
-        group: GroupId,
-    ) -> Vec<Placement<'a>> {
+    fn placements(names: &[String], owners: &[Option<NodeId>], group: GroupId) -> Vec<Placement> {
         names
             .iter()
             .zip(owners)
             .map(|(h, o)| Placement {
-                hostname: h,
+                hostname: h.clone(),
                 group,
                 owner: *o,
                 cost: 10.0,
@@ -261,15 +258,15 @@ mod tests {
             .collect()
     }
 
-    fn apply(devices: &mut [Placement<'_>], moves: &[(String, Option<NodeId>)]) {
+    fn apply(devices: &mut [Placement], moves: &[(String, Option<NodeId>)]) {
         for (h, o) in moves {
-            if let Some(d) = devices.iter_mut().find(|d| d.hostname == h) {
+            if let Some(d) = devices.iter_mut().find(|d| d.hostname == *h) {
                 d.owner = *o;
             }
         }
     }
 
-    fn count(devices: &[Placement<'_>], n: NodeId) -> usize {
+    fn count(devices: &[Placement], n: NodeId) -> usize {
         devices.iter().filter(|d| d.owner == Some(n)).count()
     }
 
@@ -298,7 +295,7 @@ mod tests {
         let moves = assign(&live, &devices, None);
         assert_eq!(moves.len(), 10);
         assert!(moves.iter().all(|(h, o)| {
-            let d = devices.iter().find(|d| d.hostname == h).map(|d| d.owner);
+            let d = devices.iter().find(|d| d.hostname == *h).map(|d| d.owner);
             d == Some(Some(2)) && (*o == Some(1) || *o == Some(3))
         }));
         let to1 = moves.iter().filter(|(_, o)| *o == Some(1)).count();
@@ -409,7 +406,8 @@ mod tests {
         }
         let all: Vec<_> = (0..7).map(|i| (format!("d{i}"), Some(2))).collect();
         s.apply(&Command::Assign { moves: all });
-        let moves = drain_moves(&s, &[1, 2, 3].into_iter().collect(), 2);
+        let live = candidates(&s, [1, 3].iter());
+        let moves = drain_moves(&live, super::placements(&s, DEFAULT_COST_MS), 2);
         s.apply(&Command::Drain { id: 2, moves });
         assert!(!s.nodes.contains_key(&2));
         let owners: Vec<_> = s.devices.values().map(|d| d.owner).collect();

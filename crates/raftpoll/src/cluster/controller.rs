@@ -88,7 +88,7 @@ pub async fn run(
     let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut leading_since: Option<Instant> = None;
     let mut last_tick: Option<Instant> = None;
-    let mut last_live_set: BTreeSet<NodeId> = BTreeSet::new();
+    let mut last_live: Vec<Candidate> = Vec::new();
     let mut rebalance_due = false;
     let mut last_rebalance: Option<Instant> = None;
     // Inputs of the last assignment that found nothing to move: with the
@@ -137,20 +137,22 @@ pub async fn run(
         for m in view.members.iter().filter(|m| m.alive) {
             alive_since.entry(m.id).or_insert(now);
         }
-        // Rebalance once after the set of live nodes changed and stayed put
-        // for the debounce, and otherwise at most every REBALANCE_EVERY:
-        // poll durations jitter, and chasing them would make devices flap.
-        let live_set: BTreeSet<NodeId> = alive_since.keys().copied().collect();
+        // Rebalance once after the live nodes or their groups changed (a
+        // node back from a planned stop stays alive but registers its groups
+        // again) and stayed put for the debounce, and otherwise at most every
+        // REBALANCE_EVERY: poll durations jitter, and chasing them would make
+        // devices flap.
+        let live = cluster.read(|s| candidates(s, alive_since.keys()));
         if new_leader {
             // Taking over is no reason to move devices: the previous leader
             // balanced them (a restarted cluster keeps its owners). Only
             // changes seen from now on, or the periodic pass, rebalance.
-            last_live_set = live_set.clone();
+            last_live = live.clone();
             rebalance_due = false;
             last_rebalance = Some(now);
         }
-        if live_set != last_live_set {
-            last_live_set = live_set;
+        if live != last_live {
+            last_live = live.clone();
             rebalance_due = true;
         }
         let settled = alive_since
@@ -163,15 +165,13 @@ pub async fn run(
             last_rebalance = Some(now);
         }
         let owner_changes = cluster.shared().owner_changes();
-        let live = cluster.read(|s| candidates(s, alive_since.keys()));
         let inputs = (owner_changes, live);
         if !rebalance && settled_inputs.as_ref() == Some(&inputs) {
             continue;
         }
-        let moves = cluster.read(|s| {
-            let placements = placements(s, config.default_cost_ms, None);
-            assign(&inputs.1, &placements, rebalance.then(Balance::default))
-        });
+        // Copied under the lock, computed after it: applies wait for the lock.
+        let devices = cluster.read(|s| placements(s, config.default_cost_ms));
+        let moves = assign(&inputs.1, &devices, rebalance.then(Balance::default));
         if moves.is_empty() {
             settled_inputs = Some(inputs);
             continue;

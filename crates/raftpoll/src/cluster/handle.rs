@@ -1,13 +1,12 @@
 //! The node's handle on the cluster: propose commands (forwarded to the
 //! leader when this node is not it), read the replicated state, see the leader.
 
-use crate::cluster::assignment::drain_moves;
+use crate::cluster::assignment::{DEFAULT_COST_MS, candidates, drain_moves, placements};
 use crate::cluster::features::Features;
 use crate::cluster::network::bearer_value;
 use crate::cluster::raft::Raft;
 use crate::codec;
-
-use crate::grpc::{ChannelCache, GrpcError};
+use crate::grpc::{ChannelCache, Dialer, GrpcError};
 use crate::model::state::ClusterState;
 use crate::model::types::NodeInfo;
 use crate::model::types::{Command, CommandResult, NodeId};
@@ -99,12 +98,14 @@ struct Inner {
 }
 
 impl ClusterHandle {
+    /// `dialer` makes the channels this node forwards and joins through.
     pub fn new(
         raft: Raft,
         shared: SharedState,
         node_id: NodeId,
         secret: &Secret,
         features: Features,
+        dialer: Dialer,
     ) -> Self {
         ClusterHandle {
             inner: Arc::new(Inner {
@@ -113,7 +114,7 @@ impl ClusterHandle {
                 node_id,
                 secret: secret.clone(),
                 auth: bearer_value(secret),
-                channels: ChannelCache::new(),
+                channels: ChannelCache::new(dialer),
                 features,
             }),
         }
@@ -149,6 +150,11 @@ impl ClusterHandle {
 
     pub fn secret(&self) -> &Secret {
         &self.inner.secret
+    }
+
+    /// How this node dials other nodes.
+    pub fn dialer(&self) -> &Dialer {
+        self.inner.channels.dialer()
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -218,6 +224,17 @@ impl ClusterHandle {
             .membership()
             .voter_ids()
             .next()
+            .is_some()
+    }
+
+    /// Whether `id` is in the Raft membership (voter or learner) as this
+    /// node knows it.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
             .is_some()
     }
 
@@ -341,7 +358,12 @@ impl ClusterHandle {
                     .filter(|m| m.alive)
                     .map(|m| m.id)
                     .collect();
-                let moves = self.read(|s| drain_moves(s, &alive, *id));
+                let leaving = *id;
+                let (live, devices) = self.read(|s| {
+                    let others = alive.iter().filter(|n| **n != leaving);
+                    (candidates(s, others), placements(s, DEFAULT_COST_MS))
+                });
+                let moves = drain_moves(&live, devices, leaving);
                 raft.client_write(Command::Drain { id: *id, moves })
                     .await
                     .map(|r| Done::Applied(r.data))

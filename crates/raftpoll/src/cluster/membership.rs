@@ -27,11 +27,29 @@ pub enum JoinError {
     BadSeed(String),
 }
 
-async fn peer(addr: &str) -> Result<PeerClient<tonic::transport::Channel>, JoinError> {
+async fn peer(
+    addr: &str,
+    dialer: &grpc::Dialer,
+) -> Result<PeerClient<tonic::transport::Channel>, JoinError> {
     let endpoint = grpc::endpoint(addr, grpc::PEER_CONNECT_TIMEOUT)
         .map_err(|_| JoinError::BadSeed(addr.to_string()))?
         .timeout(SEED_TIMEOUT);
-    Ok(PeerClient::new(endpoint.connect_lazy()))
+    Ok(PeerClient::new(dialer.connect_lazy(&endpoint)))
+}
+
+/// A failed call with its causes (a TLS handshake failure is only in them).
+fn describe(status: &tonic::Status) -> String {
+    let mut s = status.message().to_string();
+    let mut cur = std::error::Error::source(status);
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
 }
 
 fn authorized<T>(message: T, secret: &Secret) -> tonic::Request<T> {
@@ -47,6 +65,7 @@ fn authorized<T>(message: T, secret: &Secret) -> tonic::Request<T> {
 pub async fn allocate_node_id(
     seeds: &[String],
     secret: &Secret,
+    dialer: &grpc::Dialer,
     rounds: u32,
 ) -> Result<Option<NodeId>, JoinError> {
     // Format 1: the seeds' versions are not known yet, and every version
@@ -55,8 +74,9 @@ pub async fn allocate_node_id(
     let mut pause = Duration::from_secs(1);
     for round in 0..rounds {
         let mut refused = 0;
+        let mut failures = Vec::new();
         for seed in seeds {
-            let mut client = peer(seed).await?;
+            let mut client = peer(seed, dialer).await?;
             let request = authorized(
                 ProposeRequest {
                     command: command.clone(),
@@ -75,14 +95,22 @@ pub async fn allocate_node_id(
                     tracing::error!(%seed, "seed refused our cluster secret");
                     refused += 1;
                 }
-                Err(status) => tracing::debug!(%seed, error = %status.message(), "seed not ready"),
+                Err(status) => {
+                    let error = describe(&status);
+                    tracing::debug!(%seed, %error, "seed not ready");
+                    failures.push(format!("{seed}: {error}"));
+                }
             }
         }
         if !seeds.is_empty() && refused == seeds.len() {
             return Err(JoinError::SecretRefused(seeds.join(", ")));
         }
         if round + 1 < rounds {
-            tracing::warn!(?seeds, "no seed answered yet; retrying in {pause:?}");
+            tracing::warn!(
+                ?seeds,
+                errors = %failures.join("; "),
+                "no seed answered yet; retrying in {pause:?}"
+            );
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
@@ -121,7 +149,7 @@ pub async fn keep_joined(
             continue;
         }
         for seed in &seeds {
-            let Ok(mut client) = peer(seed).await else {
+            let Ok(mut client) = peer(seed, cluster.dialer()).await else {
                 continue;
             };
             let mut request = authorized(join_request(&info), cluster.secret());
@@ -134,7 +162,7 @@ pub async fn keep_joined(
                     break;
                 }
                 Err(status) => {
-                    tracing::debug!(%seed, error = %status.message(), "join attempt failed")
+                    tracing::debug!(%seed, error = %describe(&status), "join attempt failed")
                 }
             }
         }

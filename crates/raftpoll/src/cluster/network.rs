@@ -9,7 +9,7 @@
 use crate::cluster::features::Features;
 use crate::cluster::raft::Raft;
 use crate::codec::{CodecError, decode, encode_version, version_of};
-use crate::grpc::ChannelCache;
+use crate::grpc::{ChannelCache, Dialer};
 use crate::model::types::NodeId;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::{self, RaftServer};
@@ -53,10 +53,16 @@ pub struct GrpcNetworkFactory {
 }
 
 impl GrpcNetworkFactory {
+    /// Plaintext channels to peers.
     pub fn new(secret: Secret) -> Self {
+        GrpcNetworkFactory::with_dialer(secret, Dialer::plain())
+    }
+
+    /// Channels to peers made by `dialer` (TLS when the node has `[tls]`).
+    pub fn with_dialer(secret: Secret, dialer: Dialer) -> Self {
         GrpcNetworkFactory {
             auth: bearer_value(&secret),
-            channels: ChannelCache::new(),
+            channels: ChannelCache::new(dialer),
             features: Features::default(),
             me: 0,
         }

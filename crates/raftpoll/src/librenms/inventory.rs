@@ -9,6 +9,7 @@ use crate::cluster::handle::ClusterHandle;
 use crate::model::state::ClusterState;
 use crate::model::types::{Command, NewDevice};
 use crate::proto as pb;
+use crate::rrd::layout::rrd_dir;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -53,6 +54,8 @@ pub struct Inventory {
 /// Maps the rows of one read; a hostname given twice keeps its first row.
 pub fn inventory(rows: &[DeviceRow]) -> Inventory {
     let mut inv = Inventory::default();
+    // RRD directory → device_id of the row that has it.
+    let mut dirs: HashMap<String, u32> = HashMap::new();
     for row in rows {
         if row.disabled {
             continue;
@@ -70,8 +73,18 @@ pub fn inventory(rows: &[DeviceRow]) -> Inventory {
             inv.skipped.push(skip(reason));
             continue;
         }
+        let dir = rrd_dir(&row.hostname);
+        if let Some(first) = dirs.get(&dir) {
+            let reason = format!(
+                "RRD directory '{dir}' is already that of device_id {first}: the hostnames \
+                 differ only in characters file names cannot hold"
+            );
+            inv.skipped.push(skip(reason));
+            continue;
+        }
         match device(row) {
             Ok(device) => {
+                dirs.insert(dir, row.device_id);
                 inv.links.insert(
                     device.hostname.clone(),
                     DeviceLink {
@@ -372,6 +385,23 @@ mod tests {
         let reason = &inv.skipped[0].reason;
         assert_eq!(reason, "authpass must be at least 8 characters (RFC 3414)");
         assert!(!reason.contains("short") && !reason.contains("secret-priv-x"));
+    }
+
+    #[test]
+    fn a_row_whose_rrd_directory_is_taken_is_skipped() {
+        // An IPv6 literal with and without brackets: both `fe80__1/`.
+        let inv = inventory(&[row(1, "fe80::1"), row(2, "[fe80::1]"), row(3, "fe80::2")]);
+        assert_eq!(
+            inv.wanted.keys().collect::<Vec<_>>(),
+            ["fe80::1", "fe80::2"]
+        );
+        assert_eq!(inv.skipped.len(), 1, "{:?}", inv.skipped);
+        assert_eq!(inv.skipped[0].device_id, 2);
+        let reason = &inv.skipped[0].reason;
+        assert!(
+            reason.contains("'fe80__1'") && reason.contains("device_id 1"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use crate::model::types::DiscoveredPort;
 use crate::poller::modules::PortState;
 use sqlx::{MySql, Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::LazyLock;
 
 /// One interface as one poll read it, for its `ports` row.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -254,65 +253,107 @@ fn counters(state: &PortState) -> [Option<u64>; 6] {
     ]
 }
 
-/// The UPDATE of one port after a poll. MySQL assigns left to right, each
-/// assignment seeing the ones before it: `_prev` takes the old value first,
-/// `_delta` and `_rate` are computed from it and the old `poll_time`, and
-/// only then are the value and the poll columns overwritten. A counter that
-/// went backwards (reset, wrap) has no delta or rate this time.
-static UPDATE_PORT: LazyLock<String> = LazyLock::new(|| {
-    let mut sql = String::from(
-        "UPDATE ports SET ifOperStatus = COALESCE(?, ifOperStatus), \
-         ifAdminStatus = COALESCE(?, ifAdminStatus), ifSpeed = COALESCE(?, ifSpeed), \
-         ifAlias = COALESCE(?, ifAlias), ifName = ?, ifDescr = ?",
+/// Ports per statement: a few thousand bound values, well under MySQL's
+/// 65,535 placeholders, and one round trip for about 30 devices.
+const PORTS_PER_STATEMENT: usize = 1000;
+
+/// The columns a poll sets besides the counters and `poll_time`, in bind order
+/// after `port_id, device_id`; the counters and `poll_time` follow.
+const STATE_COLUMNS: [&str; 6] = [
+    "ifOperStatus",
+    "ifAdminStatus",
+    "ifSpeed",
+    "ifAlias",
+    "ifName",
+    "ifDescr",
+];
+
+/// The upsert of many ports after their polls: one statement, one round
+/// trip. The rows exist (discovery made them); should one have been deleted
+/// meanwhile it comes back with `deleted = 1`, which LibreNMS hides and
+/// cleans up, rather than as a live orphan.
+///
+/// MySQL assigns `ON DUPLICATE KEY UPDATE` left to right, each assignment
+/// seeing the ones before it: `_prev` takes the old value first, `_delta`
+/// and `_rate` are computed from it and the old `poll_time`, and only then
+/// are the value and the poll columns overwritten. A counter that went
+/// backwards (reset, wrap) has no delta or rate this time. Status and speed
+/// keep their `_prev` until they change, as LibreNMS's poller does.
+fn upsert_sql(rows: usize) -> String {
+    let columns: Vec<&str> = STATE_COLUMNS
+        .into_iter()
+        .chain(COUNTERS)
+        .chain(["poll_time"])
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO ports (port_id, device_id, deleted, {}) VALUES ",
+        columns.join(", ")
     );
+    let one = format!("(?, ?, 1{})", ", ?".repeat(columns.len()));
+    sql.push_str(&vec![one; rows].join(", "));
+    sql.push_str(" ON DUPLICATE KEY UPDATE ");
+    let mut set = Vec::new();
+    for c in ["ifOperStatus", "ifAdminStatus", "ifSpeed"] {
+        set.push(format!(
+            "{c}_prev = IF(VALUES({c}) IS NOT NULL AND NOT (VALUES({c}) <=> {c}), {c}, {c}_prev)"
+        ));
+        set.push(format!("{c} = COALESCE(VALUES({c}), {c})"));
+    }
+    set.push("ifAlias = COALESCE(VALUES(ifAlias), ifAlias)".into());
+    set.push("ifName = VALUES(ifName)".into());
+    set.push("ifDescr = VALUES(ifDescr)".into());
     for c in COUNTERS {
-        sql.push_str(&format!(
-            ", {c}_prev = {c}, {c}_delta = IF(? >= {c}_prev, ? - {c}_prev, NULL), \
-             {c}_rate = IF({c}_delta IS NOT NULL AND ? > poll_time, \
-             ROUND({c}_delta / (? - poll_time)), NULL), {c} = ?"
+        set.push(format!(
+            "{c}_prev = {c}, {c}_delta = IF(VALUES({c}) >= {c}_prev, VALUES({c}) - {c}_prev, NULL), \
+             {c}_rate = IF({c}_delta IS NOT NULL AND VALUES(poll_time) > poll_time, \
+             ROUND({c}_delta / (VALUES(poll_time) - poll_time)), NULL), {c} = VALUES({c})"
         ));
     }
-    sql.push_str(
-        ", poll_prev = poll_time, poll_period = IF(? > poll_prev, ? - poll_prev, NULL), \
-         poll_time = ? WHERE port_id = ? AND device_id = ?",
+    set.push(
+        "poll_prev = poll_time, \
+         poll_period = IF(VALUES(poll_time) > poll_prev, VALUES(poll_time) - poll_prev, NULL), \
+         poll_time = VALUES(poll_time)"
+            .into(),
     );
+    sql.push_str(&set.join(", "));
     sql
-});
+}
 
-/// Updates the `ports` rows of one device from one poll; returns rows written.
+/// One port of one device after one poll, for [`write_rows`].
+pub struct PortWrite<'a> {
+    pub device_id: u32,
+    pub polled_at: u64,
+    pub port: &'a PortSample,
+}
+
+/// Updates the `ports` rows of polled ports, [`PORTS_PER_STATEMENT`] per
+/// statement; returns rows written.
 pub async fn write_rows(
     tx: &mut Transaction<'_, MySql>,
-    device_id: u32,
-    polled_at: u64,
-    ports: &[PortSample],
+    ports: &[PortWrite<'_>],
 ) -> Result<u64, sqlx::Error> {
     let mut rows = 0;
-    for port in ports {
-        let state = &port.state;
-        let mut query = sqlx::query(UPDATE_PORT.as_str())
-            .bind(state.oper_status.as_deref())
-            .bind(state.admin_status.as_deref())
-            .bind(state.speed)
-            .bind(state.alias.as_deref())
-            .bind(&port.ifname)
-            .bind(&port.ifdescr);
-        for value in counters(state) {
+    for chunk in ports.chunks(PORTS_PER_STATEMENT) {
+        let sql = upsert_sql(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for w in chunk {
+            let state = &w.port.state;
             query = query
-                .bind(value)
-                .bind(value)
-                .bind(polled_at)
-                .bind(polled_at)
-                .bind(value);
+                .bind(w.port.port_id)
+                .bind(w.device_id)
+                .bind(state.oper_status.as_deref())
+                .bind(state.admin_status.as_deref())
+                .bind(state.speed)
+                .bind(state.alias.as_deref())
+                .bind(&w.port.ifname)
+                .bind(&w.port.ifdescr);
+            for value in counters(state) {
+                query = query.bind(value);
+            }
+            query = query.bind(w.polled_at);
         }
-        rows += query
-            .bind(polled_at)
-            .bind(polled_at)
-            .bind(polled_at)
-            .bind(port.port_id)
-            .bind(device_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+        // MySQL counts an updated row twice in an upsert: report ports.
+        rows += query.execute(&mut **tx).await?.rows_affected().div_ceil(2);
     }
     Ok(rows)
 }

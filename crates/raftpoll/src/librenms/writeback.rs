@@ -305,11 +305,21 @@ async fn write_batch(
                 graphs.push((id, graph));
             }
         }
-        rows += ports::write_rows(&mut tx, id, polled.polled_at, &polled.ports)
-            .await
-            .map_err(|e| db.error(what, e))?;
         previous.insert(id, up);
     }
+    let port_writes: Vec<ports::PortWrite> = batch
+        .iter()
+        .flat_map(|(device_id, polled)| {
+            polled.ports.iter().map(|port| ports::PortWrite {
+                device_id: *device_id,
+                polled_at: polled.polled_at,
+                port,
+            })
+        })
+        .collect();
+    rows += ports::write_rows(&mut tx, &port_writes)
+        .await
+        .map_err(|e| db.error(what, e))?;
     tx.commit().await.map_err(|e| db.error(what, e))?;
     for (id, _) in batch {
         if let Some(up) = previous.get(id) {

@@ -10,6 +10,7 @@ use crate::cluster::handle::ClusterHandle;
 use crate::librenms::ports::{PortSample, port_ids};
 use crate::librenms::writeback::{DownCause, PolledDevice};
 use crate::librenms::{DeviceLink, Librenms};
+use crate::metrics::Metrics;
 use crate::model::types::{
     Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port,
 };
@@ -68,6 +69,8 @@ pub struct PollExtras {
     pub icmp: Option<Arc<Pinger>>,
     /// LibreNMS's database: results written back after every poll.
     pub librenms: Option<Librenms>,
+    /// Where polls, claims and module times are counted.
+    pub metrics: Metrics,
 }
 
 /// Due devices are gathered this long into one claim, so the log sees a
@@ -330,6 +333,15 @@ impl<C: SnmpClient> Scheduler<C> {
             let Some(g) = self.ready.pop_front() else {
                 return;
             };
+            if let Some(entry) = self.entries.get(&g.hostname) {
+                let late_ms = unix_now_ms().saturating_sub(entry.due);
+                self.ctx
+                    .extras
+                    .metrics
+                    .poll()
+                    .schedule_lag
+                    .observe(late_ms as f64 / 1000.0);
+            }
             self.running += 1;
             let ctx = self.ctx.clone();
             let done_tx = self.done_tx.clone();
@@ -410,7 +422,13 @@ async fn claim<C>(
     };
     // A claim stuck on a hung or cut-off leader must not hold up polling
     // once a new leader exists: give up after the lease and claim again.
-    let granted = match tokio::time::timeout(ctx.config.lease, ctx.cluster.propose(cmd)).await {
+    let proposed = tokio::time::timeout(ctx.config.lease, ctx.cluster.propose(cmd)).await;
+    ctx.extras
+        .metrics
+        .poll()
+        .claim_duration
+        .observe(claimed_at.elapsed().as_secs_f64());
+    let granted = match proposed {
         Ok(Ok(CommandResult::Claimed(granted))) => Ok(granted),
         Ok(Ok(other)) => Err(format!("unexpected claim result {other:?}")),
         Ok(Err(e)) => Err(e.to_string()),
@@ -478,6 +496,20 @@ async fn poll_device<C: SnmpClient>(
     };
     let outcome = poll_owned(ctx, &client, &device, started, &mut polled).await;
     let duration_ms = clock.elapsed().as_millis() as u64;
+    let m = ctx.extras.metrics.poll();
+    m.duration.observe(clock.elapsed().as_secs_f64());
+    match &outcome {
+        Ok(()) => m.up.inc(),
+        Err(Down {
+            kind: DownKind::Timeout,
+            ..
+        }) => m.timeout.inc(),
+        Err(Down {
+            kind: DownKind::Fenced,
+            ..
+        }) => m.fenced.inc(),
+        Err(_) => m.down.inc(),
+    };
     let (status, reason) = match outcome {
         Ok(()) => (DeviceStatus::Up, None),
         Err(down) => {
@@ -525,6 +557,18 @@ async fn submit<C>(ctx: &Context<C>, update: RrdUpdate) {
 struct Down {
     cause: DownCause,
     reason: String,
+    /// How the node's metrics count it.
+    kind: DownKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DownKind {
+    /// Refused, unreachable, unresolvable, no ICMP answer.
+    Down,
+    /// No SNMP answer after every retry.
+    Timeout,
+    /// Stopped at the claim's time budget (the poll's fence).
+    Fenced,
 }
 
 impl From<String> for Down {
@@ -532,6 +576,23 @@ impl From<String> for Down {
         Down {
             cause: DownCause::Snmp,
             reason,
+            kind: DownKind::Down,
+        }
+    }
+}
+
+impl From<ModuleError> for Down {
+    fn from(e: ModuleError) -> Down {
+        let ModuleError::Snmp(snmp) = &e;
+        let kind = match snmp {
+            SnmpError::Timeout { .. } => DownKind::Timeout,
+            SnmpError::BudgetExhausted { .. } => DownKind::Fenced,
+            _ => DownKind::Down,
+        };
+        Down {
+            cause: DownCause::Snmp,
+            reason: e.to_string(),
+            kind,
         }
     }
 }
@@ -546,13 +607,16 @@ async fn poll_owned<C: SnmpClient>(
     polled: &mut PolledDevice,
 ) -> Result<(), Down> {
     let addr = resolve(&device.address, device.port).await?;
+    let metrics = ctx.extras.metrics.poll();
     if let Some(pinger) = &ctx.extras.icmp {
         let ping = pinger.check(addr.ip()).await;
+        metrics.observe_module("icmp", ping.took);
         polled.ping_took_ms = Some(ping.took.as_secs_f64() * 1000.0);
         let Some(rtt) = ping.rtt else {
             return Err(Down {
                 cause: DownCause::Icmp,
                 reason: format!("no answer to ICMP echo from {}", addr.ip()),
+                kind: DownKind::Down,
             });
         };
         let rtt_ms = rtt.as_secs_f64() * 1000.0;
@@ -577,9 +641,9 @@ async fn poll_owned<C: SnmpClient>(
         .last_discovered
         .is_none_or(|t| started >= t + ctx.config.discovery_frequency);
     let inventory = if discovery_due {
-        let (found, aliases) = modules::discover_with(client, &target, linked.is_some())
-            .await
-            .map_err(|e: ModuleError| e.to_string())?;
+        let discovering = Instant::now();
+        let (found, aliases) = modules::discover_with(client, &target, linked.is_some()).await?;
+        metrics.observe_module("discovery", discovering.elapsed());
         match linked {
             Some((librenms, link)) => {
                 record_librenms_discovery(ctx, device, started, found, librenms, link, &aliases)
@@ -605,8 +669,10 @@ async fn poll_owned<C: SnmpClient>(
         sampled,
         linked.is_some(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
+    for (module, took) in &out.timings {
+        metrics.observe_module(module, *took);
+    }
     polled.system = out.system.clone();
     polled.uptime_s = out.uptime_s;
     polled.ports = port_samples(&inventory, out.port_states);

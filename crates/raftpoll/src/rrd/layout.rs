@@ -67,15 +67,62 @@ pub fn sanitize_name(s: &str) -> String {
         .collect()
 }
 
-/// `<hostname>/<name>.rrd`, relative to rrdcached's base directory. Brackets
-/// around an IPv6 literal are dropped first, like LibreNMS does.
-pub fn rrd_path(hostname: &str, name: &str) -> String {
+/// Longest file or directory name the usual file systems take (NAME_MAX).
+const NAME_MAX: usize = 255;
+/// `-` and 16 hex digits of [`stable_hash`]: what a shortened name ends with.
+const HASH_SUFFIX: usize = 17;
+
+/// FNV-1a, 64 bits: stable across versions and platforms (file names must
+/// not change with a compiler upgrade), and short names collide rarely enough
+/// for a suffix that only long names carry.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `name` (already sanitised, so ASCII) if it fits in [`NAME_MAX`] with
+/// `extension`; otherwise its start and a hash of the whole, so that two long
+/// names sharing a start stay apart and the same name always shortens alike.
+fn fit_name(name: &str, extension: &str) -> String {
+    if name.len() + extension.len() <= NAME_MAX {
+        return format!("{name}{extension}");
+    }
+    let keep = NAME_MAX - extension.len() - HASH_SUFFIX;
+    format!("{}-{:016x}{extension}", &name[..keep], stable_hash(name))
+}
+
+/// The host directory of a device's files: its hostname sanitised (brackets
+/// around an IPv6 literal dropped first, like LibreNMS does) and shortened
+/// when too long. Two devices with the same directory would share files:
+/// adding the second is refused.
+pub fn rrd_dir(hostname: &str) -> String {
     let mut host = sanitize_name(hostname.trim_matches(|c| c == '[' || c == ']'));
     // A hostname of only dots (or nothing) must never name a parent directory.
     if host.chars().all(|c| c == '.') {
         host = "_".repeat(host.len().max(1));
     }
-    format!("{host}/{}.rrd", sanitize_name(name))
+    fit_name(&host, "")
+}
+
+/// Whether [`rrd_dir`] of `hostname` is `hostname` itself (true of almost
+/// every hostname), without building it.
+pub fn is_own_rrd_dir(hostname: &str) -> bool {
+    hostname.len() <= NAME_MAX
+        && !hostname.chars().all(|c| c == '.')
+        && hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ',' | '.' | '_' | '-'))
+}
+
+/// `<hostname>/<name>.rrd`, relative to rrdcached's base directory, both
+/// parts sanitised and shortened to fit a file name.
+pub fn rrd_path(hostname: &str, name: &str) -> String {
+    format!(
+        "{}/{}",
+        rrd_dir(hostname),
+        fit_name(&sanitize_name(name), ".rrd")
+    )
 }
 
 /// Whether `path` is safe to put on an rrdcached command line: relative,
@@ -222,6 +269,28 @@ mod tests {
         assert_eq!(sanitize_name("sw1.example,com_a-b"), "sw1.example,com_a-b");
         assert_eq!(sanitize_name("a b/c:d\né"), "a_b_c_d__");
         assert_eq!(sanitize_name(""), "");
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically_and_stay_apart() {
+        let long = "a".repeat(300);
+        let path = rrd_path(&long, &format!("storage-hrstorage-{long}"));
+        let (dir, file) = path.split_once('/').expect("dir/file");
+        assert_eq!(dir.len(), NAME_MAX);
+        assert_eq!(file.len(), NAME_MAX);
+        assert!(file.ends_with(".rrd") && is_valid_rrd_path(&path), "{path}");
+        // Same input, same name; another long name with the same start, another name.
+        assert_eq!(path, rrd_path(&long, &format!("storage-hrstorage-{long}")));
+        let other = rrd_path(&long, &format!("storage-hrstorage-{long}b"));
+        assert_ne!(path, other);
+        assert_eq!(path[..200], other[..200]);
+        assert!(!is_own_rrd_dir(&long) && is_own_rrd_dir("sw1.example.com"));
+        assert!(!is_own_rrd_dir("sw 1") && !is_own_rrd_dir("..") && !is_own_rrd_dir("[::1]"));
+        // Names that fit are left alone.
+        let fits = "b".repeat(NAME_MAX - 4);
+        assert_eq!(rrd_path("h", &fits), format!("h/{fits}.rrd"));
+        // FNV-1a test vector: the hash, hence every shortened name, never changes.
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

@@ -5,11 +5,14 @@ use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget};
 use super::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use super::error::SnmpError;
 use super::types::{Oid, SnmpValue, VarBind};
+use crate::metrics::SnmpCounters;
 use async_snmp::v3::ReportStatus;
 use async_snmp::{
-    Auth, Client, DesSaltState, EngineCache, ErrorStatus, OidOrdering, PersistedDesSaltState,
-    Retry, UdpHandle, UdpTransport, UsmConfig, Value, WalkAbortReason, WalkMethod, WalkOptions,
+    Auth, Candidate, Client, ClientBuilder, DesSaltState, EngineCache, ErrorStatus, OidOrdering,
+    PersistedDesSaltState, ReceiveLimits, RequestRegistration, Retry, Transport, UdpHandle,
+    UdpTransport, UsmConfig, Value, WalkAbortReason, WalkMethod, WalkOptions,
 };
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -51,12 +54,94 @@ struct Inner {
     des_salt: std::sync::OnceLock<DesSaltState>,
     in_flight: Arc<Semaphore>,
     targets: Mutex<HashMap<SocketAddr, Vec<Arc<TargetEntry>>>>,
+    counters: SnmpCounters,
+}
+
+tokio::task_local! {
+    /// Set while one SNMP operation (a GET, or a whole walk: one request
+    /// outstanding at a time) runs: whether its last transmission timed out,
+    /// which makes the next one a retry.
+    static LAST_TIMED_OUT: Cell<bool>;
+}
+
+/// A target's handle on the shared socket, counting messages, retries,
+/// timeouts and bytes for the node's metrics (atomic increments only).
+struct Counted {
+    inner: UdpHandle,
+    counters: SnmpCounters,
+}
+
+impl Transport for Counted {
+    async fn send(&self, data: &[u8]) -> async_snmp::Result<()> {
+        self.counters.sent_bytes.inc_by(data.len() as u64);
+        self.inner.send(data).await
+    }
+
+    async fn request_with<T, F>(
+        &self,
+        data: &[u8],
+        registration: RequestRegistration,
+        mut validate: F,
+    ) -> async_snmp::Result<T>
+    where
+        T: Send,
+        F: FnMut(hyper::body::Bytes, SocketAddr) -> async_snmp::Result<Candidate<T>> + Send,
+    {
+        let c = &self.counters;
+        c.requests.inc();
+        if LAST_TIMED_OUT
+            .try_with(|t| t.replace(false))
+            .unwrap_or(false)
+        {
+            c.retries.inc();
+        }
+        c.sent_bytes.inc_by(data.len() as u64);
+        let received = &c.received_bytes;
+        let result = self
+            .inner
+            .request_with(data, registration, move |bytes, from| {
+                received.inc_by(bytes.len() as u64);
+                validate(bytes, from)
+            })
+            .await;
+        if let Err(e) = &result
+            && matches!(**e, async_snmp::Error::Timeout { .. })
+        {
+            c.timeouts.inc();
+            let _ = LAST_TIMED_OUT.try_with(|t| t.set(true));
+        }
+        result
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr()
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    fn alloc_request_id(&self) -> i32 {
+        self.inner.alloc_request_id()
+    }
+
+    fn is_reliable(&self) -> bool {
+        self.inner.is_reliable()
+    }
+
+    fn receive_limits(&self) -> ReceiveLimits {
+        self.inner.receive_limits()
+    }
+
+    fn send_capacity(&self) -> usize {
+        self.inner.send_capacity()
+    }
 }
 
 /// A per-target client handle on the shared socket, with its own in-flight cap.
 struct TargetEntry {
     credentials: SnmpCredentials,
-    client: Client<UdpHandle>,
+    client: Client<Counted>,
     permits: Arc<Semaphore>,
     /// Varbinds the last complete walk of each root returned, keyed by a hash
     /// of the root. The next walk of a table whose size has not changed then
@@ -106,6 +191,15 @@ fn sized_repetitions(previous: u32) -> u32 {
 impl AsyncSnmpClient {
     /// Binds the shared socket (to `source_ip` when given) and sets up the limits.
     pub async fn new(config: SnmpClientConfig) -> Result<Self, SnmpError> {
+        Self::with_counters(config, SnmpCounters::default()).await
+    }
+
+    /// [`AsyncSnmpClient::new`], counting requests, retries, timeouts and
+    /// bytes in `counters`.
+    pub async fn with_counters(
+        config: SnmpClientConfig,
+        counters: SnmpCounters,
+    ) -> Result<Self, SnmpError> {
         if config.max_in_flight == 0 || config.per_device_in_flight == 0 {
             return Err(SnmpError::Config {
                 detail: "max_in_flight and per-device in-flight must be at least 1".into(),
@@ -125,6 +219,7 @@ impl AsyncSnmpClient {
                 engine_cache: Arc::new(EngineCache::new()),
                 des_salt: std::sync::OnceLock::new(),
                 targets: Mutex::new(HashMap::new()),
+                counters,
             }),
         })
     }
@@ -182,7 +277,10 @@ impl AsyncSnmpClient {
             result_limit: Some(MAX_WALK_VARBINDS),
         };
         let transport = self.transport_for(target.addr).await?;
-        let mut builder = Client::builder(target.addr, to_auth(&target.credentials)?)
+        let handle = transport
+            .handle(target.addr)
+            .map_err(|e| self.map_error(&target.credentials, *e))?;
+        let mut builder = ClientBuilder::new(to_auth(&target.credentials)?)
             .request_timeout(config.timeout)
             .retry(retry)
             .walk_options(walk_options)
@@ -196,8 +294,10 @@ impl AsyncSnmpClient {
             builder = builder.des_salt_state(self.des_salt()?);
         }
         let client = builder
-            .build_with(transport)
-            .await
+            .build_with_transport(Counted {
+                inner: handle,
+                counters: self.inner.counters.clone(),
+            })
             .map_err(|e| self.map_error(&target.credentials, *e))?;
         let fresh = Arc::new(TargetEntry {
             credentials: target.credentials.clone(),
@@ -267,7 +367,7 @@ impl AsyncSnmpClient {
             .acquire()
             .await
             .map_err(|_| SnmpError::Closed)?;
-        op.await
+        LAST_TIMED_OUT.scope(Cell::new(false), op).await
     }
 
     fn map_error(&self, credentials: &SnmpCredentials, error: async_snmp::Error) -> SnmpError {

@@ -9,6 +9,7 @@
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
 use crate::codec::{self, CodecError};
+use crate::metrics::SnapshotMetrics;
 use crate::model::state::ClusterState;
 use crate::model::types::CommandResult;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -79,6 +80,8 @@ pub struct StateMachineStore {
     owner_changes: Arc<AtomicU64>,
     kv: Kv,
     tree: Tree,
+    /// Snapshots built and their build time.
+    metrics: SnapshotMetrics,
 }
 
 // A panic while holding the lock cannot leave `Applied` half-written in a way
@@ -125,7 +128,13 @@ impl StateMachineStore {
             owner_changes: Arc::default(),
             kv: kv.clone(),
             tree,
+            metrics: SnapshotMetrics::default(),
         })
+    }
+
+    /// Where snapshot builds are counted (the node's metrics).
+    pub fn set_metrics(&mut self, metrics: SnapshotMetrics) {
+        self.metrics = metrics;
     }
 
     /// Read access for the scheduler, controller and API.
@@ -217,6 +226,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         // Encode under the read lock rather than copy the state first (a copy
         // of tens of thousands of devices costs more memory than the few ms
         // applies wait), straight into the stored layout, so the snapshot is
@@ -231,6 +241,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.kv.flush().await?;
         stored.drain(..data_at);
         tracing::debug!(last_log_id = ?meta.last_log_id, bytes = stored.len(), "snapshot built");
+        self.metrics.built.inc();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta,
             snapshot: stored,

@@ -13,12 +13,15 @@ mod processors;
 
 pub use ports::{Aliases, PortState};
 mod storage;
+pub use storage::rrd_names as storage_rrd_names;
 mod system;
 
 use crate::model::types::{Discovery, Inventory, SystemInfo};
 use crate::rrd::layout::RrdUpdate;
 use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, SnmpValue};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 /// Why a device could not be discovered or polled. Readable, secret-free:
 /// it is what an operator sees as the device's `down` reason.
@@ -40,6 +43,19 @@ pub struct PollOutput {
     pub skipped: Vec<String>,
     /// Every port's state and counters, when asked for (LibreNMS mode).
     pub port_states: Vec<PortState>,
+    /// How long each module took (`system`, `ports`, `processors`, `storage`),
+    /// for the node's metrics.
+    pub timings: Vec<(&'static str, Duration)>,
+}
+
+/// Runs one module, noting how long it took when it succeeds.
+async fn timed<T, E>(
+    module: &'static str,
+    run: impl Future<Output = Result<T, E>>,
+) -> Result<(T, (&'static str, Duration)), E> {
+    let started = Instant::now();
+    let out = run.await?;
+    Ok((out, (module, started.elapsed())))
 }
 
 /// Finds what a device has: system info, ports, processors and storage.
@@ -106,14 +122,25 @@ pub async fn poll_with<C: SnmpClient>(
     port_states: bool,
 ) -> Result<PollOutput, ModuleError> {
     let mut out = PollOutput::default();
-    let sys = system::fetch(client, target).await?;
+    let (sys, system_took) = timed("system", system::fetch(client, target)).await?;
     system::updates(&sys, hostname, now, &mut out);
-    let ((ports, states), processors, storages) = tokio::try_join!(
-        ports::poll(client, target, hostname, &inventory.ports, now, port_states),
-        processors::poll(client, target, hostname, &inventory.processors, now),
-        storage::poll(client, target, hostname, &inventory.storages, now),
-    )?;
+    let (((ports, states), ports_took), (processors, processors_took), (storages, storage_took)) =
+        tokio::try_join!(
+            timed(
+                "ports",
+                ports::poll(client, target, hostname, &inventory.ports, now, port_states)
+            ),
+            timed(
+                "processors",
+                processors::poll(client, target, hostname, &inventory.processors, now)
+            ),
+            timed(
+                "storage",
+                storage::poll(client, target, hostname, &inventory.storages, now)
+            ),
+        )?;
     out.port_states = states;
+    out.timings = vec![system_took, ports_took, processors_took, storage_took];
     for (updates, notes) in [ports, processors, storages] {
         out.updates.extend(updates);
         out.skipped.extend(notes);

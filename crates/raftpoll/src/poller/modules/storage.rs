@@ -4,8 +4,9 @@
 use super::defs::{mempool_def, storage_def};
 use super::{ModuleError, Produced, rrd_file, walk_columns};
 use crate::model::types::{Storage, StorageKind};
-use crate::rrd::layout::{RrdUpdate, RrdValue};
+use crate::rrd::layout::{RrdUpdate, RrdValue, sanitize_name};
 use crate::snmp::{Oid, SnmpClient, SnmpTarget, SnmpValue};
+use std::collections::HashMap;
 
 /// hrStorageEntry column (1.3.6.1.2.1.25.2.3.1.<col>).
 fn hr_storage(col: u32) -> Oid {
@@ -84,6 +85,33 @@ pub(super) async fn discover<C: SnmpClient>(
     Ok((storages, notes))
 }
 
+/// The RRD name of every storage, in `storages`' order: `storage-hrstorage-<descr>`
+/// for a disk, `mempool-hrstorage-<index>` for memory. Two disks whose
+/// descriptions sanitise alike would share a file: every one but the lowest
+/// hrStorageIndex gets `-<index>` appended, the same on every node and poll.
+pub fn rrd_names(storages: &[Storage]) -> Vec<String> {
+    let base = |s: &Storage| match s.kind {
+        StorageKind::Disk => sanitize_name(&format!("storage-hrstorage-{}", s.descr)),
+        StorageKind::Memory => format!("mempool-hrstorage-{}", s.index),
+    };
+    let mut first_index: HashMap<String, u32> = HashMap::new();
+    for s in storages {
+        let index = first_index.entry(base(s)).or_insert(s.index);
+        *index = (*index).min(s.index);
+    }
+    storages
+        .iter()
+        .map(|s| {
+            let name = base(s);
+            if first_index.get(&name) == Some(&s.index) {
+                name
+            } else {
+                format!("{name}-{}", s.index)
+            }
+        })
+        .collect()
+}
+
 /// Used and free bytes of every known storage.
 pub(super) async fn poll<C: SnmpClient>(
     client: &C,
@@ -105,16 +133,10 @@ pub(super) async fn poll<C: SnmpClient>(
     .await?;
     let (sizes, used) = (&columns[0], &columns[1]);
     let mut updates = Vec::with_capacity(storages.len());
-    for storage in storages {
-        let (name, def) = match storage.kind {
-            StorageKind::Disk => (
-                format!("storage-hrstorage-{}", storage.descr),
-                storage_def(),
-            ),
-            StorageKind::Memory => (
-                format!("mempool-hrstorage-{}", storage.index),
-                mempool_def(),
-            ),
+    for (storage, name) in storages.iter().zip(rrd_names(storages)) {
+        let def = match storage.kind {
+            StorageKind::Disk => storage_def(),
+            StorageKind::Memory => mempool_def(),
         };
         let size = sizes.get(&storage.index).and_then(count);
         let used_units = used.get(&storage.index).and_then(count);

@@ -1,7 +1,7 @@
 //! Module tests against the in-memory fake agent (real GETNEXT ordering).
 
 use super::*;
-use crate::model::types::{Port, Processor, StorageKind};
+use crate::model::types::{Port, Processor, Storage, StorageKind};
 use crate::rrd::layout::RrdValue;
 use crate::secret::Secret;
 use crate::snmp::FakeSnmpClient;
@@ -444,4 +444,31 @@ async fn librenms_mode_reads_aliases_and_port_states() {
     assert_eq!(two.speed, Some(100_000_000));
     assert_eq!(two.out_octets, Some(16_002));
     assert_eq!(two.out_ucast, Some(17_002));
+}
+
+#[test]
+fn storages_whose_names_sanitise_alike_get_distinct_files() {
+    let disk = |index: u32, descr: &str| Storage {
+        index,
+        descr: descr.into(),
+        kind: StorageKind::Disk,
+        units: 4096,
+    };
+    let mut memory = disk(1, "Physical memory");
+    memory.kind = StorageKind::Memory;
+    let storages = [
+        disk(40, "/var"),
+        memory,
+        disk(31, "_var"),
+        disk(50, "/home"),
+    ];
+    assert_eq!(
+        super::storage_rrd_names(&storages),
+        [
+            "storage-hrstorage-_var-40",
+            "mempool-hrstorage-1",
+            "storage-hrstorage-_var",
+            "storage-hrstorage-_home"
+        ]
+    );
 }
