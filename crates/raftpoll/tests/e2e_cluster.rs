@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use testbed::NodeConfig;
 use testbed::cluster::{CLI_EVERY, Cluster, Poll, RecordingAgent, source_ip, unix_ms};
+use testbed::sim::SimBuilder;
+use testbed::snmpsim::switch_snmprec;
 use testbed::wait_until_every;
 
 /// Poll frequency of the test nodes, seconds.
@@ -806,4 +808,78 @@ fn rolling_restart_by_sigterm_misses_no_interval_and_polls_nothing_twice() {
         missed.join("\n")
     );
     assert_no_double_polls(&agent);
+}
+
+/// A learner (never the leader) owning a device with 10,000 interfaces whose names are 250
+/// characters long: its discovery, about 5 MB encoded, is larger than gRPC's 4 MiB default
+/// message and reaches the leader through the Peer service's proposal, then every node.
+#[test]
+fn a_discovery_larger_than_4_mib_from_a_follower_is_recorded() {
+    const INTERFACES: u32 = 10_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let recording = dir.path().join("wide.snmprec");
+    let ifindexes: Vec<u32> = (1..=INTERFACES).collect();
+    let long = |kind: &str, i: &str| format!("{kind}-{}-{i}", "x".repeat(240));
+    let text: String = switch_snmprec("wide", &ifindexes)
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '|');
+            let (oid, tag) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let value = parts.next().unwrap_or("");
+            let index = oid.rsplit('.').next().unwrap_or("");
+            if oid.starts_with("1.3.6.1.2.1.2.2.1.2.") {
+                format!("{oid}|{tag}|{}\n", long("descr", index))
+            } else if oid.starts_with("1.3.6.1.2.1.31.1.1.1.1.") {
+                format!("{oid}|{tag}|{}\n", long("name", index))
+            } else {
+                format!("{oid}|{tag}|{value}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&recording, text).expect("write recording");
+    let sim = SimBuilder::new()
+        .devices(1, "wide")
+        .recording(&recording)
+        .start();
+
+    // n1 serves group 0 and leads; n2 joins as a learner (two members: no second voter)
+    // and alone serves group 1. Updates go to a closed port: the spool takes them, no
+    // 10,000 RRD files are created.
+    let mut c = Cluster::start(1, |i, cfg| {
+        base(cfg);
+        cfg.frequency = 60;
+        cfg.groups = if i == 0 { vec![0] } else { vec![1] };
+        cfg.rrdcached = format!("127.0.0.1:{}", testbed::free_tcp_port());
+    });
+    c.wait_formed(&["leader"], FORM_DEADLINE);
+    c.add_node();
+    c.wait_formed(&["leader", "learner"], FORM_DEADLINE);
+    c.add_device(0, "wide", sim.port(), "wide0", 1);
+
+    let port_count = |i: usize| -> Option<usize> {
+        let show: Value =
+            serde_json::from_str(&c.try_cli(i, &["device", "show", "wide", "--json"])?).ok()?;
+        show["ports"].as_array().map(Vec::len)
+    };
+    wait_until_every(
+        Duration::from_secs(120),
+        CLI_EVERY,
+        "the learner's discovery of 10,000 interfaces on both nodes",
+        || {
+            (port_count(0)? == INTERFACES as usize && port_count(1)? == INTERFACES as usize)
+                .then_some(())
+        },
+    );
+    let owner = c.owners().get("wide").copied().flatten();
+    let learner = id_of(&c, &c.wait_formed(&["leader", "learner"], FORM_DEADLINE), 1);
+    assert_eq!(owner, Some(learner), "the learner owns the device");
+    let log = c.node(1).full_logs();
+    assert!(
+        !log.contains("discovery not recorded"),
+        "the learner failed to record a discovery:\n{}",
+        log.lines()
+            .filter(|l| l.contains("discovery"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

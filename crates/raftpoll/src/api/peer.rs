@@ -3,6 +3,7 @@
 
 use crate::cluster::handle::{ClusterError, ClusterHandle};
 use crate::cluster::network::BearerAuth;
+use crate::cluster::network::MAX_PEER_MESSAGE_BYTES;
 use crate::codec;
 use crate::model::types::{Command, CommandResult, NodeInfo};
 use crate::proto::peer_server::{Peer, PeerServer};
@@ -21,7 +22,10 @@ pub type PeerService = InterceptedService<PeerServer<PeerRpc>, BearerAuth>;
 
 pub fn peer_service(cluster: ClusterHandle, secret: Secret) -> PeerService {
     InterceptedService::new(
-        PeerServer::new(PeerRpc { cluster }),
+        // Proposals up to the largest entry, not tonic's 4 MiB default.
+        PeerServer::new(PeerRpc { cluster })
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         BearerAuth::new(secret),
     )
 }

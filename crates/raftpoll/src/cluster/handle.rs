@@ -3,7 +3,7 @@
 
 use crate::cluster::assignment::{DEFAULT_COST_MS, candidates, drain_moves, placements};
 use crate::cluster::features::Features;
-use crate::cluster::network::bearer_value;
+use crate::cluster::network::{MAX_ENTRY_BYTES, MAX_PEER_MESSAGE_BYTES, bearer_value};
 use crate::cluster::raft::Raft;
 use crate::codec;
 use crate::grpc::{ChannelCache, Dialer, GrpcError};
@@ -47,6 +47,10 @@ pub enum ClusterError {
     Raft(String),
     #[error("cannot encode or decode a command: {0}")]
     Codec(String),
+    #[error(
+        "a {kind} entry of {bytes} bytes is larger than the largest entry ({MAX_ENTRY_BYTES} bytes)"
+    )]
+    TooLarge { kind: &'static str, bytes: usize },
     /// An entry kind the cluster's feature level does not allow yet.
     #[error("{0}")]
     Unsupported(String),
@@ -245,6 +249,13 @@ impl ClusterHandle {
     /// Appends `cmd` to the log through the leader and returns its result once
     /// applied (on the leader).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        let bytes = codec::encoded_size(&cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
+        if bytes > MAX_ENTRY_BYTES {
+            return Err(ClusterError::TooLarge {
+                kind: cmd.kind(),
+                bytes,
+            });
+        }
         match self.on_leader(Op::Propose(cmd)).await? {
             Done::Applied(r) => Ok(r),
             other => Err(ClusterError::Codec(format!("unexpected reply {other:?}"))),
@@ -421,7 +432,9 @@ impl ClusterHandle {
             message,
         };
         let mut client =
-            PeerClient::new(self.channel(addr).map_err(|e| forward_err(e.to_string()))?);
+            PeerClient::new(self.channel(addr).map_err(|e| forward_err(e.to_string()))?)
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let status_err = |s: tonic::Status| forward_err(s.message().to_string());
         match op {
             Op::Propose(cmd) => {

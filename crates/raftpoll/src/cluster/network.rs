@@ -37,6 +37,15 @@ use tonic::{Code, Request, Response, Status};
 /// Largest Raft message accepted or sent (a whole snapshot travels in one).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Largest command a node proposes (encoded). Proposals that may grow with
+/// the inventory (poll reports, claims, bulk adds) are split well below it;
+/// one device's discovery is the only entry that cannot be split, and even
+/// 100,000 interfaces with long names take a few MiB.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest Peer RPC message: one proposal and its framing.
+pub const MAX_PEER_MESSAGE_BYTES: usize = MAX_ENTRY_BYTES + 1024 * 1024;
+
 // ---------------------------------------------------------------- client side
 
 /// Creates one [`GrpcNetwork`] per peer for openraft. Channels are connected

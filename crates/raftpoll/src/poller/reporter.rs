@@ -1,7 +1,9 @@
 //! Batches poll reports into the Raft log: one entry per interval, not one
 //! per poll, keeping only the newest report of each device.
 
+use crate::api::split_by_size;
 use crate::cluster::handle::ClusterHandle;
+use crate::codec;
 use crate::model::types::{Command, PollReport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -68,19 +70,29 @@ pub async fn run(
     flush(&cluster, &buffer).await;
 }
 
+/// Reports per entry: small entries replicate and apply without holding up
+/// claims, and stay far below the largest entry whatever the reasons say.
+const REPORTS_PER_ENTRY: usize = 2000;
+const BYTES_PER_ENTRY: u64 = 512 * 1024;
+
 async fn flush(cluster: &ClusterHandle, buffer: &ReportBuffer) {
     let reports = buffer.take();
-    if reports.is_empty() {
-        return;
-    }
-    let count = reports.len();
-    let cmd = Command::PollReports {
-        node: cluster.node_id(),
-        reports: reports.clone(),
-    };
-    if let Err(e) = cluster.propose(cmd).await {
-        tracing::warn!(reports = count, error = %e, "cannot record poll reports; will retry");
-        buffer.put_back(reports);
+    let batches = split_by_size(reports, REPORTS_PER_ENTRY, BYTES_PER_ENTRY, |r| {
+        codec::encoded_size(r).map_or(BYTES_PER_ENTRY, |n| n as u64)
+    });
+    let mut batches = batches.into_iter();
+    while let Some(batch) = batches.next() {
+        let count = batch.len();
+        let cmd = Command::PollReports {
+            node: cluster.node_id(),
+            reports: batch.clone(),
+        };
+        if let Err(e) = cluster.propose(cmd).await {
+            tracing::warn!(reports = count, error = %e, "cannot record poll reports; will retry");
+            buffer.put_back(batch);
+            batches.for_each(|rest| buffer.put_back(rest));
+            return;
+        }
     }
 }
 
