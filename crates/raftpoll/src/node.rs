@@ -183,17 +183,18 @@ pub async fn run(
     let (store, node_id, found_cluster) = open_storage(&config, &dialer).await?;
     tracing::info!(node_id, name = %config.node_name, listen = %config.listen, %advertise, "starting node");
 
-    // 2. Raft.
-    let (raft, cluster) = start_raft(&config, &store, node_id, dialer, &metrics).await?;
-
-    // 3. One shutdown signal for every task; `exit` is how a graceful leave
+    // 2. One shutdown signal for every task; `exit` is how a graceful leave
     // asks for it.
     let (stop_tx, stop_rx) = watch::channel(false);
     let exit = Arc::new(tokio::sync::Notify::new());
 
-    // 4. RRD writer (its status is served by Admin), and the LibreNMS link
-    // when configured.
+    // 3. RRD writer (its status is served by Admin), on its own thread: its
+    // spool is opened (and a large one scanned) before Raft runs, and its
+    // file I/O never holds up the threads that carry heartbeats.
     let (writer, writer_task) = start_rrd_writer(&config, stop_rx.clone())?;
+
+    // 4. Raft, and the LibreNMS link when configured.
+    let (raft, cluster) = start_raft(&config, &store, node_id, dialer, &metrics).await?;
     let librenms = start_librenms(&config).await?;
 
     // 5. gRPC server: Raft, Peer, Admin, health, reflection.
