@@ -299,6 +299,10 @@ fn init_data_dir(dir: &Path) {
                 .arg("--no-defaults")
                 .arg("--bootstrap")
                 .arg(format!("--datadir={}", data.display()))
+                // Its own temp dir: the bootstrap's temporary tables in the shared /tmp
+                // have been seen vanishing under parallel tests ("Could not remove
+                // temporary table … error: 2", then the bootstrap aborts).
+                .arg(format!("--tmpdir={}", dir.display()))
                 .args(user_arg())
                 .args(["--log-warnings=0", "--enforce-storage-engine="])
                 .args(["--max_allowed_packet=8M", "--net_buffer_length=16K"])
