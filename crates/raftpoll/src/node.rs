@@ -188,9 +188,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let exit = Arc::new(tokio::sync::Notify::new());
 
-    // 3. RRD writer (its status is served by Admin), on its own thread: its
-    // spool is opened (and a large one scanned) before Raft runs, and its
-    // file I/O never holds up the threads that carry heartbeats.
+    // 3. RRD writer (its status is served by Admin): its spool is opened
+    // (and a large one scanned) before Raft runs, so that never delays a
+    // heartbeat.
     let (writer, writer_task) = start_rrd_writer(&config, stop_rx.clone())?;
 
     // 4. Raft, and the LibreNMS link when configured.

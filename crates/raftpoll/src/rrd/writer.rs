@@ -331,31 +331,8 @@ impl RrdWriter {
         shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) -> Result<(RrdWriterHandle, JoinHandle<()>), SpoolError> {
-        let thread_error = |source| SpoolError {
-            path: config
-                .spool_dir
-                .clone()
-                .unwrap_or_else(|| "rrd writer thread".into()),
-            source,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(thread_error)?;
-        let (mut writer, handle) = Self::new(config.clone(), grace)?;
-        // Its own thread and runtime: spool reads, writes and fsyncs block,
-        // and must never stall the node's runtime (Raft, polls).
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("rrd-writer".into())
-            .spawn(move || {
-                runtime.block_on(writer.run(shutdown));
-                let _ = done_tx.send(());
-            })
-            .map_err(thread_error)?;
-        let task = tokio::spawn(async move {
-            let _ = done_rx.await;
-        });
+        let (mut writer, handle) = Self::new(config, grace)?;
+        let task = tokio::spawn(async move { writer.run(shutdown).await });
         Ok((handle, task))
     }
 
