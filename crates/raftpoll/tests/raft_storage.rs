@@ -155,6 +155,22 @@ async fn rejected_commands_change_nothing() {
     assert_eq!(sm.shared().read(|s| s.devices.len()), 2);
 }
 
+/// Opens the sled database at `path` once the previous handle's background
+/// threads have let go of its file lock (they outlive the drop briefly).
+fn sled_when_unlocked(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled database {} still locked: {e}", path.display()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn corrupt_data_is_an_error_not_a_panic() {
     let dir = TempDir::new().unwrap();
@@ -164,7 +180,7 @@ async fn corrupt_data_is_an_error_not_a_panic() {
     }
     {
         // Overwrite the snapshot and a log entry with garbage, through sled itself.
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_when_unlocked(dir.path());
         db.open_tree("raft_sm")
             .unwrap()
             .insert(b"snapshot", &b"\xff\xff garbage"[..])
@@ -183,7 +199,7 @@ async fn corrupt_data_is_an_error_not_a_panic() {
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
 
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_when_unlocked(dir.path());
         db.open_tree("raft_sm")
             .unwrap()
             .remove(b"snapshot")
