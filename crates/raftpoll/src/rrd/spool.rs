@@ -179,6 +179,20 @@ impl Spool {
             .truncate(false)
             .open(&cursor_path)
             .map_err(at(&cursor_path))?;
+        // Two writers on one spool would interleave records and cursors.
+        cursor.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => SpoolError {
+                path: dir.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "in use by another RRD writer (another node on this data directory?)",
+                ),
+            },
+            fs::TryLockError::Error(source) => SpoolError {
+                path: cursor_path.clone(),
+                source,
+            },
+        })?;
         let saved = read_cursor(&cursor);
         if saved.is_none() && cursor.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
             warn!(path = %cursor_path.display(), "RRD spool cursor damaged; replaying every spooled update");
@@ -1129,6 +1143,17 @@ mod tests {
         // Without a cursor every record may have been sent.
         assert_eq!(rec.maybe_sent_end, 5);
         assert_eq!(read_all(&mut s).len(), 5);
+    }
+
+    #[test]
+    fn a_second_open_of_a_spool_in_use_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (first, _) = Spool::open(tmp.path(), 1 << 20).expect("open");
+        let err = Spool::open(tmp.path(), 1 << 20).expect_err("the spool is in use");
+        assert_eq!(err.source.kind(), io::ErrorKind::WouldBlock);
+        assert!(err.to_string().contains("another RRD writer"), "{err}");
+        drop(first);
+        Spool::open(tmp.path(), 1 << 20).expect("free again once the first is closed");
     }
 
     #[test]

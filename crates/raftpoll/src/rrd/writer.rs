@@ -314,7 +314,8 @@ enum Line {
 
 impl RrdWriter {
     /// Opens the spool (if configured; replaying it comes first) and starts
-    /// the writer on the current tokio runtime. It stops when `shutdown`
+    /// the writer on its own thread; the returned task ends with it, and
+    /// aborting the task stops the writer on the spot. It stops when `shutdown`
     /// becomes `true` (or its sender is dropped) or when every handle is
     /// gone, after handing what it holds to rrdcached (trying for at most
     /// [`SHUTDOWN_GRACE`]; with a spool, what is left stays spooled).
@@ -331,8 +332,43 @@ impl RrdWriter {
         shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) -> Result<(RrdWriterHandle, JoinHandle<()>), SpoolError> {
-        let (mut writer, handle) = Self::new(config, grace)?;
-        let task = tokio::spawn(async move { writer.run(shutdown).await });
+        let thread_error = |source| SpoolError {
+            path: config
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| "rrd writer thread".into()),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(thread_error)?;
+        let (mut writer, handle) = Self::new(config.clone(), grace)?;
+        // Its own thread and runtime: spool reads and writes block, and must
+        // never stall the node's runtime (Raft heartbeats, polls).
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("rrd-writer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = writer.run(shutdown) => {}
+                        // The task was aborted: stop where we are, as a kill.
+                        _ = cancel_rx => {}
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(thread_error)?;
+        let stopper = WriterThread {
+            cancel: Some(cancel_tx),
+            thread: Some(thread),
+        };
+        let task = tokio::spawn(async move {
+            let _ = done_rx.await;
+            drop(stopper);
+        });
         Ok((handle, task))
     }
 
@@ -993,6 +1029,26 @@ impl RrdWriter {
             .fetch_add(refusals.count as u64 - 1, Ordering::Relaxed);
         self.shared
             .error(format!("rrdcached at {} refused {first}", self.config.addr));
+    }
+}
+
+/// The writer's thread, seen from the task [`RrdWriter::spawn`] returns:
+/// dropping it (the task finished or was aborted) cancels the writer and
+/// waits for its thread, so an aborted writer is gone, spool closed, by the
+/// time the abort is awaited — never two writers on one spool.
+struct WriterThread {
+    cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(thread) = self.thread.take() {
+            // Short: the writer stops at its next await point, after at
+            // most one spool write.
+            let _ = thread.join();
+        }
     }
 }
 
