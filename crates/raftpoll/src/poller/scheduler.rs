@@ -821,6 +821,19 @@ impl<C: SnmpClient> SnmpClient for Fenced<C> {
     async fn walk(&self, target: &SnmpTarget, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
         fenced(self.deadline, self.budget, self.inner.walk(target, root)).await
     }
+
+    async fn walk_many(
+        &self,
+        target: &SnmpTarget,
+        roots: &[Oid],
+    ) -> Result<Vec<Vec<VarBind>>, SnmpError> {
+        fenced(
+            self.deadline,
+            self.budget,
+            self.inner.walk_many(target, roots),
+        )
+        .await
+    }
 }
 
 /// Polls `request` only while `deadline` has not passed. Unlike a timeout,

@@ -39,6 +39,18 @@ pub trait SnmpClient: Send + Sync + 'static {
         target: &SnmpTarget,
         root: &Oid,
     ) -> impl Future<Output = Result<Vec<VarBind>, SnmpError>> + Send;
+
+    /// [`SnmpClient::walk`] of each of `roots` (table columns), answered in
+    /// the same order. The default walks them one by one, concurrently; an
+    /// engine may walk them side by side in shared requests. Errors as for
+    /// `walk`: one failing column fails the whole call.
+    fn walk_many(
+        &self,
+        target: &SnmpTarget,
+        roots: &[Oid],
+    ) -> impl Future<Output = Result<Vec<Vec<VarBind>>, SnmpError>> + Send {
+        futures::future::try_join_all(roots.iter().map(|root| self.walk(target, root)))
+    }
 }
 
 /// Settings of the node's SNMP engine (`[poller]` in the config).

@@ -18,7 +18,7 @@ mod system;
 
 use crate::model::types::{Discovery, Inventory, SystemInfo};
 use crate::rrd::layout::RrdUpdate;
-use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, SnmpValue};
+use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, SnmpValue, VarBind};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -164,20 +164,23 @@ async fn walk_column<C: SnmpClient>(
     column: &Oid,
 ) -> Result<(BTreeMap<u32, SnmpValue>, Option<String>), ModuleError> {
     match client.walk(target, column).await {
-        Ok(varbinds) => Ok((
-            varbinds
-                .into_iter()
-                .filter(|vb| !vb.value.is_exception())
-                .filter_map(|vb| Some((vb.oid.index_under(column)?, vb.value)))
-                .collect(),
-            None,
-        )),
+        Ok(varbinds) => Ok((in_column(varbinds, column), None)),
         Err(e) if e.is_unreachable() => Err(e.into()),
         Err(e) => Ok((
             BTreeMap::new(),
             Some(format!("walk of {column} skipped: {e}")),
         )),
     }
+}
+
+/// A walked column as `index → value`, without exception values and rows
+/// whose index is not a single arc.
+fn in_column(varbinds: Vec<VarBind>, column: &Oid) -> BTreeMap<u32, SnmpValue> {
+    varbinds
+        .into_iter()
+        .filter(|vb| !vb.value.is_exception())
+        .filter_map(|vb| Some((vb.oid.index_under(column)?, vb.value)))
+        .collect()
 }
 
 /// Walks several columns concurrently (the client caps per-device
@@ -188,6 +191,20 @@ async fn walk_columns<C: SnmpClient>(
     columns: &[Oid],
     notes: &mut Vec<String>,
 ) -> Result<Vec<BTreeMap<u32, SnmpValue>>, ModuleError> {
+    // Side by side first; a refusal is sorted out column by column, so one
+    // column the agent cannot serve does not cost the others.
+    let walked = match client.walk_many(target, columns).await {
+        Ok(walked) => Some(walked),
+        Err(e) if e.is_unreachable() => return Err(e.into()),
+        Err(_) => None,
+    };
+    if let Some(walked) = walked {
+        return Ok(walked
+            .into_iter()
+            .zip(columns)
+            .map(|(varbinds, column)| in_column(varbinds, column))
+            .collect());
+    }
     let results =
         futures::future::try_join_all(columns.iter().map(|c| walk_column(client, target, c)))
             .await?;
