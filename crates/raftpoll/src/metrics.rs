@@ -208,31 +208,35 @@ impl Inner {
             poll.claim_duration.clone(),
         );
         let snmp = SnmpCounters::default();
-        registry.register(
-            "raftpoll_snmp_requests",
-            "SNMP messages sent, retransmissions included",
-            snmp.requests.clone(),
-        );
-        registry.register(
-            "raftpoll_snmp_retries",
-            "SNMP retransmissions after a timeout",
-            snmp.retries.clone(),
-        );
-        registry.register(
-            "raftpoll_snmp_timeouts",
-            "SNMP transmissions that got no answer within poller.timeout_ms",
-            snmp.timeouts.clone(),
-        );
-        registry.register(
-            "raftpoll_snmp_sent_bytes",
-            "Bytes of SNMP messages sent",
-            snmp.sent_bytes.clone(),
-        );
-        registry.register(
-            "raftpoll_snmp_received_bytes",
-            "Bytes of SNMP datagrams received for pending requests",
-            snmp.received_bytes.clone(),
-        );
+        for (name, help, counter) in [
+            (
+                "raftpoll_snmp_requests",
+                "SNMP messages sent, retransmissions included",
+                &snmp.requests,
+            ),
+            (
+                "raftpoll_snmp_retries",
+                "SNMP retransmissions after a timeout",
+                &snmp.retries,
+            ),
+            (
+                "raftpoll_snmp_timeouts",
+                "SNMP transmissions that got no answer within poller.timeout_ms",
+                &snmp.timeouts,
+            ),
+            (
+                "raftpoll_snmp_sent_bytes",
+                "Bytes of SNMP messages sent",
+                &snmp.sent_bytes,
+            ),
+            (
+                "raftpoll_snmp_received_bytes",
+                "Bytes of SNMP datagrams received for pending requests",
+                &snmp.received_bytes,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let snapshots = SnapshotMetrics::default();
         registry.register(
             "raftpoll_raft_snapshots_built",

@@ -3,9 +3,11 @@
 //! `examples/write_format_fixtures.rs` at that version) must still load and
 //! answer queries.
 
+mod common;
+
+use common::{append, apply};
 use openraft::raft::AppendEntriesRequest;
-use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
-use openraft::type_config::TypeConfigExt;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 use raftpoll::cluster::network::GrpcNetworkFactory;
 use raftpoll::cluster::raft::{Raft, raft_config};
@@ -17,24 +19,11 @@ use raftpoll::rrd::layout::RrdValue;
 use raftpoll::rrd::spool::Spool;
 use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;
-use raftpoll::storage::{self, LogStore, StateMachineStore};
+use raftpoll::storage;
 use raftpoll_testbed::raftpoll::{NodeConfig, run_node_expecting_exit_with_env};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
-
-async fn append(log: &mut LogStore, entries: Vec<Entry>) {
-    let (tx, rx) = TypeConfig::oneshot();
-    log.append(entries, IOFlushed::signal(tx))
-        .await
-        .expect("append");
-    rx.await.expect("callback called").expect("flushed");
-}
-
-async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
-    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
-    sm.apply(stream).await.expect("apply");
-}
 
 fn fixture(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))

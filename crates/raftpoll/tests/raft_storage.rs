@@ -1,7 +1,10 @@
 //! The sled Raft storage against openraft's storage test suite, plus restart
 //! and corruption tests on real sled databases in temp dirs.
 
-use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+mod common;
+
+use common::{append, apply};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, Membership, RaftLogReader, StorageError as RaftStorageError};
@@ -68,19 +71,6 @@ fn entries() -> Vec<Entry> {
             payload: EntryPayload::Normal(device("sw2")),
         },
     ]
-}
-
-async fn append(log: &mut LogStore, entries: Vec<Entry>) {
-    let (tx, rx) = TypeConfig::oneshot();
-    log.append(entries, IOFlushed::signal(tx))
-        .await
-        .expect("append");
-    rx.await.expect("callback called").expect("flushed");
-}
-
-async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
-    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
-    sm.apply(stream).await.expect("apply");
 }
 
 #[tokio::test]

@@ -258,10 +258,12 @@ pub fn switch_snmprec(sys_name: &str, ifindexes: &[u32]) -> String {
     // (table, column, tag, value of port i): ifTable, then ifXTable.
     type Column = (&'static str, u32, &'static str, Box<dyn Fn(u32) -> String>);
     let (if_table, if_x) = ("1.3.6.1.2.1.2.2.1", "1.3.6.1.2.1.31.1.1.1");
-    let zero = |table, col, tag| -> Column { (table, col, tag, Box::new(|_| "0".into())) };
-    let moving = |table, col, tag, value: String| -> Column {
+    // The same value on every port.
+    let same = |table, col, tag, value: String| -> Column {
         (table, col, tag, Box::new(move |_| value.clone()))
     };
+    let zero = |table, col, tag| same(table, col, tag, "0".into());
+    let moving = same;
     let columns: Vec<Column> = vec![
         (if_table, 1, "2", Box::new(|i| i.to_string())),
         (
