@@ -97,7 +97,7 @@ async fn state_log_and_vote_survive_restart() {
         assert_eq!(shared.last_applied_index(), Some(4));
     }
 
-    let (store, mut log, mut sm) = storage::open(dir.path()).await.unwrap();
+    let (store, mut log, mut sm) = open_when_unlocked(dir.path()).await.unwrap();
     assert_eq!(
         store.local_get("node_id").unwrap(),
         Some(7u64.to_be_bytes().to_vec())
@@ -161,6 +161,25 @@ fn sled_when_unlocked(path: &std::path::Path) -> sled::Db {
     }
 }
 
+/// [`storage::open`] once the previous handle's background threads have
+/// let go of the database's file lock; any other outcome is returned.
+async fn open_when_unlocked(
+    path: &std::path::Path,
+) -> Result<(storage::Store, LogStore, StateMachineStore), storage::StorageError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match storage::open(path).await {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[tokio::test]
 async fn corrupt_data_is_an_error_not_a_panic() {
     let dir = TempDir::new().unwrap();
@@ -181,7 +200,7 @@ async fn corrupt_data_is_an_error_not_a_panic() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = match storage::open(dir.path()).await {
+    let err = match open_when_unlocked(dir.path()).await {
         Ok(_) => panic!("corrupt snapshot accepted"),
         Err(e) => e.to_string(),
     };
@@ -196,7 +215,7 @@ async fn corrupt_data_is_an_error_not_a_panic() {
             .unwrap();
         db.flush().unwrap();
     }
-    let (_store, mut log, _sm) = storage::open(dir.path()).await.unwrap();
+    let (_store, mut log, _sm) = open_when_unlocked(dir.path()).await.unwrap();
     let err = log.try_get_log_entries(1..5).await.unwrap_err().to_string();
     assert!(err.contains("corrupt"), "{err}");
 }
