@@ -35,7 +35,7 @@ fn insert_ports(db: &MariaDb, device_id: u32, count: u32) -> Vec<u64> {
     .collect()
 }
 
-fn sample(port_id: u64, ifindex: u32, oper: &str, in_octets: u64) -> PortSample {
+fn sample(port_id: u64, ifindex: u32, oper: &'static str, in_octets: u64) -> PortSample {
     PortSample {
         port_id,
         ifindex,
@@ -43,8 +43,8 @@ fn sample(port_id: u64, ifindex: u32, oper: &str, in_octets: u64) -> PortSample 
         ifdescr: format!("eth{ifindex}"),
         state: PortState {
             ifindex,
-            oper_status: Some(oper.into()),
-            admin_status: Some("up".into()),
+            oper_status: Some(oper),
+            admin_status: Some("up"),
             speed: Some(1_000_000_000),
             alias: Some(format!("uplink {ifindex}")),
             in_octets: Some(in_octets),

@@ -341,8 +341,8 @@ pub async fn write_rows(
             query = query
                 .bind(w.port.port_id)
                 .bind(w.device_id)
-                .bind(state.oper_status.as_deref())
-                .bind(state.admin_status.as_deref())
+                .bind(state.oper_status)
+                .bind(state.admin_status)
                 .bind(state.speed)
                 .bind(state.alias.as_deref())
                 .bind(&w.port.ifname)

@@ -35,8 +35,8 @@ pub struct PortState {
     pub ifindex: u32,
     /// IF-MIB's names: 'up', 'down', 'testing', 'unknown', 'dormant',
     /// 'notPresent', 'lowerLayerDown'.
-    pub oper_status: Option<String>,
-    pub admin_status: Option<String>,
+    pub oper_status: Option<&'static str>,
+    pub admin_status: Option<&'static str>,
     /// Bits per second: ifHighSpeed × 10⁶ when the agent has it, else ifSpeed.
     pub speed: Option<u64>,
     pub alias: Option<String>,
@@ -49,7 +49,7 @@ pub struct PortState {
 }
 
 /// ifOperStatus / ifAdminStatus as IF-MIB names them (LibreNMS stores the names).
-fn status_name(value: &SnmpValue) -> Option<String> {
+fn status_name(value: &SnmpValue) -> Option<&'static str> {
     let name = match value.as_i64()? {
         1 => "up",
         2 => "down",
@@ -60,7 +60,7 @@ fn status_name(value: &SnmpValue) -> Option<String> {
         7 => "lowerLayerDown",
         _ => return None,
     };
-    Some(name.to_string())
+    Some(name)
 }
 
 /// Where one port DS comes from: the HC (ifXTable) column preferred, else

@@ -433,14 +433,14 @@ async fn librenms_mode_reads_aliases_and_port_states() {
         panic!("{:?}", out.port_states);
     };
     assert_eq!(one.ifindex, 1);
-    assert_eq!(one.oper_status.as_deref(), Some("up"));
-    assert_eq!(one.admin_status.as_deref(), Some("up"));
+    assert_eq!(one.oper_status, Some("up"));
+    assert_eq!(one.admin_status, Some("up"));
     assert_eq!(one.speed, Some(10_000_000_000));
     assert_eq!(one.alias.as_deref(), Some("uplink"));
     assert_eq!(one.in_octets, Some((1 << 40) + 6));
     assert_eq!(one.in_errors, Some(14_001));
-    assert_eq!(two.oper_status.as_deref(), Some("lowerLayerDown"));
-    assert_eq!(two.admin_status.as_deref(), Some("down"));
+    assert_eq!(two.oper_status, Some("lowerLayerDown"));
+    assert_eq!(two.admin_status, Some("down"));
     assert_eq!(two.speed, Some(100_000_000));
     assert_eq!(two.out_octets, Some(16_002));
     assert_eq!(two.out_ucast, Some(17_002));
