@@ -183,8 +183,8 @@ fn in_column(varbinds: Vec<VarBind>, column: &Oid) -> BTreeMap<u32, SnmpValue> {
         .collect()
 }
 
-/// Walks several columns concurrently (the client caps per-device
-/// concurrency), collecting the notes of the ones that were skipped.
+/// Walks several columns, side by side when the client can (see
+/// [`SnmpClient::walk_many`]), collecting the notes of the ones skipped.
 async fn walk_columns<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
