@@ -332,18 +332,16 @@ impl RrdWriter {
         shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) -> Result<(RrdWriterHandle, JoinHandle<()>), SpoolError> {
-        let thread_error = |source| SpoolError {
-            path: config
-                .spool_dir
-                .clone()
-                .unwrap_or_else(|| "rrd writer thread".into()),
-            source,
-        };
+        let path = config
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| "rrd writer thread".into());
+        let thread_error = |source| SpoolError { path, source };
+        let (mut writer, handle) = Self::new(config, grace)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(thread_error)?;
-        let (mut writer, handle) = Self::new(config.clone(), grace)?;
+            .map_err(thread_error.clone())?;
         // Its own thread and runtime: spool reads and writes block, and must
         // never stall the node's runtime (Raft heartbeats, polls).
         let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();

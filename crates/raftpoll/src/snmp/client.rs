@@ -49,8 +49,18 @@ pub trait SnmpClient: Send + Sync + 'static {
         target: &SnmpTarget,
         roots: &[Oid],
     ) -> impl Future<Output = Result<Vec<Vec<VarBind>>, SnmpError>> + Send {
-        futures::future::try_join_all(roots.iter().map(|root| self.walk(target, root)))
+        walk_each(self, target, roots)
     }
+}
+
+/// [`SnmpClient::walk`] of each of `roots`, concurrently (the client caps
+/// per-device concurrency): [`SnmpClient::walk_many`] without shared requests.
+pub async fn walk_each<C: SnmpClient + ?Sized>(
+    client: &C,
+    target: &SnmpTarget,
+    roots: &[Oid],
+) -> Result<Vec<Vec<VarBind>>, SnmpError> {
+    futures::future::try_join_all(roots.iter().map(|root| client.walk(target, root))).await
 }
 
 /// Settings of the node's SNMP engine (`[poller]` in the config).

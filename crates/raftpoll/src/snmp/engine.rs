@@ -1,7 +1,7 @@
 //! `AsyncSnmpClient`: the node's SNMP engine on async-snmp, one shared UDP
 //! socket for every device, many requests in flight, bounded node-wide and per device.
 
-use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget};
+use super::client::{SnmpClient, SnmpClientConfig, SnmpTarget, walk_each};
 use super::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials};
 use super::error::SnmpError;
 use super::types::{Oid, SnmpValue, VarBind};
@@ -476,22 +476,24 @@ impl AsyncSnmpClient {
 /// One column of a side-by-side walk ([`AsyncSnmpClient::walk_side_by_side`]).
 struct ColumnWalk {
     root: Oid,
-    /// Where the next request continues: the root, then the last OID read.
-    next: Oid,
     found: Vec<VarBind>,
     done: bool,
 }
 
 impl ColumnWalk {
+    /// Where the next request continues: the last OID read, or the root.
+    fn next(&self) -> &Oid {
+        self.found.last().map_or(&self.root, |vb| &vb.oid)
+    }
+
     /// Takes one varbind the agent returned for this column; false once
     /// the column has ended (left its subtree, end of MIB, or an agent
     /// going backwards, whose in-order part is kept).
     fn take(&mut self, oid: Oid, value: SnmpValue) -> bool {
-        if value == SnmpValue::EndOfMibView || !oid.starts_with(&self.root) || oid <= self.next {
+        if value == SnmpValue::EndOfMibView || !oid.starts_with(&self.root) || oid <= *self.next() {
             self.done = true;
             return false;
         }
-        self.next = oid.clone();
         self.found.push(VarBind::new(oid, value));
         true
     }
@@ -505,12 +507,11 @@ impl AsyncSnmpClient {
         &self,
         entry: &TargetEntry,
         roots: &[Oid],
-    ) -> Result<Vec<Vec<VarBind>>, async_snmp::Error> {
+    ) -> Result<Vec<Vec<VarBind>>, SnmpError> {
         let mut columns: Vec<ColumnWalk> = roots
             .iter()
             .map(|root| ColumnWalk {
                 root: root.clone(),
-                next: root.clone(),
                 found: Vec::new(),
                 done: false,
             })
@@ -530,7 +531,7 @@ impl AsyncSnmpClient {
             let reps = repetitions.min((MAX_BULK_VARBINDS / width).max(1));
             let ask: Vec<async_snmp::Oid> = active
                 .iter()
-                .map(|i| to_wire_oid(&columns[*i].next))
+                .map(|i| to_wire_oid(columns[*i].next()))
                 .collect();
             let answer = match entry.client.get_bulk(&ask, 0, reps).await {
                 Ok(answer) => answer,
@@ -546,7 +547,7 @@ impl AsyncSnmpClient {
                     repetitions = reps / 2;
                     continue;
                 }
-                Err(error) => return Err(*error),
+                Err(error) => return Err(self.map_error(&entry.credentials, *error)),
             };
             let mut progressed = false;
             // The answer is row after row, one varbind per asked column.
@@ -557,11 +558,9 @@ impl AsyncSnmpClient {
                 }
                 progressed |= column.take(from_wire_oid(&vb.oid), from_wire_value(vb.value));
                 if column.found.len() > MAX_WALK_VARBINDS {
-                    return Err(async_snmp::Error::WalkAborted {
-                        target: entry.client.peer_addr(),
-                        reason: WalkAbortReason::ResultLimitExceeded {
-                            limit: MAX_WALK_VARBINDS,
-                        },
+                    return Err(SnmpError::WalkTooLarge {
+                        root: column.root.to_string(),
+                        limit: MAX_WALK_VARBINDS,
                     });
                 }
             }
@@ -602,30 +601,15 @@ impl SnmpClient for AsyncSnmpClient {
         target: &SnmpTarget,
         roots: &[Oid],
     ) -> Result<Vec<Vec<VarBind>>, SnmpError> {
-        let one_by_one =
-            || futures::future::try_join_all(roots.iter().map(|root| self.walk(target, root)));
+        // v1 has no GETBULK. A refused side-by-side walk is not retried
+        // here: the caller knows whether column by column is worth it.
         if roots.len() < 2 || matches!(target.credentials, SnmpCredentials::V1 { .. }) {
-            return one_by_one().await;
+            return walk_each(self, target, roots).await;
         }
         let entry = self.entry(target).await?;
         // Boxed: nested in a poll's future, this one would take the
         // compiler past its layout depth limit.
-        let side_by_side = Box::pin(self.limited(&entry, async {
-            Ok(self.walk_side_by_side(&entry, roots).await)
-        }))
-        .await?;
-        match side_by_side {
-            Ok(columns) => Ok(columns),
-            Err(error) => match self.map_error(&entry.credentials, error) {
-                // Unreachable or refused as a whole: walking column by
-                // column would only fail again, slower.
-                e if e.is_unreachable() => Err(e),
-                // The agent refused a multi-column request (an error
-                // status, an oversized answer): column by column finds
-                // which column is at fault, as a plain walk would.
-                _ => one_by_one().await,
-            },
-        }
+        Box::pin(self.limited(&entry, self.walk_side_by_side(&entry, roots))).await
     }
 }
 
@@ -825,105 +809,26 @@ mod tests {
     use super::*;
     use crate::secret::Secret;
     use crate::snmp::credentials::UsmCredentials;
+    use raftpoll_sim::{self as sim, Agent, Device, LoadOptions, Recording, Stats};
 
-    /// The second walk of a root asks for as many rows as the first one found
-    /// (plus one to see the end): one request instead of two rounds of 25.
-    #[tokio::test]
-    async fn walks_are_sized_from_the_previous_walk_of_the_same_root() {
-        use raftpoll_sim::{self as sim, Agent, Device, LoadOptions, Recording, Stats};
-        use std::sync::atomic::Ordering::Relaxed;
-        // A 30-row column (ifHCInOctets) followed by another one (ifHCOutOctets).
-        let text: String = (1..=30)
-            .map(|i| format!("1.3.6.1.2.1.31.1.1.1.6.{i}|70|{i}\n"))
-            .chain((1..=30).map(|i| format!("1.3.6.1.2.1.31.1.1.1.10.{i}|70|{i}\n")))
-            .collect();
-        let recording = Arc::new(Recording::parse(text.as_bytes(), LoadOptions::default()));
-        let socket = sim::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let device = Device {
-            port: addr.port(),
-            community: b"c".to_vec(),
-            recording,
-            misbehave: None,
-        };
-        let agent = Arc::new(Agent::new(vec![device], sim::DEFAULT_MAX_SIZE));
-        let stats = Arc::new(Stats::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(sim::serve(
-            vec![socket],
-            agent,
-            None,
-            stats.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let client = AsyncSnmpClient::new(SnmpClientConfig::default())
-            .await
-            .unwrap();
-        let target = SnmpTarget::new(
-            addr,
-            SnmpCredentials::V2c {
-                community: Secret::new("c"),
-            },
-        );
-        // (requests, varbinds) the agent answered so far.
-        let answered = || (stats.answered.load(Relaxed), stats.varbinds.load(Relaxed));
-        let column = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6]);
-        let first = client.walk(&target, &column).await.unwrap();
-        assert_eq!(first.len(), 30);
-        assert_eq!(
-            answered(),
-            (2, 50),
-            "rows 1-25, then 26-30 and 20 past the end"
-        );
-        let second = client.walk(&target, &column).await.unwrap();
-        assert_eq!(second, first);
-        assert_eq!(
-            answered(),
-            (3, 81),
-            "30 rows and the first object past them"
-        );
-        // A root with nothing under it: one varbind past the end next time.
-        let absent = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 7]);
-        assert!(client.walk(&target, &absent).await.unwrap().is_empty());
-        assert!(client.walk(&target, &absent).await.unwrap().is_empty());
-        assert_eq!(answered(), (5, 81 + 25 + 1));
-        assert_eq!(sized_repetitions(500), MAX_SIZED_REPETITIONS);
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+    /// One raftpoll-sim device on loopback serving `snmprec` (community
+    /// `c`, answers of at most `max_size` bytes), and a v2c target for it.
+    struct SimAgent {
+        target: SnmpTarget,
+        stats: Arc<Stats>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<Result<(), sim::SimError>>,
     }
 
-    /// Columns walked side by side come back as walked one by one, in far
-    /// fewer requests, also when the agent cuts answers short mid-row.
-    #[tokio::test]
-    async fn columns_walked_side_by_side_match_single_walks() {
-        use raftpoll_sim::{self as sim, Agent, Device, LoadOptions, Recording, Stats};
-        use std::sync::atomic::Ordering::Relaxed;
-        // Three 30-row columns, one absent column between them, and a
-        // scalar after them.
-        let text: String = [6, 10, 18]
-            .iter()
-            .flat_map(|col| {
-                (1..=30).map(move |i| format!("1.3.6.1.2.1.31.1.1.1.{col}.{i}|70|{}\n", i * col))
-            })
-            .chain(std::iter::once("1.3.6.1.2.1.47.1.0|2|1\n".to_string()))
-            .collect();
-        let recording = Arc::new(Recording::parse(text.as_bytes(), LoadOptions::default()));
-        let roots: Vec<Oid> = [6, 7, 10, 18]
-            .iter()
-            .map(|col| Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, *col]))
-            .collect();
-        // A roomy agent (largest UDP payload), one as most agents (one
-        // Ethernet frame), and one whose answers hold about 15 varbinds.
-        const ROOMY: usize = 65_507;
-        for max_size in [ROOMY, sim::DEFAULT_MAX_SIZE, 400] {
+    impl SimAgent {
+        fn start(snmprec: &str, max_size: usize) -> SimAgent {
+            let recording = Arc::new(Recording::parse(snmprec.as_bytes(), LoadOptions::default()));
             let socket = sim::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
             let addr = socket.local_addr().unwrap();
             let device = Device {
                 port: addr.port(),
                 community: b"c".to_vec(),
-                recording: recording.clone(),
+                recording,
                 misbehave: None,
             };
             let agent = Arc::new(Agent::new(vec![device], max_size));
@@ -938,21 +843,100 @@ mod tests {
                     let _ = stopped.await;
                 },
             ));
-            let client = AsyncSnmpClient::new(SnmpClientConfig::default())
-                .await
-                .unwrap();
             let target = SnmpTarget::new(
                 addr,
                 SnmpCredentials::V2c {
                     community: Secret::new("c"),
                 },
             );
+            SimAgent {
+                target,
+                stats,
+                stop,
+                server,
+            }
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.server.await.unwrap().unwrap();
+        }
+    }
+
+    /// The second walk of a root asks for as many rows as the first one found
+    /// (plus one to see the end): one request instead of two rounds of 25.
+    #[tokio::test]
+    async fn walks_are_sized_from_the_previous_walk_of_the_same_root() {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A 30-row column (ifHCInOctets) followed by another one (ifHCOutOctets).
+        let text: String = (1..=30)
+            .map(|i| format!("1.3.6.1.2.1.31.1.1.1.6.{i}|70|{i}\n"))
+            .chain((1..=30).map(|i| format!("1.3.6.1.2.1.31.1.1.1.10.{i}|70|{i}\n")))
+            .collect();
+        let agent = SimAgent::start(&text, sim::DEFAULT_MAX_SIZE);
+        let (target, stats) = (&agent.target, &agent.stats);
+        let client = AsyncSnmpClient::new(SnmpClientConfig::default())
+            .await
+            .unwrap();
+        // (requests, varbinds) the agent answered so far.
+        let answered = || (stats.answered.load(Relaxed), stats.varbinds.load(Relaxed));
+        let column = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6]);
+        let first = client.walk(target, &column).await.unwrap();
+        assert_eq!(first.len(), 30);
+        assert_eq!(
+            answered(),
+            (2, 50),
+            "rows 1-25, then 26-30 and 20 past the end"
+        );
+        let second = client.walk(target, &column).await.unwrap();
+        assert_eq!(second, first);
+        assert_eq!(
+            answered(),
+            (3, 81),
+            "30 rows and the first object past them"
+        );
+        // A root with nothing under it: one varbind past the end next time.
+        let absent = Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 7]);
+        assert!(client.walk(target, &absent).await.unwrap().is_empty());
+        assert!(client.walk(target, &absent).await.unwrap().is_empty());
+        assert_eq!(answered(), (5, 81 + 25 + 1));
+        assert_eq!(sized_repetitions(500), MAX_SIZED_REPETITIONS);
+        agent.stop().await;
+    }
+
+    /// Columns walked side by side come back as walked one by one, in far
+    /// fewer requests, also when the agent cuts answers short mid-row.
+    #[tokio::test]
+    async fn columns_walked_side_by_side_match_single_walks() {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Three 30-row columns, one absent column between them, and a
+        // scalar after them.
+        let text: String = [6, 10, 18]
+            .iter()
+            .flat_map(|col| {
+                (1..=30).map(move |i| format!("1.3.6.1.2.1.31.1.1.1.{col}.{i}|70|{}\n", i * col))
+            })
+            .chain(std::iter::once("1.3.6.1.2.1.47.1.0|2|1\n".to_string()))
+            .collect();
+        let roots: Vec<Oid> = [6, 7, 10, 18]
+            .iter()
+            .map(|col| Oid::from([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, *col]))
+            .collect();
+        // A roomy agent (largest UDP payload), one as most agents (one
+        // Ethernet frame), and one whose answers hold about 15 varbinds.
+        const ROOMY: usize = 65_507;
+        for max_size in [ROOMY, sim::DEFAULT_MAX_SIZE, 400] {
+            let agent = SimAgent::start(&text, max_size);
+            let (target, stats) = (&agent.target, &agent.stats);
+            let client = AsyncSnmpClient::new(SnmpClientConfig::default())
+                .await
+                .unwrap();
             let mut single = Vec::new();
             for root in &roots {
-                single.push(client.walk(&target, root).await.unwrap());
+                single.push(client.walk(target, root).await.unwrap());
             }
             let single_requests = stats.answered.load(Relaxed);
-            let side_by_side = client.walk_many(&target, &roots).await.unwrap();
+            let side_by_side = client.walk_many(target, &roots).await.unwrap();
             assert_eq!(side_by_side, single, "max size {max_size}");
             assert_eq!(
                 side_by_side.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -967,8 +951,7 @@ mod tests {
                     "{requests} vs {single_requests}"
                 );
             }
-            let _ = stop.send(());
-            server.await.unwrap().unwrap();
+            agent.stop().await;
         }
     }
 
