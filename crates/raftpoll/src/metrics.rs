@@ -574,7 +574,7 @@ impl Collector for StateCollector {
             "follower",
             &lag,
         )?;
-        let view = src.cluster.view_with(src.node_timeout, None);
+        let view = src.cluster.view_with(src.node_timeout);
         gauge(
             enc,
             "raftpoll_members",

@@ -36,7 +36,7 @@ pub async fn step_away(cluster: &ClusterHandle, timeout: Duration) -> Absence {
     let me = cluster.node_id();
     let mut done = Absence::default();
     let others_alive: Vec<NodeId> = cluster
-        .view_with(ALIVE_WITHIN, None)
+        .view_with(ALIVE_WITHIN)
         .members
         .iter()
         .filter(|m| m.alive && m.id != me)
@@ -72,7 +72,7 @@ async fn hand_over_leadership(cluster: &ClusterHandle, deadline: Instant) -> Opt
     let metrics = cluster.raft().metrics().borrow_watched().clone();
     let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
     let alive: Vec<NodeId> = cluster
-        .view_with(ALIVE_WITHIN, None)
+        .view_with(ALIVE_WITHIN)
         .members
         .iter()
         .filter(|m| m.alive && m.id != me && voters.contains(&m.id))

@@ -23,8 +23,12 @@ pub struct ControllerConfig {
     pub voter_timeout: Duration,
 }
 
-/// How long a new leader waits for a member's first acknowledgement before
-/// counting it dead: live members answer within a heartbeat or two.
+/// How long a new leader waits for the first acknowledgement of a member it
+/// followed before (most likely the leader that just failed) before counting
+/// it dead: live members answer within a heartbeat or two. A member this
+/// node never heard from gets the whole `node_timeout`: after a whole-cluster
+/// restart it may still be starting, nobody polls its devices yet either, and
+/// moving them to whichever node started first would only move them back.
 const NEW_LEADER_GRACE: Duration = Duration::from_secs(1);
 
 /// A gap between controller ticks this long means this process stalled.
@@ -95,6 +99,8 @@ pub async fn run(
     // same live nodes and no ownership change since, it would find nothing
     // again, and walking every device 10+ times a second is not free.
     let mut settled_inputs: Option<(u64, Vec<Candidate>)> = None;
+    // Leaders this node heard from since it started.
+    let mut followed: BTreeSet<NodeId> = BTreeSet::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -102,6 +108,7 @@ pub async fn run(
             changed = state_rx.changed() => if changed.is_err() { return },
         }
         if !cluster.is_leader() {
+            followed.extend(cluster.leader().map(|(id, _)| id));
             alive_since.clear();
             dead_since.clear();
             leading_since = None;
@@ -123,8 +130,14 @@ pub async fn run(
         last_tick = Some(now);
         let new_leader = leading_since.is_none();
         let since = *leading_since.get_or_insert(now);
-        let grace = config.node_timeout.min(NEW_LEADER_GRACE);
-        let view = cluster.view_with(config.node_timeout, Some(since + grace));
+        let view = cluster.view_with_grace(config.node_timeout, |id| {
+            let grace = if followed.contains(&id) {
+                config.node_timeout.min(NEW_LEADER_GRACE)
+            } else {
+                config.node_timeout
+            };
+            Some(since + grace)
+        });
         for m in &view.members {
             if m.alive {
                 dead_since.remove(&m.id);

@@ -187,7 +187,7 @@ impl ClusterHandle {
 
     /// Hands leadership to another live voter and waits until it has it.
     pub async fn transfer_leadership(&self) -> Result<(), ClusterError> {
-        let view = self.view_with(Duration::from_secs(3), None);
+        let view = self.view_with(Duration::from_secs(3));
         let me = self.inner.node_id;
         let Some(to) = view
             .members
@@ -363,7 +363,7 @@ impl ClusterHandle {
                 .map_err(classify),
             Op::Drain(id) => {
                 let alive: BTreeSet<NodeId> = self
-                    .view_with(DRAIN_ALIVE_WITHIN, None)
+                    .view_with(DRAIN_ALIVE_WITHIN)
                     .members
                     .into_iter()
                     .filter(|m| m.alive)
@@ -510,13 +510,18 @@ impl ClusterHandle {
     /// Leader, term and members with roles. Liveness is exact on the leader
     /// (heartbeat acknowledgements within `alive_within`); a follower only
     /// vouches for itself and the leader it hears from.
-    /// `grace_until`: a member this new leader has not heard from yet counts
-    /// as alive until then, so it does not declare everyone dead on its first
-    /// tick. (Double polls are prevented by poll claims, not by this.)
-    pub fn view_with(
+    pub fn view_with(&self, alive_within: Duration) -> ClusterView {
+        self.view_with_grace(alive_within, |_| None)
+    }
+
+    /// [`Self::view_with`] for a new leader: a member it has not heard from
+    /// yet counts as alive until `grace_until(member)`, so it does not
+    /// declare everyone dead on its first tick. (Double polls are prevented
+    /// by poll claims, not by this.)
+    pub fn view_with_grace(
         &self,
         alive_within: Duration,
-        grace_until: Option<std::time::Instant>,
+        grace_until: impl Fn(NodeId) -> Option<std::time::Instant>,
     ) -> ClusterView {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
@@ -540,7 +545,7 @@ impl ClusterHandle {
                         .as_ref()
                         .and_then(|h| h.get(&id).copied().flatten())
                         .is_some_and(|acked| acked.elapsed() < alive_within);
-                    acked || grace_until.is_some_and(|t| std::time::Instant::now() < t)
+                    acked || grace_until(id).is_some_and(|t| std::time::Instant::now() < t)
                 };
                 MemberView {
                     id,
@@ -558,7 +563,7 @@ impl ClusterHandle {
     }
 
     pub fn view(&self) -> ClusterView {
-        self.view_with(Duration::from_secs(3), None)
+        self.view_with(Duration::from_secs(3))
     }
 }
 

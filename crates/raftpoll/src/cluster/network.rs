@@ -46,6 +46,9 @@ pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest Peer RPC message: one proposal and its framing.
 pub const MAX_PEER_MESSAGE_BYTES: usize = MAX_ENTRY_BYTES + 1024 * 1024;
 
+/// How long a follower may take to store and acknowledge entries.
+const APPEND_WITH_ENTRIES_TIMEOUT: Duration = Duration::from_secs(1);
+
 // ---------------------------------------------------------------- client side
 
 /// Creates one [`GrpcNetwork`] per peer for openraft. Channels are connected
@@ -251,13 +254,19 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // A follower answers only once it has written the entries to disk:
+        // on a slow disk or a busy machine that takes longer than a
+        // heartbeat, and giving up sooner only sends the same entries again
+        // (and again), so the follower never catches up and looks dead.
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_WITH_ENTRIES_TIMEOUT)
+        };
         let req = self.request(&rpc).map_err(Failure::into_rpc)?;
-        self.call(
-            "append_entries",
-            req,
-            option.soft_ttl(),
-            |mut c, r| async move { c.append_entries(r).await },
-        )
+        self.call("append_entries", req, timeout, |mut c, r| async move {
+            c.append_entries(r).await
+        })
         .await
         .map_err(Failure::into_rpc)
     }
