@@ -38,9 +38,6 @@ fn insert_ports(db: &MariaDb, device_id: u32, count: u32) -> Vec<u64> {
 fn sample(port_id: u64, ifindex: u32, oper: &'static str, in_octets: u64) -> PortSample {
     PortSample {
         port_id,
-        ifindex,
-        ifname: format!("eth{ifindex}"),
-        ifdescr: format!("eth{ifindex}"),
         state: PortState {
             ifindex,
             oper_status: Some(oper),

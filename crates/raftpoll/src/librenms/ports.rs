@@ -10,15 +10,12 @@ use crate::poller::modules::PortState;
 use sqlx::{MySql, Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
 
-/// One interface as one poll read it, for its `ports` row.
+/// One interface as one poll read it, for its `ports` row (its names are
+/// written by the discovery that found it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PortSample {
     /// LibreNMS's `ports.port_id`.
     pub port_id: u64,
-    pub ifindex: u32,
-    /// As the last discovery found them.
-    pub ifname: String,
-    pub ifdescr: String,
     pub state: PortState,
 }
 
@@ -259,14 +256,7 @@ const PORTS_PER_STATEMENT: usize = 1000;
 
 /// The columns a poll sets besides the counters and `poll_time`, in bind order
 /// after `port_id, device_id`; the counters and `poll_time` follow.
-const STATE_COLUMNS: [&str; 6] = [
-    "ifOperStatus",
-    "ifAdminStatus",
-    "ifSpeed",
-    "ifAlias",
-    "ifName",
-    "ifDescr",
-];
+const STATE_COLUMNS: [&str; 4] = ["ifOperStatus", "ifAdminStatus", "ifSpeed", "ifAlias"];
 
 /// The upsert of many ports after their polls: one statement, one round
 /// trip. The rows exist (discovery made them); should one have been deleted
@@ -300,8 +290,6 @@ fn upsert_sql(rows: usize) -> String {
         set.push(format!("{c} = COALESCE(VALUES({c}), {c})"));
     }
     set.push("ifAlias = COALESCE(VALUES(ifAlias), ifAlias)".into());
-    set.push("ifName = VALUES(ifName)".into());
-    set.push("ifDescr = VALUES(ifDescr)".into());
     for c in COUNTERS {
         set.push(format!(
             "{c}_prev = {c}, {c}_delta = IF(VALUES({c}) >= {c}_prev, VALUES({c}) - {c}_prev, NULL), \
@@ -344,9 +332,7 @@ pub async fn write_rows(
                 .bind(state.oper_status)
                 .bind(state.admin_status)
                 .bind(state.speed)
-                .bind(state.alias.as_deref())
-                .bind(&w.port.ifname)
-                .bind(&w.port.ifdescr);
+                .bind(state.alias.as_deref());
             for value in counters(state) {
                 query = query.bind(value);
             }

@@ -3,6 +3,7 @@
 use super::types::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Everything the cluster agrees on. Identical on every node after applying
 /// the same log prefix.
@@ -189,7 +190,7 @@ impl ClusterState {
                 last_claim_ms: None,
                 last_poll_ms: None,
                 last_discovered: None,
-                inventory: Inventory::default(),
+                inventory: Arc::default(),
             },
         );
         CommandResult::Ok
@@ -202,7 +203,8 @@ impl ClusterState {
         let Some(device) = self.devices.get_mut(hostname) else {
             return CommandResult::Rejected(Rejection::UnknownDevice(hostname.to_string()));
         };
-        let mut old: Vec<Option<Port>> = device.inventory.ports.drain(..).map(Some).collect();
+        let inventory = Arc::make_mut(&mut device.inventory);
+        let mut old: Vec<Option<Port>> = inventory.ports.drain(..).map(Some).collect();
         let mut take = |pred: &dyn Fn(&Port) -> bool| -> Option<Port> {
             old.iter_mut()
                 .find(|slot| slot.as_ref().is_some_and(pred))
@@ -250,12 +252,12 @@ impl ClusterState {
             });
         }
         ports.sort_by_key(|p| p.port_id);
-        device.inventory = Inventory {
+        device.inventory = Arc::new(Inventory {
             system: discovery.system.clone(),
             ports,
             processors: discovery.processors.clone(),
             storages: discovery.storages.clone(),
-        };
+        });
         device.last_discovered = Some(at);
         CommandResult::PortIds(ids)
     }
@@ -287,12 +289,12 @@ impl ClusterState {
             .collect();
         ports.sort_by_key(|p| p.port_id);
         let ids: BTreeMap<u32, PortId> = ports.iter().map(|p| (p.ifindex, p.port_id)).collect();
-        device.inventory = Inventory {
+        device.inventory = Arc::new(Inventory {
             system: discovery.system.clone(),
             ports,
             processors: discovery.processors.clone(),
             storages: discovery.storages.clone(),
-        };
+        });
         device.last_discovered = Some(at);
         if let Some(max) = ids.values().max() {
             self.last_port_id = self.last_port_id.max(*max);

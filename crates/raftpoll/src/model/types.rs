@@ -7,6 +7,7 @@ use crate::snmp::credentials::SnmpCredentials;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub type NodeId = u64;
 pub type PortId = u64;
@@ -130,7 +131,9 @@ pub struct Device {
     pub last_poll_ms: Option<u64>,
     /// Unix seconds of the last discovery.
     pub last_discovered: Option<u64>,
-    pub inventory: Inventory,
+    /// Shared, so a poll's copy of the device does not copy every port
+    /// (encoded exactly as the inventory itself).
+    pub inventory: Arc<Inventory>,
 }
 
 /// A node as it registered itself.

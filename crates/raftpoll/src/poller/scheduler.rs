@@ -673,7 +673,7 @@ async fn poll_owned<C: SnmpClient>(
     for (module, took) in &out.timings {
         metrics.observe_module(module, *took);
     }
-    polled.system = out.system.clone();
+    polled.system = out.system;
     polled.uptime_s = out.uptime_s;
     polled.ports = port_samples(&inventory, out.port_states);
     for note in &out.skipped {
@@ -695,9 +695,6 @@ fn port_samples(inventory: &Inventory, states: Vec<PortState>) -> Vec<PortSample
             let port = by_index.get(&state.ifindex)?;
             Some(PortSample {
                 port_id: port.port_id,
-                ifindex: port.ifindex,
-                ifname: port.ifname.clone(),
-                ifdescr: port.ifdescr.clone(),
                 state,
             })
         })
@@ -716,7 +713,7 @@ async fn record_librenms_discovery<C>(
     librenms: &Librenms,
     link: DeviceLink,
     aliases: &Aliases,
-) -> Inventory {
+) -> Arc<Inventory> {
     let hostname = device.hostname.as_str();
     let port_ids = match port_ids(librenms.db(), link, &found.ports, aliases).await {
         Ok(ids) => ids,
@@ -761,7 +758,7 @@ async fn record_discovery<C>(
     hostname: &str,
     at: u64,
     found: Discovery,
-) -> Inventory {
+) -> Arc<Inventory> {
     let cmd = Command::Discovered {
         hostname: hostname.to_string(),
         at,
@@ -771,8 +768,8 @@ async fn record_discovery<C>(
 }
 
 /// A discovery as the inventory the poll uses, with the log's port ids.
-fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Inventory {
-    Inventory {
+fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Arc<Inventory> {
+    Arc::new(Inventory {
         system: found.system,
         // Without an id a port has no RRD file name yet: skip it this time.
         ports: found
@@ -789,7 +786,7 @@ fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Inventory {
             .collect(),
         processors: found.processors,
         storages: found.storages,
-    }
+    })
 }
 
 async fn resolve(address: &str, port: u16) -> Result<std::net::SocketAddr, String> {

@@ -154,7 +154,8 @@ pub(super) async fn discover<C: SnmpClient>(
 }
 
 /// Counter updates for every known port; with `states`, also each port's
-/// [`PortState`] (five more columns walked with the first round).
+/// [`PortState`] (four more columns walked with the first round, ifSpeed with
+/// the second where ifHighSpeed is missing).
 pub(super) async fn poll<C: SnmpClient>(
     client: &C,
     target: &SnmpTarget,
@@ -183,10 +184,11 @@ pub(super) async fn poll<C: SnmpClient>(
         })
         .collect();
     let mut columns: Vec<Oid> = first.iter().map(|(_, oid)| oid.clone()).collect();
+    // ifSpeed (32 bits, tops out at 4.3 Gbit/s) only in the second round,
+    // for ports without ifHighSpeed.
     let extra = [
         if_table(IF_OPER_STATUS),
         if_table(IF_ADMIN_STATUS),
-        if_table(IF_SPEED),
         if_x_table(IF_HIGH_SPEED),
         if_x_table(IF_ALIAS),
     ];
@@ -222,12 +224,31 @@ pub(super) async fn poll<C: SnmpClient>(
             second.push((nucast, low.clone()));
         }
     }
-    let columns: Vec<Oid> = second.iter().map(|(_, oid)| oid.clone()).collect();
+    let mut extra_walked = extra_walked.into_iter();
+    let (oper, admin, high_speed, alias) = (
+        extra_walked.next().unwrap_or_default(),
+        extra_walked.next().unwrap_or_default(),
+        extra_walked.next().unwrap_or_default(),
+        extra_walked.next().unwrap_or_default(),
+    );
+    let high_speed: BTreeMap<u32, u64> = numbers(high_speed)
+        .into_iter()
+        .filter(|(_, mbps)| *mbps > 0)
+        .map(|(i, mbps)| (i, mbps.saturating_mul(1_000_000)))
+        .collect();
+    let mut columns: Vec<Oid> = second.iter().map(|(_, oid)| oid.clone()).collect();
+    let want_speed = states && ports.iter().any(|p| !high_speed.contains_key(&p.ifindex));
+    if want_speed {
+        columns.push(if_table(IF_SPEED));
+    }
     let hc_octets = values[0].len();
-    for ((ds, _), walked) in second
-        .iter()
-        .zip(walk_columns(client, target, &columns, &mut notes).await?)
-    {
+    let mut walked = walk_columns(client, target, &columns, &mut notes).await?;
+    let speed = if want_speed {
+        numbers(walked.pop().unwrap_or_default())
+    } else {
+        BTreeMap::new()
+    };
+    for ((ds, _), walked) in second.iter().zip(walked) {
         // HC values win; 32-bit ones only fill the gaps.
         for (ifindex, v) in numbers(walked) {
             values[*ds].entry(ifindex).or_insert(v);
@@ -240,22 +261,17 @@ pub(super) async fn poll<C: SnmpClient>(
         );
     }
 
-    let port_states = match <[BTreeMap<u32, SnmpValue>; 5]>::try_from(extra_walked) {
-        Ok([oper, admin, speed, high_speed, alias]) => ports
+    let port_states = if states {
+        ports
             .iter()
             .map(|port| {
                 let i = port.ifindex;
                 let count = |ds: usize| values[ds].get(&i).copied();
-                let high = high_speed
-                    .get(&i)
-                    .and_then(SnmpValue::as_u64)
-                    .filter(|s| *s > 0)
-                    .map(|mbps| mbps.saturating_mul(1_000_000));
                 PortState {
                     ifindex: i,
                     oper_status: oper.get(&i).and_then(status_name),
                     admin_status: admin.get(&i).and_then(status_name),
-                    speed: high.or_else(|| speed.get(&i).and_then(SnmpValue::as_u64)),
+                    speed: high_speed.get(&i).or_else(|| speed.get(&i)).copied(),
                     alias: alias.get(&i).and_then(SnmpValue::as_string),
                     in_octets: count(0),
                     out_octets: count(1),
@@ -265,8 +281,9 @@ pub(super) async fn poll<C: SnmpClient>(
                     out_ucast: count(5),
                 }
             })
-            .collect(),
-        Err(_) => Vec::new(),
+            .collect()
+    } else {
+        Vec::new()
     };
 
     let mut updates = Vec::with_capacity(ports.len());

@@ -446,6 +446,34 @@ async fn librenms_mode_reads_aliases_and_port_states() {
     assert_eq!(two.out_ucast, Some(17_002));
 }
 
+/// Walks one LibreNMS-mode poll takes, and the speeds it read.
+async fn walks_and_speeds(fake: &FakeSnmpClient, inv: &Inventory) -> (usize, Vec<Option<u64>>) {
+    let before = fake.walk_calls();
+    let out = poll_with(fake, &target(), "sw1", inv, 300, 1, true)
+        .await
+        .unwrap();
+    let speeds = out.port_states.iter().map(|p| p.speed).collect();
+    (fake.walk_calls() - before, speeds)
+}
+
+/// ifSpeed is walked only while some port has no ifHighSpeed.
+#[tokio::test]
+async fn if_speed_is_walked_only_for_ports_without_if_high_speed() {
+    let fake = device();
+    let set = |o: &str, v: SnmpValue| fake.set(oid(o), v);
+    set("1.3.6.1.2.1.2.2.1.5.1", SnmpValue::Gauge32(4_294_967_295));
+    set("1.3.6.1.2.1.2.2.1.5.2", SnmpValue::Gauge32(100_000_000));
+    set("1.3.6.1.2.1.31.1.1.1.15.1", SnmpValue::Gauge32(10_000));
+    set("1.3.6.1.2.1.31.1.1.1.15.2", SnmpValue::Gauge32(1_000));
+    let inv = inventory(&discover(&fake, &target()).await.unwrap());
+    let (all_high, speeds) = walks_and_speeds(&fake, &inv).await;
+    assert_eq!(speeds, [Some(10_000_000_000), Some(1_000_000_000)]);
+    fake.remove(&oid("1.3.6.1.2.1.31.1.1.1.15.2"));
+    let (one_high, speeds) = walks_and_speeds(&fake, &inv).await;
+    assert_eq!(speeds, [Some(10_000_000_000), Some(100_000_000)]);
+    assert_eq!(one_high, all_high + 1, "ifSpeed walked once more");
+}
+
 #[test]
 fn storages_whose_names_sanitise_alike_get_distinct_files() {
     let disk = |index: u32, descr: &str| Storage {
