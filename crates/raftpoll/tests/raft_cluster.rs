@@ -1,7 +1,9 @@
 //! Real Raft nodes (openraft + sled + the gRPC network) in one process on
-//! loopback: replication to three voters, secret enforcement, restart.
+//! loopback: replication to three voters, secret enforcement, restart, and a
+//! follower brought back through a snapshot.
 
 use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
 use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
 use raftpoll::cluster::raft::{Raft, raft_config};
 use raftpoll::model::types::{Command, CommandResult, NewDevice, NodeId};
@@ -257,4 +259,117 @@ async fn single_node_state_survives_restart() {
         resp.data
     );
     node.stop().await;
+}
+
+/// A follower that was down while the leader compacted its log past the
+/// follower's last entry can only come back through a snapshot: it gets one
+/// over the real gRPC path (the versioned snapshot encoding), installs it and
+/// then follows the log again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_a_compacted_log_catches_up_through_a_snapshot() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader_id = writable_leader(&nodes).await.id;
+    let behind = nodes.iter().position(|n| n.id != leader_id).unwrap();
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    let resp = leader
+        .raft
+        .client_write(add_device("before"))
+        .await
+        .unwrap();
+    nodes[behind]
+        .raft
+        .wait(WAIT)
+        .applied_index_at_least(Some(resp.log_id.index), "first device on every node")
+        .await
+        .unwrap();
+    let follower = nodes.remove(behind);
+    let (follower_id, follower_addr) = (follower.id, follower.addr.clone());
+    let follower_last = follower.raft.metrics().borrow_watched().last_log_index;
+    follower.stop().await;
+
+    // The others go on, snapshot and drop their log up to the snapshot.
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    let mut last = resp.log_id.index;
+    for i in 0..50 {
+        let resp = leader
+            .raft
+            .client_write(add_device(&format!("sw{i}")))
+            .await
+            .unwrap();
+        assert_eq!(resp.data, CommandResult::Ok);
+        last = resp.log_id.index;
+    }
+    leader.raft.trigger().snapshot().await.unwrap();
+    let m = leader
+        .raft
+        .wait(WAIT)
+        .metrics(
+            |m| m.snapshot.as_ref().is_some_and(|s| s.index >= last),
+            "the leader's snapshot of every device",
+        )
+        .await
+        .unwrap();
+    let snapshot_index = m.snapshot.unwrap().index;
+    leader
+        .raft
+        .trigger()
+        .purge_log(snapshot_index)
+        .await
+        .unwrap();
+    let m = leader
+        .raft
+        .wait(WAIT)
+        .metrics(
+            |m| m.purged.as_ref().is_some_and(|p| p.index == snapshot_index),
+            "the leader's log purged up to its snapshot",
+        )
+        .await
+        .unwrap();
+    let purged = m.purged.unwrap().index;
+    assert!(
+        follower_last.is_some_and(|l| l < purged),
+        "the follower's last entry ({follower_last:?}) must be gone from the leader's log (purged up to {purged})"
+    );
+
+    // Back on its address: only a snapshot can bring it to the others' state.
+    let listener = tokio::net::TcpListener::bind(&follower_addr).await.unwrap();
+    let follower =
+        TestNode::start(follower_id, dirs[behind].path(), "s3cret", Some(listener)).await;
+    let m = follower
+        .raft
+        .wait(WAIT)
+        .metrics(
+            |m| {
+                m.snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.index >= snapshot_index)
+            },
+            "the follower to install the leader's snapshot",
+        )
+        .await
+        .unwrap();
+    assert!(m.last_applied.is_some_and(|a| a.index >= snapshot_index));
+    assert_eq!(follower.shared.read(|s| s.devices.len()), 51);
+    assert!(follower.shared.read(|s| s.devices.contains_key("sw49")));
+
+    // And it follows the log again after the snapshot.
+    let resp = leader.raft.client_write(add_device("after")).await.unwrap();
+    follower
+        .raft
+        .wait(WAIT)
+        .applied_index_at_least(Some(resp.log_id.index), "an entry after the snapshot")
+        .await
+        .unwrap();
+    assert!(follower.shared.read(|s| s.devices.contains_key("after")));
+
+    follower.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
 }
