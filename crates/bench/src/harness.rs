@@ -160,6 +160,8 @@ pub fn start_rrdcached(dir: &Path) -> Rrdcached {
 pub struct Node {
     pub proc: RaftpollNode,
     pub addr: SocketAddr,
+    /// Where the node serves `/metrics`.
+    pub metrics: SocketAddr,
     pub dir: PathBuf,
 }
 
@@ -188,8 +190,10 @@ impl Node {
     ) -> Result<Node, BenchError> {
         let dir = dir.join(name);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let config = format!(
-            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\n{membership}\n\
+            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nlisten = \"{addr}\"\n\
+             metrics_listen = \"{metrics}\"\n{membership}\n\
              secret = \"{BENCH_SECRET}\"\ngroups = [0]\n\n[poller]\nsource_ip = \"127.0.0.1\"\n{poller}\n\n\
              [rrd]\nrrdcached = \"{rrdcached}\"\n\n{extra}\n",
             data = dir.join("data").display(),
@@ -210,6 +214,7 @@ impl Node {
         let node = Node {
             proc: RaftpollNode::start_with(cfg, opts),
             addr,
+            metrics,
             dir,
         };
         // The port accepts before the cluster is up: wait until the CLI gets answers.
@@ -238,6 +243,16 @@ impl Node {
         let text = self.cli(&["device", "list", "--json"])?;
         serde_json::from_str(&text)
             .map_err(|e| BenchError::Setup(format!("device list --json: {e}")))
+    }
+
+    /// One unlabelled sample of the node's `/metrics` (e.g. `raftpoll_raft_term`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (status, body) = http_get(self.metrics, "/metrics", Duration::from_secs(5)).ok()?;
+        (status == 200).then_some(())?;
+        String::from_utf8_lossy(&body).lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
     }
 
     /// The node's log (its standard error, every run).

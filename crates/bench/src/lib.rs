@@ -2,6 +2,7 @@
 //! markdown tables (see BENCHMARKS.md). They measure; the test suite checks correctness.
 
 pub mod bulk_add;
+pub mod cluster;
 pub mod formats;
 pub mod harness;
 pub mod peers;
@@ -46,6 +47,9 @@ pub enum BenchCommand {
     BulkAdd(bulk_add::BulkAddArgs),
     /// Devices per node: CPU, memory and missed intervals at 1k, 5k, 20k devices.
     Scale(scale::ScaleArgs),
+    /// Scale-out: 100,000 devices over 10 nodes on one machine, missed intervals, leader
+    /// changes, CPU and memory per node.
+    Cluster(cluster::ClusterArgs),
     /// Snapshot size and encode/decode CPU: bincode vs postcard vs protobuf, 20k devices.
     Formats(formats::FormatsArgs),
     /// LibreNMS write-back: the node's extra CPU with every poll written to MariaDB.
@@ -91,6 +95,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
     let out = match command {
         BenchCommand::Peers(args) => peers::run(&args)?,
         BenchCommand::Scale(args) => scale::run(&args)?,
+        BenchCommand::Cluster(args) => cluster::run(&args)?,
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
         BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
         BenchCommand::Formats(args) => formats::run(&args)?,

@@ -8,6 +8,7 @@ use super::rrd_sink::RrdSink;
 use super::{BenchError, Workdir};
 use raftpoll_testbed::sim::SimBuilder;
 use raftpoll_testbed::{LibrenmsLink, MariaDb};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -261,37 +262,8 @@ pub fn run_one(
     let wall = window_end - window_start;
     let updates = sink.with(|c| c.updates) - updates0;
 
-    // Every device must have been polled in every interval: no gap between
-    // consecutive polls (and to the end of the window) above 1.5 intervals.
-    let (polls, missed, max_gap) = sink.with(|c| {
-        let mut polls = 0;
-        let mut missed = 0;
-        let mut max_gap: f64 = 0.0;
-        for times in c.polls.values() {
-            let mut last = None;
-            for &t in times {
-                if t >= window_start {
-                    polls += 1;
-                }
-                if let Some(prev) = last
-                    && t >= window_start - interval
-                {
-                    let gap: f64 = t - prev;
-                    max_gap = max_gap.max(gap);
-                    if gap > 1.5 * interval {
-                        missed += ((gap / interval).round() as usize).saturating_sub(1).max(1);
-                    }
-                }
-                last = Some(t);
-            }
-            let tail = window_end - last.unwrap_or(window_start);
-            if tail > 1.5 * interval {
-                missed += 1;
-                max_gap = max_gap.max(tail);
-            }
-        }
-        (polls, missed, max_gap)
-    });
+    let (polls, missed, max_gap) =
+        sink.with(|c| poll_gaps(&c.polls, window_start, window_end, interval));
     let cpu = u1.cpu_s - u0.cpu_s;
     let data_mib = dir_size(&node.dir.join("data")) as f64 / 1048576.0;
     node.proc.terminate(Duration::from_secs(10));
@@ -315,6 +287,44 @@ pub fn run_one(
         db_cpu_pct,
         written_back,
     })
+}
+
+/// Polls in the window `[window_start, window_end]` (Unix seconds), missed intervals and the
+/// longest gap (s). Every device must have been polled in every interval: a gap between
+/// consecutive polls (or to the end of the window) above 1.5 intervals counts as missed.
+pub fn poll_gaps(
+    polls_by_device: &HashMap<String, Vec<f64>>,
+    window_start: f64,
+    window_end: f64,
+    interval: f64,
+) -> (usize, usize, f64) {
+    let mut polls = 0;
+    let mut missed = 0;
+    let mut max_gap: f64 = 0.0;
+    for times in polls_by_device.values() {
+        let mut last = None;
+        for &t in times {
+            if t >= window_start {
+                polls += 1;
+            }
+            if let Some(prev) = last
+                && t >= window_start - interval
+            {
+                let gap: f64 = t - prev;
+                max_gap = max_gap.max(gap);
+                if gap > 1.5 * interval {
+                    missed += ((gap / interval).round() as usize).saturating_sub(1).max(1);
+                }
+            }
+            last = Some(t);
+        }
+        let tail = window_end - last.unwrap_or(window_start);
+        if tail > 1.5 * interval {
+            missed += 1;
+            max_gap = max_gap.max(tail);
+        }
+    }
+    (polls, missed, max_gap)
 }
 
 /// Inserts `n` SNMPv2c rows into LibreNMS's `devices`, named and addressed as the CSV

@@ -1,0 +1,262 @@
+//! Scale-out on one machine: N nodes share M simulated switches served over many UDP ports;
+//! whether every device is polled within its first interval and then in every interval, with
+//! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
+
+use super::harness::{
+    Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
+};
+use super::rrd_sink::RrdSink;
+use super::scale::poll_gaps;
+use super::{BenchError, Workdir};
+use raftpoll_testbed::sim::SimBuilder;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Nodes in the cluster (the first founds it, the others join with it as seed).
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Devices, spread over the simulator's UDP ports.
+    #[arg(long, default_value_t = 100_000)]
+    pub devices: usize,
+    /// Ports per simulated switch.
+    #[arg(long, default_value_t = 30)]
+    pub ports: u32,
+    /// UDP ports the simulator serves the devices on.
+    #[arg(long, default_value_t = 100)]
+    pub sim_ports: u16,
+    /// Poll interval, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub interval: u32,
+    /// Intervals measured after every device has been polled once.
+    #[arg(long, default_value_t = 2)]
+    pub intervals: u32,
+    /// Peak RSS allowed per node, MiB (issue target: 300).
+    #[arg(long, default_value_t = 300.0)]
+    pub max_rss_mib: f64,
+    /// Keep configs, logs and data here (default: a temp dir, removed at the end).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
+
+fn unix_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Every node's current Raft term; the highest one.
+fn max_term(nodes: &[Node]) -> f64 {
+    nodes
+        .iter()
+        .filter_map(|n| n.metric("raftpoll_raft_term"))
+        .fold(0.0, f64::max)
+}
+
+/// The log's last index on the node that leads now.
+fn leader_log_index(nodes: &[Node]) -> Option<f64> {
+    nodes
+        .iter()
+        .find(|n| n.metric("raftpoll_raft_is_leader") == Some(1.0))
+        .and_then(|n| n.metric("raftpoll_raft_last_log_index"))
+}
+
+pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
+    if args.nodes == 0 || args.devices == 0 || args.sim_ports == 0 || args.interval < 10 {
+        return Err(BenchError::Setup(
+            "--nodes, --devices and --sim-ports must be positive, --interval at least 10 s".into(),
+        ));
+    }
+    let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-cluster-")?;
+    let dir = work.path();
+    let n = args.devices;
+    eprintln!(
+        "cluster: {} nodes, {n} devices × {} ports over {} UDP ports, interval {} s",
+        args.nodes, args.ports, args.sim_ports, args.interval
+    );
+    let recording = dir.join("switch.snmprec");
+    write_switch_recording(&recording, args.ports)?;
+    let sim = SimBuilder::new()
+        .devices(n, "dev")
+        .ports(args.sim_ports)
+        .recording(&recording)
+        .log_dir(dir)
+        .start();
+    let sink = RrdSink::start()?;
+    let rrd = sink.addr.to_string();
+    let poller = format!(
+        "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
+        args.interval
+    );
+    let mut nodes = vec![Node::start(dir, "node1", &rrd, &poller, "")?];
+    for i in 2..=args.nodes {
+        let seed = Some(nodes[0].addr);
+        let name = format!("node{i}");
+        nodes.push(Node::start_with_seed(dir, &name, &rrd, &poller, "", seed)?);
+    }
+    wait_for(Duration::from_secs(120), "every node to join", || {
+        let status: serde_json::Value =
+            serde_json::from_str(&nodes[0].cli(&["status", "--json"]).ok()?).ok()?;
+        (status["nodes"].as_array()?.len() == args.nodes).then_some(())
+    })?;
+
+    let started = Instant::now();
+    let csv = dir.join("devices.csv");
+    let ports = sim.ports();
+    let mut text = String::from("hostname,address,port,community\n");
+    for i in 0..n {
+        let _ = writeln!(text, "sw{i:06},127.0.0.1,{},dev{i}", ports[i % ports.len()]);
+    }
+    std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
+    nodes[0].cli(&["device", "import", &csv.display().to_string()])?;
+    let add_s = started.elapsed().as_secs_f64();
+    let term_after_import = max_term(&nodes);
+
+    // Each device is first polled in its own slot of the coming interval.
+    let interval = f64::from(args.interval);
+    let polled_once = wait_for(
+        Duration::from_secs(u64::from(args.interval) * 2 + 120),
+        "every device to be polled once",
+        || (sink.with(|c| c.polls.len()) >= n).then_some(()),
+    );
+    let first_polls_s = started.elapsed().as_secs_f64();
+    let polled_before_window = sink.with(|c| c.polls.len());
+    // Not every device polled: a finding, measured over one interval rather than a set-up error.
+    let intervals = match polled_once {
+        Ok(()) => {
+            eprintln!(
+                "cluster: {n} devices imported in {add_s:.1} s, all polled once after {first_polls_s:.0} s"
+            );
+            args.intervals
+        }
+        Err(e) => {
+            eprintln!("cluster: {e}: {polled_before_window} of {n} devices polled");
+            1
+        }
+    };
+    eprintln!(
+        "cluster: measuring {} s",
+        u64::from(args.interval) * u64::from(intervals)
+    );
+
+    let window_start = unix_s();
+    let usage0 = nodes
+        .iter()
+        .map(|node| node.proc.usage())
+        .collect::<Result<Vec<_>, _>>()?;
+    let log0 = leader_log_index(&nodes);
+    let measured = Duration::from_secs(u64::from(args.interval) * u64::from(intervals));
+    let end = Instant::now() + measured;
+    while Instant::now() < end {
+        if let Some(gone) = nodes.iter_mut().position(|node| !node.proc.is_running()) {
+            return Err(BenchError::Setup(format!(
+                "node{} exited during the run; see {}",
+                gone + 1,
+                nodes[gone].log().display()
+            )));
+        }
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    let usage1 = nodes
+        .iter()
+        .map(|node| node.proc.usage())
+        .collect::<Result<Vec<_>, _>>()?;
+    let log1 = leader_log_index(&nodes);
+    let window_end = unix_s();
+    let wall = window_end - window_start;
+    let leader_changes = (max_term(&nodes) - term_after_import).max(0.0);
+    let (polls, missed, max_gap) =
+        sink.with(|c| poll_gaps(&c.polls, window_start, window_end, interval));
+
+    let mut per_node = Table::new(&["node", "CPU % of one core", "peak RSS MiB", "data dir MiB"]);
+    let mut cpu_total = 0.0;
+    let mut peak_max: f64 = 0.0;
+    for (i, ((node, u0), u1)) in nodes.iter().zip(&usage0).zip(&usage1).enumerate() {
+        let cpu_pct = 100.0 * (u1.cpu_s - u0.cpu_s) / wall;
+        let peak = u1.peak_rss_kib as f64 / 1024.0;
+        cpu_total += cpu_pct;
+        peak_max = peak_max.max(peak);
+        per_node.row(vec![
+            format!("node{}", i + 1),
+            format!("{cpu_pct:.1}"),
+            format!("{peak:.0}"),
+            format!("{:.1}", dir_size(&node.dir.join("data")) as f64 / 1048576.0),
+        ]);
+    }
+    let entries_per_s = match (log0, log1) {
+        (Some(a), Some(b)) if b >= a => format!("{:.1}", (b - a) / wall),
+        _ => "- (leader changed)".to_string(),
+    };
+    for node in &mut nodes {
+        node.proc.terminate(Duration::from_secs(10));
+    }
+    drop(sim);
+
+    let first_ok = polled_before_window >= n && first_polls_s <= add_s + interval;
+    let pass = first_ok && missed == 0 && leader_changes == 0.0 && peak_max <= args.max_rss_mib;
+    let mut summary = Table::new(&[
+        "nodes",
+        "devices",
+        "ports/device",
+        "import (s)",
+        "all polled once (s)",
+        "polls measured",
+        "missed intervals",
+        "longest gap (s)",
+        "leader changes",
+        "cluster CPU % of one core",
+        "CPU ms per device-poll",
+        "highest peak RSS MiB",
+        "log entries/s",
+    ]);
+    summary.row(vec![
+        args.nodes.to_string(),
+        n.to_string(),
+        args.ports.to_string(),
+        format!("{add_s:.1}"),
+        if polled_before_window >= n {
+            format!("{first_polls_s:.0}")
+        } else {
+            format!("never ({polled_before_window} of {n} after {first_polls_s:.0})")
+        },
+        polls.to_string(),
+        missed.to_string(),
+        format!("{max_gap:.1}"),
+        format!("{leader_changes:.0}"),
+        format!("{cpu_total:.1}"),
+        if polls > 0 {
+            format!("{:.2}", 10.0 * cpu_total * wall / polls as f64)
+        } else {
+            "-".into()
+        },
+        format!("{peak_max:.0}"),
+        entries_per_s,
+    ]);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster: {} nodes on one machine, interval {} s, {} intervals measured after every device was polled once; {}\n",
+        args.nodes,
+        args.interval,
+        intervals,
+        machine()
+    );
+    out.push_str(&summary.markdown());
+    out.push('\n');
+    out.push_str(&per_node.markdown());
+    let _ = writeln!(
+        out,
+        "\nevery device polled within its first interval: {first_ok}, no missed interval: {}, \
+         no leader change: {}, peak RSS ≤ {:.0} MiB on every node: {} → {}",
+        missed == 0,
+        leader_changes == 0.0,
+        args.max_rss_mib,
+        peak_max <= args.max_rss_mib,
+        if pass { "PASS" } else { "FAIL" }
+    );
+    Ok(out)
+}
