@@ -284,7 +284,9 @@ async fn write_batch(
     let mut previous = current_status(&mut tx, &unknown)
         .await
         .map_err(|e| db.error(what, e))?;
-    let mut rows = 0;
+    let mut rows = write_devices(&mut tx, batch)
+        .await
+        .map_err(|e| db.error(what, e))?;
     let mut graphs = Vec::new();
     for (device_id, polled) in batch {
         let id = *device_id;
@@ -294,7 +296,7 @@ async fn write_batch(
             .get(&id)
             .copied()
             .or(previous.get(&id).copied());
-        rows += write_device(&mut tx, id, polled, transition(before, up))
+        rows += write_outage(&mut tx, id, polled.polled_at, transition(before, up))
             .await
             .map_err(|e| db.error(what, e))?;
         for graph in graphs_of(polled) {
@@ -373,76 +375,120 @@ fn graphs_of(polled: &PolledDevice) -> Vec<&'static str> {
     graphs
 }
 
-/// The `devices` row and, on a status change, `device_outages`. As
-/// LibreNMS's poller: `last_polled` and its time taken only after a poll of
-/// a device that is up, `last_poll_attempted` always; columns this poll did
-/// not read keep their values.
-async fn write_device(
+/// The derived table of a batch's poll results, in [`write_devices`]'s bind
+/// order: its column names, and the type each bound value is cast to (so the
+/// table's types do not depend on the first row's values).
+const DEVICE_COLUMNS: [(&str, &str); 11] = [
+    ("id", "UNSIGNED"),
+    ("up", "SIGNED"),
+    ("reason", "CHAR(16)"),
+    ("polled_at", "UNSIGNED"),
+    ("took_s", "DOUBLE"),
+    ("uptime", "UNSIGNED"),
+    ("pinged", "SIGNED"),
+    ("ping_ms", "DOUBLE"),
+    ("sys_name", "CHAR"),
+    ("sys_descr", "CHAR"),
+    ("sys_object_id", "CHAR"),
+];
+
+/// `SELECT … UNION ALL SELECT …` of `rows` rows of [`DEVICE_COLUMNS`]; the
+/// first row names the columns.
+fn device_values_sql(rows: usize) -> String {
+    let row = |named: bool| {
+        let values: Vec<String> = DEVICE_COLUMNS
+            .iter()
+            .map(|(name, ty)| match named {
+                true => format!("CAST(? AS {ty}) AS {name}"),
+                false => format!("CAST(? AS {ty})"),
+            })
+            .collect();
+        format!("SELECT {}", values.join(", "))
+    };
+    let mut sql = row(true);
+    let rest = row(false);
+    for _ in 1..rows {
+        sql.push_str(" UNION ALL ");
+        sql.push_str(&rest);
+    }
+    sql
+}
+
+/// The `devices` rows of a batch in one statement (one round trip, not one
+/// per device). As LibreNMS's poller: `last_polled` and its time taken only
+/// after a poll of a device that is up, `last_poll_attempted` always;
+/// columns this poll did not read keep their values.
+async fn write_devices(
+    tx: &mut Transaction<'_, MySql>,
+    batch: &[(u32, PolledDevice)],
+) -> Result<u64, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "UPDATE devices d JOIN ({}) v ON d.device_id = v.id SET \
+         d.status = v.up, d.status_reason = v.reason, \
+         d.last_poll_attempted = FROM_UNIXTIME(v.polled_at), \
+         d.last_polled = IF(v.up, FROM_UNIXTIME(v.polled_at), d.last_polled), \
+         d.last_polled_timetaken = IF(v.up, v.took_s, d.last_polled_timetaken), \
+         d.uptime = COALESCE(v.uptime, d.uptime), \
+         d.last_ping = IF(v.pinged, FROM_UNIXTIME(v.polled_at), d.last_ping), \
+         d.last_ping_timetaken = COALESCE(v.ping_ms, d.last_ping_timetaken), \
+         d.sysName = COALESCE(v.sys_name, d.sysName), \
+         d.sysDescr = COALESCE(v.sys_descr, d.sysDescr), \
+         d.sysObjectID = COALESCE(v.sys_object_id, d.sysObjectID)",
+        device_values_sql(batch.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for (device_id, polled) in batch {
+        let system = polled.system.as_ref();
+        query = query
+            .bind(device_id)
+            .bind(polled.down.is_none())
+            .bind(polled.down.map_or("", DownCause::as_str))
+            .bind(polled.polled_at)
+            .bind(polled.duration_ms as f64 / 1000.0)
+            .bind(polled.uptime_s)
+            .bind(polled.ping_took_ms.is_some())
+            .bind(polled.ping_rtt_ms)
+            .bind(system.map(|s| s.sys_name.as_str()))
+            .bind(system.map(|s| s.sys_descr.as_str()))
+            .bind(system.map(|s| s.sys_object_id.as_str()));
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+/// Opens or closes the device's `device_outages` row on a status change.
+async fn write_outage(
     tx: &mut Transaction<'_, MySql>,
     device_id: u32,
-    polled: &PolledDevice,
+    polled_at: u64,
     change: Transition,
 ) -> Result<u64, sqlx::Error> {
-    let up = polled.down.is_none();
-    let reason = polled.down.map_or("", DownCause::as_str);
-    let system = polled.system.as_ref();
-    let took_s = polled.duration_ms as f64 / 1000.0;
-    let done = sqlx::query(
-        "UPDATE devices SET status = ?, status_reason = ?, \
-         last_poll_attempted = FROM_UNIXTIME(?), \
-         last_polled = IF(?, FROM_UNIXTIME(?), last_polled), \
-         last_polled_timetaken = IF(?, ?, last_polled_timetaken), \
-         uptime = COALESCE(?, uptime), \
-         last_ping = IF(?, FROM_UNIXTIME(?), last_ping), \
-         last_ping_timetaken = COALESCE(?, last_ping_timetaken), \
-         sysName = COALESCE(?, sysName), sysDescr = COALESCE(?, sysDescr), \
-         sysObjectID = COALESCE(?, sysObjectID) \
-         WHERE device_id = ?",
-    )
-    .bind(up)
-    .bind(reason)
-    .bind(polled.polled_at)
-    .bind(up)
-    .bind(polled.polled_at)
-    .bind(up)
-    .bind(took_s)
-    .bind(polled.uptime_s)
-    .bind(polled.ping_took_ms.is_some())
-    .bind(polled.polled_at)
-    .bind(polled.ping_rtt_ms)
-    .bind(system.map(|s| s.sys_name.as_str()))
-    .bind(system.map(|s| s.sys_descr.as_str()))
-    .bind(system.map(|s| s.sys_object_id.as_str()))
-    .bind(device_id)
-    .execute(&mut **tx)
-    .await?;
-    let mut rows = done.rows_affected();
-    match change {
-        Transition::None => {}
+    let rows = match change {
+        Transition::None => 0,
         Transition::WentDown => {
             // IGNORE: a retried batch may meet the row it wrote before.
-            rows += sqlx::query(
+            sqlx::query(
                 "INSERT IGNORE INTO device_outages (device_id, going_down, up_again) \
                  VALUES (?, ?, NULL)",
             )
             .bind(device_id)
-            .bind(polled.polled_at)
+            .bind(polled_at)
             .execute(&mut **tx)
             .await?
-            .rows_affected();
+            .rows_affected()
         }
-        Transition::CameUp => {
-            rows += sqlx::query(
-                "UPDATE device_outages SET up_again = ? \
+        Transition::CameUp => sqlx::query(
+            "UPDATE device_outages SET up_again = ? \
                  WHERE device_id = ? AND up_again IS NULL",
-            )
-            .bind(polled.polled_at)
-            .bind(device_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        }
-    }
+        )
+        .bind(polled_at)
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
     Ok(rows)
 }
 
@@ -468,6 +514,18 @@ async fn add_graph(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_devices_is_one_derived_table_with_named_typed_columns() {
+        let sql = device_values_sql(3);
+        assert_eq!(sql.matches('?').count(), 3 * DEVICE_COLUMNS.len());
+        assert_eq!(sql.matches(" UNION ALL ").count(), 2);
+        let (first, rest) = sql.split_once(" UNION ALL ").unwrap();
+        assert!(first.starts_with("SELECT CAST(? AS UNSIGNED) AS id, CAST(? AS SIGNED) AS up"));
+        assert!(first.ends_with("CAST(? AS CHAR) AS sys_object_id"));
+        assert!(!rest.contains(" AS id"), "only the first row names columns");
+        assert_eq!(device_values_sql(1), first);
+    }
 
     fn polled(hostname: &str, at: u64) -> PolledDevice {
         PolledDevice {

@@ -1,8 +1,9 @@
 //! Persistent storage for Raft: log, vote and state machine in sled.
 //!
-//! One sled database per node (the `data_dir`) holds four trees: the Raft log
-//! (keyed by big-endian index), Raft metadata (vote, committed, last purged),
-//! the last state machine snapshot, and node-local facts (node id, cluster id).
+//! One sled database per node (the `data_dir`) holds the Raft log (keyed by
+//! big-endian index), Raft metadata (vote, committed, last purged) and
+//! node-local facts (node id, cluster id); the last state machine snapshot is
+//! a file beside it (older versions kept it in sled, which is still read).
 //! The state machine itself lives in memory; it is rebuilt at start from the
 //! snapshot plus the committed log entries openraft re-applies.
 
@@ -40,6 +41,12 @@ pub enum StorageError {
         path: PathBuf,
         what: String,
         detail: String,
+    },
+    #[error("cannot {what} {path}: {source}")]
+    File {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
     },
     #[error("storage task for {path} failed: {message}")]
     Task { path: PathBuf, message: String },
