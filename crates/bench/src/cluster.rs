@@ -239,7 +239,7 @@ pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "cluster: {} nodes on one machine, interval {} s, {} intervals measured after every device was polled once; {}\n",
+        "cluster: {} nodes on one machine, interval {} s, {} interval(s) measured once every device was polled (or the first-poll wait ran out); {}\n",
         args.nodes,
         args.interval,
         intervals,
