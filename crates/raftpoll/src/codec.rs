@@ -55,6 +55,12 @@ fn header(version: u16) -> [u8; HEADER_LEN] {
     ]
 }
 
+/// A header naming `version` and nothing after it: a marker that a version
+/// reading only older formats refuses as written by a newer raftpoll.
+pub fn header_only(version: u16) -> Vec<u8> {
+    header(version).to_vec()
+}
+
 /// The format version of `bytes` (1 for headerless bytes).
 pub fn version_of(bytes: &[u8]) -> u16 {
     match bytes {

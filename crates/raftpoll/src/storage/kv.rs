@@ -134,11 +134,6 @@ impl Tree {
             .map(|v| v.to_vec()))
     }
 
-    pub(crate) fn remove_raw(&self, key: &[u8]) -> Result<(), StorageError> {
-        self.tree.remove(key).map_err(|e| self.io(e))?;
-        Ok(())
-    }
-
     pub(crate) fn set_raw(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.tree.insert(key, value).map_err(|e| self.io(e))?;
         Ok(())

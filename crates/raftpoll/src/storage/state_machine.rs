@@ -23,8 +23,14 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
 /// Where versions before the snapshot file kept the snapshot (a sled key);
-/// read when there is no file, removed once a file is written.
+/// read when there is no file. Once a file is written it holds
+/// [`SNAPSHOT_MOVED`] instead, so such a version, started on this data
+/// directory (a rollback), refuses it as newer rather than start without the
+/// snapshot.
 const SNAPSHOT: &[u8] = b"snapshot";
+
+/// The format version of the marker left under [`SNAPSHOT`]: none is real.
+const SNAPSHOT_MOVED: u16 = u16::MAX;
 
 /// The last snapshot, in the data directory: the encoded metadata followed by
 /// the encoded [`Applied`], each with its own version header. A sled value
@@ -118,19 +124,7 @@ impl StateMachineStore {
                 detail: e.to_string(),
             },
         };
-        let file = kv.path().join(SNAPSHOT_FILE);
-        let bytes = match std::fs::read(&file) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => tree.get_raw(SNAPSHOT)?,
-            Err(source) => {
-                return Err(StorageError::File {
-                    path: file,
-                    what: "read the snapshot",
-                    source,
-                });
-            }
-        };
-        let stored = match bytes {
+        let stored = match snapshot_bytes(kv, &tree)? {
             None => None,
             Some(bytes) => {
                 Some(decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?)
@@ -189,25 +183,14 @@ impl StateMachineStore {
                     path: self.kv.path().to_path_buf(),
                     message: e.to_string(),
                 })??;
-        // The file wins at the next start; the key only takes space.
-        self.tree.remove_raw(SNAPSHOT)?;
+        self.tree
+            .set_raw(SNAPSHOT, &codec::header_only(SNAPSHOT_MOVED))?;
+        self.kv.flush().await?;
         Ok(parts)
     }
 
-    async fn stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let file = self.kv.path().join(SNAPSHOT_FILE);
-        let bytes = match tokio::fs::read(&file).await {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.tree.get_raw(SNAPSHOT)?,
-            Err(source) => {
-                return Err(StorageError::File {
-                    path: file,
-                    what: "read the snapshot",
-                    source,
-                });
-            }
-        };
-        match bytes {
+    fn stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match snapshot_bytes(&self.kv, &self.tree)? {
             None => Ok(None),
             Some(bytes) => decode_stored(&bytes)
                 .map(Some)
@@ -217,6 +200,27 @@ impl StateMachineStore {
                     detail: e.to_string(),
                 }),
         }
+    }
+}
+
+/// The stored snapshot's bytes: the file, else what an older version left in
+/// sled, else none.
+fn snapshot_bytes(kv: &Kv, tree: &Tree) -> Result<Option<Vec<u8>>, StorageError> {
+    let file = kv.path().join(SNAPSHOT_FILE);
+    match std::fs::read(&file) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match tree.get_raw(SNAPSHOT)? {
+            Some(bytes) if codec::version_of(&bytes) == SNAPSHOT_MOVED => Err(tree.corrupt(
+                "state machine snapshot",
+                format!("{} is missing", file.display()),
+            )),
+            bytes => Ok(bytes),
+        },
+        Err(source) => Err(StorageError::File {
+            path: file,
+            what: "read the snapshot",
+            source,
+        }),
     }
 }
 
@@ -386,7 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.stored().await?.map(|s| Snapshot {
+        Ok(self.stored()?.map(|s| Snapshot {
             meta: s.meta,
             snapshot: s.data,
         }))
@@ -463,7 +467,12 @@ mod tests {
         let built = sm.build_snapshot().await.expect("build");
         let file = dir.path().join(SNAPSHOT_FILE);
         assert!(file.is_file(), "the snapshot is a file");
-        assert_eq!(sm.tree.get_raw(SNAPSHOT).expect("get"), None);
+        // What an older version reads there: a format it refuses as newer.
+        let marker = sm.tree.get_raw(SNAPSHOT).expect("get").expect("marker");
+        assert!(matches!(
+            decode_stored(&marker),
+            Err(CodecError::UnsupportedVersion { .. })
+        ));
         let current = sm
             .get_current_snapshot()
             .await
@@ -476,9 +485,12 @@ mod tests {
         let sm = StateMachineStore::load(&kv).expect("load the file");
         assert_eq!(nodes(&sm), 2);
 
-        // A damaged file is an error naming it, not an empty state.
+        // A damaged or lost file is an error naming it, not an empty state.
         std::fs::write(&file, b"garbage").expect("write");
         let err = StateMachineStore::load(&kv).err().expect("refused");
         assert!(err.to_string().contains("snapshot"), "{err}");
+        std::fs::remove_file(&file).expect("remove");
+        let err = StateMachineStore::load(&kv).err().expect("refused");
+        assert!(err.to_string().contains(SNAPSHOT_FILE), "{err}");
     }
 }
