@@ -24,7 +24,7 @@ pub struct ControllerConfig {
 }
 
 /// How long a new leader waits for the first acknowledgement of a member it
-/// followed before (most likely the leader that just failed) before counting
+/// used to follow (most likely the leader that just failed) before counting
 /// it dead: live members answer within a heartbeat or two. A member this
 /// node never heard from gets the whole `node_timeout`: after a whole-cluster
 /// restart it may still be starting, nobody polls its devices yet either, and
