@@ -9,7 +9,6 @@ use raftpoll_testbed as testbed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -37,36 +36,6 @@ const FAILOVER_BOUND_MS: u64 = 5000;
 const ELECTION_BOUND_MS: u64 = 3000;
 /// Shortened from the 5 s default so rejoin and learner scenarios finish sooner.
 const JOIN_DEBOUNCE_MS: i64 = 2000;
-
-/// Clusters of this file running at once. All five together are about 16 debug-build nodes,
-/// which on a 2-core CI machine starve each other past every Raft timeout (a heartbeat must be
-/// answered within 100 ms): the tests would then measure the machine, not the product.
-const CLUSTERS_AT_ONCE: usize = 3;
-
-/// Holds one of [`CLUSTERS_AT_ONCE`] places until dropped.
-struct ClusterSlot;
-
-static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-
-impl ClusterSlot {
-    fn take() -> ClusterSlot {
-        let (taken, freed) = &SLOTS;
-        let mut taken = taken.lock().unwrap_or_else(|e| e.into_inner());
-        while *taken >= CLUSTERS_AT_ONCE {
-            taken = freed.wait(taken).unwrap_or_else(|e| e.into_inner());
-        }
-        *taken += 1;
-        ClusterSlot
-    }
-}
-
-impl Drop for ClusterSlot {
-    fn drop(&mut self) {
-        let (taken, freed) = &SLOTS;
-        *taken.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        freed.notify_one();
-    }
-}
 
 const FORM_DEADLINE: Duration = Duration::from_secs(90);
 const POLL_DEADLINE: Duration = Duration::from_secs(30);
@@ -277,7 +246,6 @@ fn polls_of<'a>(polls: &'a BTreeMap<String, Vec<Poll>>, community: &str) -> &'a 
 /// devices and owners and polls again; a graceful leave moves devices first and the node exits.
 #[test]
 fn three_nodes_elect_rejoin_restart_and_leave() {
-    let _slot = ClusterSlot::take();
     let agent = RecordingAgent::start(15, "ca");
     let mut c = Cluster::start(3, |_, cfg| base(cfg));
 
@@ -493,7 +461,6 @@ fn three_nodes_elect_rejoin_restart_and_leave() {
 /// a killed leader is replaced within 3 s and its devices likewise move; never a double poll.
 #[test]
 fn five_voters_learners_and_failover() {
-    let _slot = ClusterSlot::take();
     let agent = RecordingAgent::start(32, "cb");
     let mut c = Cluster::start(5, |_, cfg| base(cfg));
     let voters = ["leader", "follower", "follower", "follower", "follower"];
@@ -631,7 +598,6 @@ fn five_voters_learners_and_failover() {
 /// they are unassigned (and counted so); when it comes back they are polled again.
 #[test]
 fn poller_groups() {
-    let _slot = ClusterSlot::take();
     // n1, n2 serve group 0; n3 serves 0 and 1; n4 serves 1 only.
     let group1_nodes = [2usize, 3];
     let agent = RecordingAgent::start(16, "cc");
@@ -774,7 +740,6 @@ fn missed_intervals(
 
 #[test]
 fn rolling_restart_by_sigterm_misses_no_interval_and_polls_nothing_twice() {
-    let _slot = ClusterSlot::take();
     let agent = RecordingAgent::start(9, "rr");
     let mut c = Cluster::start(3, |_, cfg| base(cfg));
     let s = c.wait_formed(&["leader", "follower", "follower"], FORM_DEADLINE);
@@ -850,7 +815,6 @@ fn rolling_restart_by_sigterm_misses_no_interval_and_polls_nothing_twice() {
 /// message and reaches the leader through the Peer service's proposal, then every node.
 #[test]
 fn a_discovery_larger_than_4_mib_from_a_follower_is_recorded() {
-    let _slot = ClusterSlot::take();
     const INTERFACES: u32 = 10_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let recording = dir.path().join("wide.snmprec");
