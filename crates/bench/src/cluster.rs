@@ -6,12 +6,12 @@ use super::harness::{
     Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
 };
 use super::rrd_sink::RrdSink;
-use super::scale::poll_gaps;
+use super::scale::{import_devices, poll_gaps, unix_s, wait_polled_once};
 use super::{BenchError, Workdir};
 use raftpoll_testbed::sim::SimBuilder;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -39,12 +39,6 @@ pub struct ClusterArgs {
     /// Keep configs, logs and data here (default: a temp dir, removed at the end).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
-}
-
-fn unix_s() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Every node's current Raft term; the highest one.
@@ -103,24 +97,12 @@ pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
     })?;
 
     let started = Instant::now();
-    let csv = dir.join("devices.csv");
-    let ports = sim.ports();
-    let mut text = String::from("hostname,address,port,community\n");
-    for i in 0..n {
-        let _ = writeln!(text, "sw{i:06},127.0.0.1,{},dev{i}", ports[i % ports.len()]);
-    }
-    std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
-    nodes[0].cli(&["device", "import", &csv.display().to_string()])?;
+    import_devices(&nodes[0], dir, n, sim.ports())?;
     let add_s = started.elapsed().as_secs_f64();
     let term_after_import = max_term(&nodes);
 
-    // Each device is first polled in its own slot of the coming interval.
     let interval = f64::from(args.interval);
-    let polled_once = wait_for(
-        Duration::from_secs(u64::from(args.interval) * 2 + 120),
-        "every device to be polled once",
-        || (sink.with(|c| c.polls.len()) >= n).then_some(()),
-    );
+    let polled_once = wait_polled_once(&sink, n, args.interval);
     let first_polls_s = started.elapsed().as_secs_f64();
     let polled_before_window = sink.with(|c| c.polls.len());
     // Not every device polled: a finding, measured over one interval rather than a set-up error.

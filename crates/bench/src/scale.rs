@@ -10,7 +10,7 @@ use raftpoll_testbed::sim::SimBuilder;
 use raftpoll_testbed::{LibrenmsLink, MariaDb};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args, Debug)]
@@ -121,7 +121,8 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
     Ok(out)
 }
 
-fn unix_s() -> f64 {
+/// Now, in Unix seconds (the sink records polls so).
+pub fn unix_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -164,26 +165,13 @@ pub fn run_one(
 
     let started = Instant::now();
     match inventory {
-        Inventory::Import => {
-            let csv = dir.join("devices.csv");
-            let mut text = String::from("hostname,address,port,community\n");
-            for i in 0..n {
-                let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", sim.port());
-            }
-            std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
-            node.cli(&["device", "import", &csv.display().to_string()])?;
-        }
+        Inventory::Import => import_devices(&node, &dir, n, &[sim.port()])?,
         Inventory::Librenms(db, _) => insert_devices(db, n, sim.port()),
     }
     let add_s = started.elapsed().as_secs_f64();
 
-    // New devices are first polled in their own slot of the coming interval.
     let interval = f64::from(args.interval);
-    let polled_once = wait_for(
-        Duration::from_secs(u64::from(args.interval) * 2 + 120),
-        "every device to be polled once",
-        || (sink.with(|c| c.polls.len()) >= n).then_some(()),
-    );
+    let polled_once = wait_polled_once(&sink, n, args.interval);
     let first_polls_s = started.elapsed().as_secs_f64();
     if let Err(e) = polled_once {
         let polled = sink.with(|c| c.polls.len());
@@ -287,6 +275,29 @@ pub fn run_one(
         db_cpu_pct,
         written_back,
     })
+}
+
+/// `raftpoll device import` through `node` of `n` devices named `sw00000`… with the
+/// simulator's communities `dev<i>`, spread over its UDP `ports` as it serves them.
+pub fn import_devices(node: &Node, dir: &Path, n: usize, ports: &[u16]) -> Result<(), BenchError> {
+    let csv = dir.join("devices.csv");
+    let mut text = String::from("hostname,address,port,community\n");
+    for i in 0..n {
+        let _ = writeln!(text, "sw{i:05},127.0.0.1,{},dev{i}", ports[i % ports.len()]);
+    }
+    std::fs::write(&csv, text).map_err(|e| BenchError::io("write", &csv, e))?;
+    node.cli(&["device", "import", &csv.display().to_string()])?;
+    Ok(())
+}
+
+/// Waits until the sink has seen a poll of each of `n` devices: new devices are first polled
+/// in their own slot of the coming interval, so two intervals (and 2 minutes) are plenty.
+pub fn wait_polled_once(sink: &RrdSink, n: usize, interval: u32) -> Result<(), BenchError> {
+    wait_for(
+        Duration::from_secs(u64::from(interval) * 2 + 120),
+        "every device to be polled once",
+        || (sink.with(|c| c.polls.len()) >= n).then_some(()),
+    )
 }
 
 /// Polls in the window `[window_start, window_end]` (Unix seconds), missed intervals and the

@@ -2,6 +2,9 @@
 //! loopback: replication to three voters, secret enforcement, restart, and a
 //! follower brought back through a snapshot.
 
+mod common;
+
+use common::open_when_unlocked;
 use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
 use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
@@ -11,10 +14,10 @@ use raftpoll::proto::RaftRequest;
 use raftpoll::proto::raft_client::RaftClient;
 use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;
-use raftpoll::storage::{self, SharedState, StorageError};
+use raftpoll::storage::SharedState;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,7 +48,7 @@ impl TestNode {
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let addr = listener.local_addr().unwrap().to_string();
-        let (log, sm) = open_storage(dir).await;
+        let (_store, log, sm) = open_when_unlocked(dir).await.unwrap();
         let shared = sm.shared();
         let config = raft_config(100, 600, 900).unwrap();
         let network = GrpcNetworkFactory::new(Secret::new(secret));
@@ -82,22 +85,6 @@ impl TestNode {
         }
         if let Some(server) = self.server.take() {
             server.await.unwrap();
-        }
-    }
-}
-
-/// Opens the node's storage. After a stop, openraft's storage tasks wind down
-/// in the background and sled keeps its file lock until they have: retry
-/// until it is free, within a deadline.
-async fn open_storage(dir: &Path) -> (storage::LogStore, storage::StateMachineStore) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match storage::open(dir).await {
-            Ok((_store, log, sm)) => return (log, sm),
-            Err(StorageError::Open { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("{e}"),
         }
     }
 }

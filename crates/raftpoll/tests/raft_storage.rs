@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{append, apply};
+use common::{append, apply, open_when_unlocked};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
@@ -157,25 +157,6 @@ fn sled_when_unlocked(path: &std::path::Path) -> sled::Db {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("sled database {} still locked: {e}", path.display()),
-        }
-    }
-}
-
-/// [`storage::open`] once the previous handle's background threads have
-/// let go of the database's file lock; any other outcome is returned.
-async fn open_when_unlocked(
-    path: &std::path::Path,
-) -> Result<(storage::Store, LogStore, StateMachineStore), storage::StorageError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match storage::open(path).await {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            other => return other,
         }
     }
 }

@@ -41,16 +41,15 @@ pub trait SnmpClient: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<VarBind>, SnmpError>> + Send;
 
     /// [`SnmpClient::walk`] of each of `roots` (table columns), answered in
-    /// the same order. The default walks them one by one, concurrently; an
-    /// engine may walk them side by side in shared requests. Errors as for
-    /// `walk`: one failing column fails the whole call.
+    /// the same order. An engine may walk them side by side in shared
+    /// requests; [`walk_each`] walks them one by one. Errors as for `walk`:
+    /// one failing column fails the whole call. No default: a wrapper of a
+    /// client that inherited one would silently lose the shared requests.
     fn walk_many(
         &self,
         target: &SnmpTarget,
         roots: &[Oid],
-    ) -> impl Future<Output = Result<Vec<Vec<VarBind>>, SnmpError>> + Send {
-        walk_each(self, target, roots)
-    }
+    ) -> impl Future<Output = Result<Vec<Vec<VarBind>>, SnmpError>> + Send;
 }
 
 /// [`SnmpClient::walk`] of each of `roots`, concurrently (the client caps

@@ -1,6 +1,6 @@
 //! An in-memory SNMP agent with real GET/GETNEXT semantics, for tests above the SNMP layer.
 
-use super::client::{SnmpClient, SnmpTarget};
+use super::client::{SnmpClient, SnmpTarget, walk_each};
 use super::error::SnmpError;
 use super::types::{Oid, SnmpValue, VarBind};
 use std::collections::BTreeMap;
@@ -115,6 +115,14 @@ impl SnmpClient for FakeSnmpClient {
             .take_while(|(oid, _)| oid.starts_with(root))
             .map(|(oid, value)| VarBind::new(oid.clone(), value.clone()))
             .collect())
+    }
+
+    async fn walk_many(
+        &self,
+        target: &SnmpTarget,
+        roots: &[Oid],
+    ) -> Result<Vec<Vec<VarBind>>, SnmpError> {
+        walk_each(self, target, roots).await
     }
 }
 
