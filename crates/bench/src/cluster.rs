@@ -6,7 +6,7 @@ use super::harness::{
     Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
 };
 use super::rrd_sink::RrdSink;
-use super::scale::{import_devices, poll_gaps, unix_s, wait_polled_once};
+use super::scale::{import_devices, poll_gaps, split_cell, split_header, unix_s, wait_polled_once};
 use super::{BenchError, Workdir};
 use raftpoll_testbed::sim::SimBuilder;
 use std::fmt::Write as _;
@@ -154,21 +154,46 @@ pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
     let (polls, missed, max_gap) =
         sink.with(|c| poll_gaps(&c.polls, window_start, window_end, interval));
 
-    let mut per_node = Table::new(&["node", "CPU % of one core", "peak RSS MiB", "data dir MiB"]);
+    let split_header = split_header();
+    let mut per_node = Table::new(&[
+        "node",
+        "CPU % of one core",
+        &split_header,
+        "peak RSS MiB",
+        "data dir MiB",
+    ]);
     let mut cpu_total = 0.0;
+    let mut parts_total: Vec<f64> = Vec::new();
     let mut peak_max: f64 = 0.0;
     for (i, ((node, u0), u1)) in nodes.iter().zip(&usage0).zip(&usage1).enumerate() {
         let cpu_pct = 100.0 * (u1.cpu_s - u0.cpu_s) / wall;
+        let parts_pct: Vec<f64> = u0
+            .parts_since(u1)
+            .iter()
+            .map(|cpu| 100.0 * cpu / wall)
+            .collect();
+        parts_total.resize(parts_pct.len(), 0.0);
+        for (total, part) in parts_total.iter_mut().zip(&parts_pct) {
+            *total += part;
+        }
         let peak = u1.peak_rss_kib as f64 / 1024.0;
         cpu_total += cpu_pct;
         peak_max = peak_max.max(peak);
         per_node.row(vec![
             format!("node{}", i + 1),
             format!("{cpu_pct:.1}"),
+            split_cell(&parts_pct),
             format!("{peak:.0}"),
             format!("{:.1}", dir_size(&node.dir.join("data")) as f64 / 1048576.0),
         ]);
     }
+    per_node.row(vec![
+        "all".into(),
+        format!("{cpu_total:.1}"),
+        split_cell(&parts_total),
+        "-".into(),
+        "-".into(),
+    ]);
     let entries_per_s = match (log0, log1) {
         (Some(a), Some(b)) if b >= a => format!("{:.1}", (b - a) / wall),
         _ => "- (leader changed)".to_string(),

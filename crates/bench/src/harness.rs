@@ -98,6 +98,74 @@ pub struct Usage {
     pub rss_kib: u64,
     /// Peak resident set size (VmHWM).
     pub peak_rss_kib: u64,
+    /// CPU seconds of the live threads, by [`NODE_PARTS`].
+    pub part_cpu_s: [f64; NODE_PARTS.len()],
+}
+
+/// What a raftpoll node's threads work for, from the names it gives them:
+/// Raft's runtime (openraft, applies, snapshots, the gRPC server) with sled's
+/// threads under the log; the main runtime (scheduling, SNMP, the leader's
+/// controller); the RRD writer's thread; the LibreNMS link's thread.
+pub const NODE_PARTS: [&str; 4] = ["Raft", "polling", "RRD writer", "LibreNMS link"];
+const RAFT_PART: usize = 0;
+const POLLING_PART: usize = 1;
+const RRD_WRITER_PART: usize = 2;
+/// Where the LibreNMS link's CPU is in [`NODE_PARTS`].
+pub const LIBRENMS_LINK_PART: usize = 3;
+
+fn node_part(thread: &str) -> Option<usize> {
+    match thread {
+        "raft" => Some(RAFT_PART),
+        t if t.starts_with("sled") || t.contains("flusher") => Some(RAFT_PART),
+        t if t.starts_with("tokio-runtime") || t == "raftpoll" => Some(POLLING_PART),
+        "rrd-writer" => Some(RRD_WRITER_PART),
+        "librenms" => Some(LIBRENMS_LINK_PART),
+        _ => None,
+    }
+}
+
+/// CPU seconds of `pid`'s live threads by [`NODE_PARTS`]. A thread that ended
+/// takes its time out of these sums (the process total keeps it).
+fn part_cpu_s(pid: u32) -> [f64; NODE_PARTS.len()] {
+    let mut parts = [0.0; NODE_PARTS.len()];
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return parts;
+    };
+    for task in tasks.flatten() {
+        // A thread may end between the listing and the read: skip it.
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let Some(part) = node_part(&stat[open + 1..close]) else {
+            continue;
+        };
+        let fields: Vec<u64> = stat[close + 1..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        parts[part] += ticks as f64 / CLOCK_TICKS_PER_S;
+    }
+    parts
+}
+
+impl Usage {
+    /// CPU seconds by [`NODE_PARTS`] from `self` to `later`, and what no live
+    /// thread accounts for (threads that ended), last.
+    pub fn parts_since(&self, later: &Usage) -> Vec<f64> {
+        let mut parts: Vec<f64> = self
+            .part_cpu_s
+            .iter()
+            .zip(&later.part_cpu_s)
+            .map(|(before, after)| (after - before).max(0.0))
+            .collect();
+        let rest = (later.cpu_s - self.cpu_s) - parts.iter().sum::<f64>();
+        parts.push(rest.max(0.0));
+        parts
+    }
 }
 
 /// Linux reports CPU times in clock ticks; 100 per second on every mainstream kernel build.
@@ -123,6 +191,7 @@ impl Usage {
             cpu_s,
             rss_kib: kib("VmRSS:"),
             peak_rss_kib: kib("VmHWM:"),
+            part_cpu_s: part_cpu_s(pid),
         })
     }
 }

@@ -62,6 +62,26 @@ pub struct Outcome {
     /// With [`Inventory::Librenms`]: devices whose `last_polled` moved in the window, and
     /// `ports` rows whose `poll_time` did.
     pub written_back: Option<(usize, usize)>,
+    /// The node's CPU in the window by [`harness::NODE_PARTS`], then what ended
+    /// threads used; % of one core.
+    pub parts_pct: Vec<f64>,
+}
+
+/// A node's CPU split as one cell: "Raft / polling / RRD writer / LibreNMS
+/// link / ended threads", % of one core each.
+pub fn split_cell(parts_pct: &[f64]) -> String {
+    parts_pct
+        .iter()
+        .map(|p| format!("{p:.1}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The header of [`split_cell`]'s column.
+pub fn split_header() -> String {
+    let mut names: Vec<&str> = harness::NODE_PARTS.to_vec();
+    names.push("ended threads");
+    format!("CPU % by part ({})", names.join(" / "))
 }
 
 pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
@@ -92,6 +112,7 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
         "missed intervals",
         "longest gap (s)",
         "data dir MiB",
+        &split_header(),
     ]);
     for o in &outcomes {
         table.row(vec![
@@ -107,6 +128,7 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
             o.missed.to_string(),
             format!("{:.1}", o.max_gap_s),
             format!("{:.1}", o.data_mib),
+            split_cell(&o.parts_pct),
         ]);
     }
     let mut out = String::new();
@@ -274,6 +296,11 @@ pub fn run_one(
         data_mib,
         db_cpu_pct,
         written_back,
+        parts_pct: u0
+            .parts_since(&u1)
+            .iter()
+            .map(|cpu| 100.0 * cpu / wall)
+            .collect(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! imported (no database) and once with LibreNMS's `devices` table in a real MariaDB as the
 //! inventory and every poll written back; the node's extra CPU against the target.
 
-use super::harness::{Table, machine};
+use super::harness::{LIBRENMS_LINK_PART, Table, machine};
 use super::scale::{self, Inventory, Outcome, ScaleArgs};
 use super::{BenchError, Workdir};
 use raftpoll_testbed::{LibrenmsLink, MariaDb};
@@ -69,6 +69,7 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
         "MariaDB CPU % of one core",
         "devices written back",
         "ports rows written back",
+        &scale::split_header(),
     ]);
     for (name, o) in [("CSV import", &plain), ("LibreNMS", &linked)] {
         table.row(vec![
@@ -83,13 +84,15 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
             o.db_cpu_pct.map_or("-".into(), |c| format!("{c:.1}")),
             o.written_back.map_or("-".into(), |w| w.0.to_string()),
             o.written_back.map_or("-".into(), |w| w.1.to_string()),
+            scale::split_cell(&o.parts_pct),
         ]);
     }
     let overhead = overhead_pct(&plain, &linked);
+    let database = database_share_pct(&linked);
     let complete = linked.written_back.is_some_and(|(devices, ports)| {
         devices == args.devices && ports == args.devices * args.ports as usize
     });
-    let pass = overhead <= TARGET_OVERHEAD_PCT && complete && linked.missed == 0;
+    let pass = database <= TARGET_OVERHEAD_PCT && complete && linked.missed == 0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -101,13 +104,33 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
     out.push_str(&table.markdown());
     let _ = writeln!(
         out,
-        "\nwrite-back adds {overhead:.1} % to the node's CPU per device-poll (target ≤ \
+        "\nLibreNMS mode in all adds {overhead:.1} % per device-poll to the node's CPU: the \
+         port state columns polled for the ports table, and the write-back."
+    );
+    let _ = writeln!(
+        out,
+        "the write-back (the LibreNMS link's thread: database batches, inventory sync, cluster \
+         rows) adds {database:.1} % to the rest of the node's CPU (target ≤ \
          {TARGET_OVERHEAD_PCT} %), every device and port written back in the window: \
          {complete}, no missed interval: {} → {}",
         linked.missed == 0,
         if pass { "PASS" } else { "FAIL" }
     );
     Ok(out)
+}
+
+/// CPU of the LibreNMS link's thread, % of the rest of the same node's CPU.
+fn database_share_pct(linked: &Outcome) -> f64 {
+    let link = linked
+        .parts_pct
+        .get(LIBRENMS_LINK_PART)
+        .copied()
+        .unwrap_or(f64::INFINITY);
+    let rest = linked.cpu_pct - link;
+    if rest <= 0.0 {
+        return f64::INFINITY;
+    }
+    100.0 * link / rest
 }
 
 /// Extra node CPU per device-poll with the write-back, % of the CPU without it.

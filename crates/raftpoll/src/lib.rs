@@ -18,6 +18,7 @@
 //! - [`librenms`]: the LibreNMS drop-in: inventory from its database, write-back.
 //! - [`client`]: the operator CLI's client side.
 //! - [`metrics`]: Prometheus metrics and their `/metrics` HTTP server.
+//! - [`runtime`]: the named runtimes Raft and the LibreNMS link run on.
 //! - [`node`]: starts and stops a node: every task, in order.
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod node;
 pub mod poller;
 pub mod raft_types;
 pub mod rrd;
+pub mod runtime;
 pub mod secret;
 pub mod snmp;
 pub mod storage;

@@ -29,6 +29,7 @@ use crate::poller::scheduler::{self, PollExtras, SchedulerConfig};
 use crate::proto;
 use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
+use crate::runtime::{LIBRENMS_THREAD_NAME, NamedRuntime, RAFT_THREAD_NAME, RAFT_THREADS};
 use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
 use crate::storage::{StorageError, Store};
 use crate::tls::{NodeTls, TlsError};
@@ -193,8 +194,21 @@ pub async fn run(
     // heartbeat.
     let (writer, writer_task) = start_rrd_writer(&config, stop_rx.clone())?;
 
-    // 4. Raft, and the LibreNMS link when configured.
-    let (raft, cluster) = start_raft(&config, &store, node_id, dialer, &metrics).await?;
+    // 4. Raft, and the LibreNMS link when configured, each on threads of
+    // their own: a busy poller must not delay a heartbeat or an apply.
+    let raft_runtime = NamedRuntime::new(RAFT_THREAD_NAME, RAFT_THREADS)
+        .map_err(|e| NodeError::Raft(format!("cannot start Raft's threads: {e}")))?;
+    let (raft, cluster) = raft_runtime
+        .handle()
+        .spawn(start_raft(
+            config.clone(),
+            store.clone(),
+            node_id,
+            dialer,
+            metrics.clone(),
+        ))
+        .await
+        .map_err(|e| NodeError::Raft(format!("Raft start-up task: {e}")))??;
     let librenms = start_librenms(&config).await?;
 
     // 5. gRPC server: Raft, Peer, Admin, health, reflection.
@@ -205,8 +219,15 @@ pub async fn run(
         librenms: librenms.as_ref(),
         exit: &exit,
     };
-    let mut server_task =
-        start_server(&config, listener, services, tls.clone(), stop_rx.clone()).await?;
+    let mut server_task = start_server(
+        &config,
+        listener,
+        services,
+        tls.clone(),
+        stop_rx.clone(),
+        raft_runtime.handle(),
+    )
+    .await?;
     let reload_task = tokio::spawn(reload_on_sighup(tls, stop_rx.clone()));
 
     // 5b. Prometheus metrics, when `metrics_listen` is set.
@@ -273,8 +294,7 @@ pub async fn run(
     };
     drop(store);
     match server_result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(NodeError::Server(e.to_string())),
+        Ok(result) => result,
         Err(e) => Err(NodeError::Server(e.to_string())),
     }
 }
@@ -361,14 +381,15 @@ async fn reload_on_sighup(tls: Option<NodeTls>, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Step 2: the Raft instance on the store, and the handle the rest of the
-/// node uses to read and propose.
+/// Step 4: the Raft instance on the store, and the handle the rest of the
+/// node uses to read and propose. Runs on Raft's runtime: openraft spawns
+/// its tasks where it starts.
 async fn start_raft(
-    config: &Config,
-    store: &Store,
+    config: Config,
+    store: Store,
     node_id: NodeId,
     dialer: Dialer,
-    metrics: &Metrics,
+    metrics: Metrics,
 ) -> Result<(Raft, ClusterHandle), NodeError> {
     let features = Features::from_env().map_err(NodeError::Raft)?;
     if features.local_level() < FEATURE_LEVEL {
@@ -438,7 +459,7 @@ struct Services<'a> {
     exit: &'a Arc<tokio::sync::Notify>,
 }
 
-type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+type ServerTask = JoinHandle<Result<(), NodeError>>;
 
 /// Step 5: the gRPC server (Raft, Peer, Admin, health, reflection) on
 /// `listener`, over TLS with `[tls]`, stopping when `stop` changes.
@@ -448,6 +469,7 @@ async fn start_server(
     services: Services<'_>,
     tls: Option<NodeTls>,
     mut stop: watch::Receiver<bool>,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<ServerTask, NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -488,16 +510,34 @@ async fn start_server(
     let stopped = async move {
         let _ = stop.changed().await;
     };
-    Ok(match tls {
-        Some(tls) => tokio::spawn(
-            router
-                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls.server), stopped),
-        ),
-        None => tokio::spawn(router.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stopped,
-        )),
-    })
+    // Served from `runtime` (Raft's): Raft's own RPCs are answered there, and
+    // the listener moves over so connections are accepted there too.
+    let listener = listener
+        .into_std()
+        .map_err(|e| NodeError::Server(e.to_string()))?;
+    Ok(runtime.spawn(async move {
+        let server_error = |e: &dyn std::fmt::Display| NodeError::Server(e.to_string());
+        let listener = TcpListener::from_std(listener).map_err(|e| server_error(&e))?;
+        let served = match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        crate::tls::incoming(listener, tls.server),
+                        stopped,
+                    )
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stopped,
+                    )
+                    .await
+            }
+        };
+        served.map_err(|e| server_error(&e))
+    }))
 }
 
 /// Step 6: makes this node the single voter of a new cluster, unless Raft
@@ -564,6 +604,8 @@ struct Tasks {
     join: JoinHandle<()>,
     /// Inventory sync, write-back and cluster rows, with `[librenms]`.
     librenms: Vec<JoinHandle<()>>,
+    /// Where the `librenms` tasks run; dropped once they are done.
+    librenms_runtime: Option<NamedRuntime>,
 }
 
 impl Tasks {
@@ -577,6 +619,7 @@ impl Tasks {
         for task in self.librenms {
             let _ = task.await;
         }
+        drop(self.librenms_runtime);
     }
 }
 
@@ -627,38 +670,48 @@ async fn spawn_tasks(
         extras,
         stop.clone(),
     ));
-    let librenms_tasks = match (&librenms, &config.librenms) {
-        (Some(link), Some(settings)) => vec![
-            tokio::spawn(inventory::run(
-                link.clone(),
-                cluster.clone(),
-                Duration::from_secs(settings.sync_interval_s),
-                stop.clone(),
-            )),
-            tokio::spawn(writeback::run(
-                link.clone(),
-                cluster.clone(),
-                WritebackConfig {
-                    buffer: settings.writeback_buffer,
-                    lease: Duration::from_millis(config.cluster.lease_ms),
-                },
-                stop.clone(),
-            )),
-            tokio::spawn(pollers::run(
-                link.clone(),
-                cluster.clone(),
-                PollerInfo {
-                    node_name: config.node_name.clone(),
-                    groups: config.groups.clone(),
-                    frequency: config.poller.frequency,
-                    down_retry: config.poller.down_retry,
-                    discovery_frequency: config.poller.discovery_frequency,
-                    workers: config.poller.max_concurrent_polls,
-                },
-                stop.clone(),
-            )),
-        ],
-        _ => Vec::new(),
+    // The database work on a thread of its own: its CPU is read apart from
+    // the polls' (the cost the write-back adds), and a slow driver call
+    // cannot hold up a poll.
+    let (librenms_runtime, librenms_tasks) = match (&librenms, &config.librenms) {
+        (Some(link), Some(settings)) => {
+            let runtime = NamedRuntime::new(LIBRENMS_THREAD_NAME, 1).map_err(|e| {
+                NodeError::Librenms(format!("cannot start the LibreNMS link's thread: {e}"))
+            })?;
+            let on_link = runtime.handle();
+            let tasks = vec![
+                on_link.spawn(inventory::run(
+                    link.clone(),
+                    cluster.clone(),
+                    Duration::from_secs(settings.sync_interval_s),
+                    stop.clone(),
+                )),
+                on_link.spawn(writeback::run(
+                    link.clone(),
+                    cluster.clone(),
+                    WritebackConfig {
+                        buffer: settings.writeback_buffer,
+                        lease: Duration::from_millis(config.cluster.lease_ms),
+                    },
+                    stop.clone(),
+                )),
+                on_link.spawn(pollers::run(
+                    link.clone(),
+                    cluster.clone(),
+                    PollerInfo {
+                        node_name: config.node_name.clone(),
+                        groups: config.groups.clone(),
+                        frequency: config.poller.frequency,
+                        down_retry: config.poller.down_retry,
+                        discovery_frequency: config.poller.discovery_frequency,
+                        workers: config.poller.max_concurrent_polls,
+                    },
+                    stop.clone(),
+                )),
+            ];
+            (Some(runtime), tasks)
+        }
+        _ => (None, Vec::new()),
     };
     let reporter = tokio::spawn(reporter::run(
         cluster.clone(),
@@ -678,6 +731,7 @@ async fn spawn_tasks(
         register,
         join,
         librenms: librenms_tasks,
+        librenms_runtime,
     })
 }
 
