@@ -57,7 +57,23 @@ fn leader_log_index(nodes: &[Node]) -> Option<f64> {
         .and_then(|n| n.metric("raftpoll_raft_last_log_index"))
 }
 
+/// What [`measure`] found: the printed report and each goal's verdict.
+pub struct ClusterOutcome {
+    pub report: String,
+    /// Every device polled within its first interval after the import.
+    pub first_polls_in_time: bool,
+    pub missed_intervals: usize,
+    pub leader_changes: f64,
+    pub highest_peak_rss_mib: f64,
+    pub pass: bool,
+}
+
 pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
+    measure(args).map(|outcome| outcome.report)
+}
+
+/// Runs the cluster and measures it against the goals (see [`ClusterOutcome`]).
+pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     if args.nodes == 0 || args.devices == 0 || args.sim_ports == 0 || args.interval < 10 {
         return Err(BenchError::Setup(
             "--nodes, --devices and --sim-ports must be positive, --interval at least 10 s".into(),
@@ -265,5 +281,12 @@ pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
         peak_max <= args.max_rss_mib,
         if pass { "PASS" } else { "FAIL" }
     );
-    Ok(out)
+    Ok(ClusterOutcome {
+        report: out,
+        first_polls_in_time: first_ok,
+        missed_intervals: missed,
+        leader_changes,
+        highest_peak_rss_mib: peak_max,
+        pass,
+    })
 }

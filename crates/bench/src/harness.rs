@@ -117,7 +117,8 @@ fn node_part(thread: &str) -> Option<usize> {
     match thread {
         "raft" => Some(RAFT_PART),
         t if t.starts_with("sled") || t.contains("flusher") => Some(RAFT_PART),
-        t if t.starts_with("tokio-runtime") || t == "raftpoll" => Some(POLLING_PART),
+        // The main runtime keeps tokio's default name.
+        t if t.starts_with("tokio") || t == "raftpoll" => Some(POLLING_PART),
         "rrd-writer" => Some(RRD_WRITER_PART),
         "librenms" => Some(LIBRENMS_LINK_PART),
         _ => None,
@@ -153,8 +154,8 @@ fn part_cpu_s(pid: u32) -> [f64; NODE_PARTS.len()] {
 }
 
 impl Usage {
-    /// CPU seconds by [`NODE_PARTS`] from `self` to `later`, and what no live
-    /// thread accounts for (threads that ended), last.
+    /// CPU seconds by [`NODE_PARTS`] from `self` to `later`, and last the
+    /// rest (threads that ended, threads of no part).
     pub fn parts_since(&self, later: &Usage) -> Vec<f64> {
         let mut parts: Vec<f64> = self
             .part_cpu_s

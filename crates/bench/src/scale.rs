@@ -62,13 +62,13 @@ pub struct Outcome {
     /// With [`Inventory::Librenms`]: devices whose `last_polled` moved in the window, and
     /// `ports` rows whose `poll_time` did.
     pub written_back: Option<(usize, usize)>,
-    /// The node's CPU in the window by [`harness::NODE_PARTS`], then what ended
-    /// threads used; % of one core.
+    /// The node's CPU in the window by [`harness::NODE_PARTS`], then the rest
+    /// (threads that ended or belong to no part); % of one core.
     pub parts_pct: Vec<f64>,
 }
 
 /// A node's CPU split as one cell: "Raft / polling / RRD writer / LibreNMS
-/// link / ended threads", % of one core each.
+/// link / other", % of one core each.
 pub fn split_cell(parts_pct: &[f64]) -> String {
     parts_pct
         .iter()
@@ -80,7 +80,7 @@ pub fn split_cell(parts_pct: &[f64]) -> String {
 /// The header of [`split_cell`]'s column.
 pub fn split_header() -> String {
     let mut names: Vec<&str> = harness::NODE_PARTS.to_vec();
-    names.push("ended threads");
+    names.push("other");
     format!("CPU % by part ({})", names.join(" / "))
 }
 
