@@ -2,8 +2,8 @@
 # Runs raftpoll's benchmarks on a release build and prints their tables (see BENCHMARKS.md).
 # Installs what they need first (the test bed's packages plus collectd and snmp_exporter).
 #
-#   scripts/bench.sh                          # all seven, about 95 minutes
-#   scripts/bench.sh peers|rrd|bulk-add|scale|cluster|writeback [flags]   # one of raftpoll-bench's benchmarks
+#   scripts/bench.sh                          # all eight, about two hours
+#   scripts/bench.sh peers|rrd|bulk-add|scale|cluster|scaling|writeback [flags]   # one of raftpoll-bench's benchmarks
 #   scripts/bench.sh failover [flags]         # 20 SIGKILLs in a 5-node cluster (needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +31,5 @@ fi
 failover
 "$BIN/raftpoll-bench" scale
 "$BIN/raftpoll-bench" cluster
+"$BIN/raftpoll-bench" scaling
 "$BIN/raftpoll-bench" writeback

@@ -3,7 +3,8 @@
 //! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
 
 use super::harness::{
-    Node, Running as _, Table, dir_size, machine, wait_for, write_switch_recording,
+    NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, dir_size, machine, wait_for,
+    write_switch_recording,
 };
 use super::rrd_sink::RrdSink;
 use super::scale::{import_devices, poll_gaps, split_cell, split_header, unix_s, wait_polled_once};
@@ -66,6 +67,13 @@ pub struct ClusterOutcome {
     pub leader_changes: f64,
     pub highest_peak_rss_mib: f64,
     pub pass: bool,
+    /// The cluster's CPU in the window by [`NODE_PARTS`] (then the rest), summed
+    /// over the nodes; % of one core.
+    pub parts_pct: Vec<f64>,
+    /// The busiest node's Raft part, % of one core.
+    pub max_node_raft_pct: f64,
+    /// Polls in the window.
+    pub polls: usize,
 }
 
 pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
@@ -180,6 +188,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     ]);
     let mut cpu_total = 0.0;
     let mut parts_total: Vec<f64> = Vec::new();
+    let mut max_node_raft_pct: f64 = 0.0;
     let mut peak_max: f64 = 0.0;
     for (i, ((node, u0), u1)) in nodes.iter().zip(&usage0).zip(&usage1).enumerate() {
         let cpu_pct = 100.0 * (u1.cpu_s - u0.cpu_s) / wall;
@@ -188,6 +197,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
             .iter()
             .map(|cpu| 100.0 * cpu / wall)
             .collect();
+        max_node_raft_pct = max_node_raft_pct.max(parts_pct[RAFT_PART]);
         parts_total.resize(parts_pct.len(), 0.0);
         for (total, part) in parts_total.iter_mut().zip(&parts_pct) {
             *total += part;
@@ -288,5 +298,108 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         leader_changes,
         highest_peak_rss_mib: peak_max,
         pass,
+        parts_pct: parts_total,
+        max_node_raft_pct,
+        polls,
     })
+}
+
+/// Most replicated (Raft) CPU allowed, % of the polling CPU (issue 12, goal 3).
+const TARGET_RAFT_PCT_OF_POLLING: f64 = 10.0;
+
+#[derive(clap::Args, Debug)]
+pub struct ScalingArgs {
+    /// Cluster sizes to run, one after the other.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 5, 10])]
+    pub nodes: Vec<usize>,
+    /// Devices per node: each cluster polls nodes × this many.
+    #[arg(long, default_value_t = 2000)]
+    pub devices_per_node: usize,
+    /// Ports per simulated switch.
+    #[arg(long, default_value_t = 30)]
+    pub ports: u32,
+    /// UDP ports the simulator serves the devices on.
+    #[arg(long, default_value_t = 100)]
+    pub sim_ports: u16,
+    /// Poll interval, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u32,
+    /// Intervals measured after every device has been polled once.
+    #[arg(long, default_value_t = 2)]
+    pub intervals: u32,
+    /// Peak RSS allowed per node, MiB.
+    #[arg(long, default_value_t = 300.0)]
+    pub max_rss_mib: f64,
+}
+
+/// The same load per node on clusters of different sizes: how the replicated
+/// (Raft) CPU compares with the polling CPU as nodes are added.
+pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
+    let mut table = Table::new(&[
+        "nodes",
+        "devices",
+        "polls measured",
+        "cluster CPU % of one core",
+        &split_header(),
+        "Raft CPU % of polling CPU",
+        "busiest node's Raft CPU %",
+        "CPU ms per device-poll",
+        "missed intervals",
+        "leader changes",
+    ]);
+    let mut pass = true;
+    for &nodes in &args.nodes {
+        let outcome = measure(&ClusterArgs {
+            nodes,
+            devices: nodes * args.devices_per_node,
+            ports: args.ports,
+            sim_ports: args.sim_ports,
+            interval: args.interval,
+            intervals: args.intervals,
+            max_rss_mib: args.max_rss_mib,
+            workdir: None,
+        })?;
+        eprintln!("{}", outcome.report);
+        let cpu: f64 = outcome.parts_pct.iter().sum();
+        let raft_share = match outcome.parts_pct[POLLING_PART] {
+            polling if polling > 0.0 => 100.0 * outcome.parts_pct[RAFT_PART] / polling,
+            _ => f64::INFINITY,
+        };
+        pass &= raft_share <= TARGET_RAFT_PCT_OF_POLLING && outcome.pass;
+        let wall = f64::from(args.interval) * f64::from(args.intervals);
+        table.row(vec![
+            nodes.to_string(),
+            (nodes * args.devices_per_node).to_string(),
+            outcome.polls.to_string(),
+            format!("{cpu:.1}"),
+            split_cell(&outcome.parts_pct),
+            format!("{raft_share:.1}"),
+            format!("{:.1}", outcome.max_node_raft_pct),
+            if outcome.polls > 0 {
+                format!("{:.2}", 10.0 * cpu * wall / outcome.polls as f64)
+            } else {
+                "-".into()
+            },
+            outcome.missed_intervals.to_string(),
+            format!("{:.0}", outcome.leader_changes),
+        ]);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scaling: {} devices per node, interval {} s, {} interval(s) measured; parts: {}; {}\n",
+        args.devices_per_node,
+        args.interval,
+        args.intervals,
+        NODE_PARTS.join(", "),
+        machine()
+    );
+    out.push_str(&table.markdown());
+    let _ = writeln!(
+        out,
+        "\nRaft CPU ≤ {TARGET_RAFT_PCT_OF_POLLING} % of polling CPU at every size, and every size's \
+         goals met → {}",
+        if pass { "PASS" } else { "FAIL" }
+    );
+    Ok(out)
 }

@@ -107,8 +107,8 @@ pub struct Usage {
 /// threads under the log; the main runtime (scheduling, SNMP, the leader's
 /// controller); the RRD writer's thread; the LibreNMS link's thread.
 pub const NODE_PARTS: [&str; 4] = ["Raft", "polling", "RRD writer", "LibreNMS link"];
-const RAFT_PART: usize = 0;
-const POLLING_PART: usize = 1;
+pub const RAFT_PART: usize = 0;
+pub const POLLING_PART: usize = 1;
 const RRD_WRITER_PART: usize = 2;
 /// Where the LibreNMS link's CPU is in [`NODE_PARTS`].
 pub const LIBRENMS_LINK_PART: usize = 3;

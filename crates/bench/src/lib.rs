@@ -50,6 +50,8 @@ pub enum BenchCommand {
     /// Scale-out: 100,000 devices over 10 nodes on one machine, missed intervals, leader
     /// changes, CPU and memory per node.
     Cluster(cluster::ClusterArgs),
+    /// Replicated against polling CPU on 1, 3, 5 and 10 nodes with the same devices per node.
+    Scaling(cluster::ScalingArgs),
     /// Snapshot size and encode/decode CPU: bincode vs postcard vs protobuf, 20k devices.
     Formats(formats::FormatsArgs),
     /// LibreNMS write-back: the node's extra CPU with every poll written to MariaDB.
@@ -96,6 +98,7 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Peers(args) => peers::run(&args)?,
         BenchCommand::Scale(args) => scale::run(&args)?,
         BenchCommand::Cluster(args) => cluster::run(&args)?,
+        BenchCommand::Scaling(args) => cluster::run_scaling(&args)?,
         BenchCommand::Rrd(args) => rrd_write::run(&args)?,
         BenchCommand::BulkAdd(args) => bulk_add::run(&args)?,
         BenchCommand::Formats(args) => formats::run(&args)?,
