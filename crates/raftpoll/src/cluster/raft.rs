@@ -13,7 +13,9 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// Default election timeout range: a dead leader is replaced in roughly 1 s.
 pub const DEFAULT_ELECTION_MIN_MS: u64 = 500;
 pub const DEFAULT_ELECTION_MAX_MS: u64 = 1000;
-/// Build a snapshot (and allow purging the log) every this many applied entries.
+/// openraft asks for a snapshot (after which the log can be purged) every this
+/// many entries; the state machine builds one only once the log since its last
+/// snapshot has outgrown it (see `storage::state_machine`).
 pub const SNAPSHOT_EVERY_LOGS: u64 = 5000;
 
 /// Builds and validates the openraft config.

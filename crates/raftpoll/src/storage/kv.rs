@@ -156,17 +156,20 @@ impl Tree {
         self.set_raw(key, &bytes)
     }
 
-    /// Inserts many entries atomically.
+    /// Inserts many entries atomically; returns the bytes of the encoded values.
     pub(crate) fn insert_many<T: Serialize>(
         &self,
         items: impl IntoIterator<Item = (Vec<u8>, T)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         let mut batch = sled::Batch::default();
+        let mut written = 0;
         for (k, v) in items {
             let bytes = encode(&v).map_err(|e| self.corrupt("value to write", e))?;
+            written += bytes.len() as u64;
             batch.insert(k, bytes);
         }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        Ok(written)
     }
 
     /// Removes every key in `range` atomically.

@@ -15,6 +15,8 @@ use openraft::{LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -30,6 +32,9 @@ pub struct LogStore {
     /// Entry kinds above this feature level are refused when read, as a node
     /// of that level would (see [`LogStore::with_feature_level`]).
     feature_level: u32,
+    /// Bytes of entries appended since the process started (the state
+    /// machine paces its snapshots by it).
+    appended_bytes: Arc<AtomicU64>,
 }
 
 fn index_key(index: u64) -> Vec<u8> {
@@ -43,7 +48,13 @@ impl LogStore {
             logs: kv.tree(kv::LOGS)?,
             meta: kv.tree(kv::META)?,
             feature_level: FEATURE_LEVEL,
+            appended_bytes: Arc::default(),
         })
+    }
+
+    /// The running count of bytes appended to this log.
+    pub(crate) fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     /// Holds the store at an older feature level: reading an entry of a
@@ -198,7 +209,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let rows = entries.into_iter().map(|e| (index_key(e.log_id.index), e));
-        self.logs.insert_many(rows)?;
+        let written = self.logs.insert_many(rows)?;
+        self.appended_bytes.fetch_add(written, Ordering::Relaxed);
         // Acknowledge only once the entries are on disk.
         match self.kv.flush().await {
             Ok(()) => {

@@ -86,7 +86,7 @@ impl Store {
     /// snapshot). Make them once per process.
     pub async fn raft_stores(&self) -> Result<(LogStore, StateMachineStore), StorageError> {
         let log = LogStore::new(&self.kv)?;
-        let sm = StateMachineStore::load(&self.kv)?;
+        let sm = StateMachineStore::load(&self.kv)?.paced_by(log.appended_bytes());
         Ok((log, sm))
     }
 

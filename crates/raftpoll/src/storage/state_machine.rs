@@ -38,6 +38,45 @@ const SNAPSHOT_MOVED: u16 = u16::MAX;
 /// snapshot itself (about 100 MiB more at 20,000 devices).
 const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
 
+/// When a snapshot is worth building: once the log appended since the last
+/// one is at least as large as that snapshot. Snapshotting then costs in
+/// proportion to the log's own writes instead of re-encoding the whole state
+/// every few thousand entries (at 100,000 devices tens of MiB, on every node,
+/// every two minutes or so), and a restart replays no more log than the
+/// snapshot it loads. openraft asks every [`SNAPSHOT_EVERY_LOGS`] entries;
+/// a refused build waits for the next ask.
+///
+/// [`SNAPSHOT_EVERY_LOGS`]: crate::cluster::raft::SNAPSHOT_EVERY_LOGS
+#[derive(Debug, Default)]
+struct SnapshotPacing {
+    /// Bytes the log store appended since the process started.
+    log_bytes: Arc<AtomicU64>,
+    /// `log_bytes` when the last snapshot was built or installed.
+    log_bytes_at_snapshot: AtomicU64,
+    /// Size of the last snapshot; 0 while there is none.
+    snapshot_bytes: AtomicU64,
+}
+
+impl SnapshotPacing {
+    fn due(&self) -> bool {
+        let logged = self.log_bytes.load(Ordering::Relaxed);
+        let since = logged.saturating_sub(self.log_bytes_at_snapshot.load(Ordering::Relaxed));
+        snapshot_due(since, self.snapshot_bytes.load(Ordering::Relaxed))
+    }
+
+    fn snapshotted(&self, bytes: u64) {
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        self.log_bytes_at_snapshot
+            .store(self.log_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Whether a snapshot is due after `logged_since` bytes of log since the last
+/// one of `snapshot_bytes` (0: there is none yet).
+fn snapshot_due(logged_since: u64, snapshot_bytes: u64) -> bool {
+    logged_since >= snapshot_bytes
+}
+
 /// What the state machine holds: the state and how far it got.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Applied {
@@ -96,6 +135,7 @@ pub struct StateMachineStore {
     tree: Tree,
     /// Snapshots built and their build time.
     metrics: SnapshotMetrics,
+    pacing: Arc<SnapshotPacing>,
 }
 
 // A panic while holding the lock cannot leave `Applied` half-written in a way
@@ -124,9 +164,11 @@ impl StateMachineStore {
                 detail: e.to_string(),
             },
         };
+        let pacing = SnapshotPacing::default();
         let stored = match snapshot_bytes(kv, &tree)? {
             None => None,
             Some(bytes) => {
+                pacing.snapshotted(bytes.len() as u64);
                 Some(decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?)
             }
         };
@@ -143,7 +185,21 @@ impl StateMachineStore {
             kv: kv.clone(),
             tree,
             metrics: SnapshotMetrics::default(),
+            pacing: Arc::new(pacing),
         })
+    }
+
+    /// Paces snapshots by `log_bytes`, the log store's count of appended
+    /// bytes (see [`SnapshotPacing`]). Without it, a snapshot is due only
+    /// while there is none.
+    pub(crate) fn paced_by(mut self, log_bytes: Arc<AtomicU64>) -> StateMachineStore {
+        let pacing = SnapshotPacing {
+            log_bytes,
+            log_bytes_at_snapshot: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(self.pacing.snapshot_bytes.load(Ordering::Relaxed)),
+        };
+        self.pacing = Arc::new(pacing);
+        self
     }
 
     /// Where snapshot builds are counted (the node's metrics).
@@ -299,6 +355,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, stored, data_at)
         };
         let mut stored = self.persist(vec![stored]).await?.remove(0);
+        self.pacing.snapshotted(stored.len() as u64);
         stored.drain(..data_at);
         tracing::debug!(last_log_id = ?meta.last_log_id, bytes = stored.len(), "snapshot built");
         self.metrics.built.inc();
@@ -361,6 +418,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        if force || self.pacing.due() {
+            return Some(self.clone());
+        }
+        tracing::debug!(pacing = ?self.pacing, "snapshot not due yet");
+        None
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
@@ -382,7 +447,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Persist first: after a crash we restart from the new snapshot or the old
         // one, never from a mix.
         let encoded_meta = codec::encode(meta).map_err(io::Error::other)?;
-        self.persist(vec![encoded_meta, snapshot]).await?;
+        let parts = self.persist(vec![encoded_meta, snapshot]).await?;
+        self.pacing
+            .snapshotted(parts.iter().map(|p| p.len() as u64).sum());
         *write_lock(&self.applied) = applied;
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
@@ -432,6 +499,40 @@ mod tests {
         .expect("encode v1");
         let decoded = decode_stored(&v1).expect("decode v1");
         assert_eq!((decoded.meta, decoded.data), (meta, data));
+    }
+
+    /// A policy snapshot waits until the log appended since the last one
+    /// is as large as it; a forced one (a follower needs it) never waits.
+    #[tokio::test]
+    async fn snapshots_wait_until_the_log_since_outgrows_the_last_one() {
+        assert!(snapshot_due(0, 0), "no snapshot yet: one is due");
+        assert!(!snapshot_due(999, 1000));
+        assert!(snapshot_due(1000, 1000));
+
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let kv = Kv::open_blocking(dir.path()).expect("open");
+        let log_bytes = Arc::new(AtomicU64::new(0));
+        let mut sm = StateMachineStore::load(&kv)
+            .expect("load")
+            .paced_by(log_bytes.clone());
+        assert!(sm.try_create_snapshot_builder(false).await.is_some());
+        let built = sm.build_snapshot().await.expect("build");
+        let size = std::fs::metadata(dir.path().join(SNAPSHOT_FILE))
+            .expect("snapshot file")
+            .len();
+        assert!(size as usize > built.snapshot.len(), "metadata and data");
+        assert!(sm.try_create_snapshot_builder(false).await.is_none());
+        assert!(sm.try_create_snapshot_builder(true).await.is_some());
+        log_bytes.fetch_add(size - 1, Ordering::Relaxed);
+        assert!(sm.try_create_snapshot_builder(false).await.is_none());
+        log_bytes.fetch_add(1, Ordering::Relaxed);
+        assert!(sm.try_create_snapshot_builder(false).await.is_some());
+
+        // After a restart the loaded snapshot's size paces the next one.
+        let mut sm = StateMachineStore::load(&kv)
+            .expect("reload")
+            .paced_by(Arc::new(AtomicU64::new(0)));
+        assert!(sm.try_create_snapshot_builder(false).await.is_none());
     }
 
     /// A built snapshot goes to its own file, not sled, and is what the next
