@@ -191,6 +191,12 @@ pub async fn run(
         }
         settled_inputs = None;
         let count = moves.len();
+        // A pass stops at `max_moves` (one entry of bounded size): when it
+        // did, more may be due (a node joined a large cluster), so the next
+        // pass follows once this one is applied, not REBALANCE_EVERY later.
+        if rebalance && count >= Balance::default().max_moves {
+            rebalance_due = true;
+        }
         tracing::debug!(?moves, "assignment");
         match cluster.propose_as_leader(Command::Assign { moves }).await {
             Ok(_) => tracing::info!(moved = count, "devices assigned"),
