@@ -119,21 +119,11 @@ fn rebalance_loads(
     load: &mut BTreeMap<NodeId, f64>,
     balance: Balance,
 ) {
-    if live.len() < 2 {
+    if live.len() < 2 || !spread_beyond(load, balance.threshold) {
         return;
     }
     let groups_of: BTreeMap<NodeId, &[GroupId]> =
         live.iter().map(|c| (c.id, c.groups.as_slice())).collect();
-    // Hysteresis: start only when the spread is beyond the threshold, then
-    // move while each move strictly narrows a gap, so one run ends balanced
-    // and the next run finds nothing to do.
-    let mean = load.values().sum::<f64>() / load.len() as f64;
-    let (lo, hi) = load
-        .values()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
-    if hi - lo <= balance.threshold * mean {
-        return;
-    }
     // Each node's movable devices by (cost, hostname): the device that best
     // halves a gap is then a binary search away, not a walk over every
     // device (which, for every move and every pair of nodes, took minutes
@@ -179,6 +169,18 @@ fn rebalance_loads(
             list.insert(at, i);
         }
     }
+}
+
+/// Hysteresis: a rebalance starts only when the spread between the most and
+/// the least loaded node is beyond `threshold` × the mean load, then moves
+/// while each move strictly narrows a gap, so one run ends balanced and the
+/// next finds nothing to do.
+fn spread_beyond(load: &BTreeMap<NodeId, f64>, threshold: f64) -> bool {
+    let mean = load.values().sum::<f64>() / load.len() as f64;
+    let (lo, hi) = load
+        .values()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    hi - lo > threshold * mean
 }
 
 /// Every (heavier, lighter) pair of nodes with their gap, widest first
@@ -438,15 +440,11 @@ mod tests {
         load: &mut BTreeMap<NodeId, f64>,
         balance: Balance,
     ) {
-        let groups_of: BTreeMap<NodeId, &[GroupId]> =
-            live.iter().map(|c| (c.id, c.groups.as_slice())).collect();
-        let mean = load.values().sum::<f64>() / load.len() as f64;
-        let (lo, hi) = load
-            .values()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
-        if live.len() < 2 || hi - lo <= balance.threshold * mean {
+        if live.len() < 2 || !spread_beyond(load, balance.threshold) {
             return;
         }
+        let groups_of: BTreeMap<NodeId, &[GroupId]> =
+            live.iter().map(|c| (c.id, c.groups.as_slice())).collect();
         for _ in 0..balance.max_moves {
             let mut chosen = None;
             for (from, to, gap) in widest_gaps(load) {
