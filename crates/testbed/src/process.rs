@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,16 +42,51 @@ pub fn wait_until_every<T>(
     }
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// A UDP port on 127.0.0.1 that was free a moment ago (see [`next_port`]).
 pub fn free_udp_port() -> u16 {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP probe socket");
-    sock.local_addr().expect("probe socket address").port()
+    next_port(|port| UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()).unwrap_or_else(|| {
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP probe socket");
+        sock.local_addr().expect("probe socket address").port()
+    })
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago (see [`next_port`]).
 pub fn free_tcp_port() -> u16 {
-    let sock = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a TCP probe socket");
-    sock.local_addr().expect("probe socket address").port()
+    next_port(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()).unwrap_or_else(|| {
+        let sock = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a TCP probe socket");
+        sock.local_addr().expect("probe socket address").port()
+    })
+}
+
+/// Lowest port handed out by [`next_port`].
+const FIRST_TEST_PORT: u32 = 10_000;
+
+/// The next port below the kernel's ephemeral range (`ip_local_port_range`) that
+/// `free` accepts, taking them one after another from a start that differs per
+/// process. The kernel never hands those out itself, neither to a `bind(0)` nor as
+/// a connection's source port. A port freed by a daemon a test killed therefore
+/// stays free until that test starts it again: another test's daemon cannot take it
+/// meanwhile, and a client reconnecting to it cannot end up connected to itself
+/// (a TCP self-connect when the kernel picks the same port as the source). `None`
+/// when the range starts too low to leave room.
+fn next_port(free: impl Fn(u16) -> bool) -> Option<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start
+        .checked_sub(FIRST_TEST_PORT)
+        .filter(|s| *s >= 1000)?;
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST_TEST_PORT + (offset + n) % span).ok()?;
+        if free(port) {
+            return Some(port);
+        }
+    }
+    None
 }
 
 /// Tries `start` on fresh ports from `pick` until one works; `start` returns Err when the
