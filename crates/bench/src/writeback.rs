@@ -1,6 +1,7 @@
 //! Cost of the LibreNMS write-back: the scale run on one node twice, once with devices
 //! imported (no database) and once with LibreNMS's `devices` table in a real MariaDB as the
-//! inventory and every poll written back; the node's extra CPU against the target.
+//! inventory and every poll written back. The verdict is the CPU of the node's LibreNMS link
+//! thread (the write-back) against the rest of its CPU; the whole mode's extra is printed too.
 
 use super::harness::{LIBRENMS_LINK_PART, Table, machine};
 use super::scale::{self, Inventory, Outcome, ScaleArgs};
