@@ -143,12 +143,8 @@ fn part_cpu_s(pid: u32) -> [f64; NODE_PARTS.len()] {
         let Some(part) = node_part(&stat[open + 1..close]) else {
             continue;
         };
-        let fields: Vec<u64> = stat[close + 1..]
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        parts[part] += ticks as f64 / CLOCK_TICKS_PER_S;
+        let ticks = stat_fields(&stat);
+        parts[part] += (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_S;
     }
     parts
 }
@@ -207,12 +203,17 @@ pub fn children_cpu_s() -> Result<f64, BenchError> {
 /// spaces), by 0-based position; 0 where a field is missing.
 fn stat_ticks(path: &Path) -> Result<impl Fn(usize) -> u64 + use<>, BenchError> {
     let stat = fs::read_to_string(path).map_err(|e| BenchError::io("read", path, e))?;
+    Ok(stat_fields(&stat))
+}
+
+/// The numeric fields of a stat line's text after `(comm)`, as [`stat_ticks`].
+fn stat_fields(stat: &str) -> impl Fn(usize) -> u64 + use<> {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<u64> = rest
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    Ok(move |i: usize| fields.get(i).copied().unwrap_or(0))
+    move |i: usize| fields.get(i).copied().unwrap_or(0)
 }
 
 /// The benchmarks' rrdcached: in `dir` (base dir `dir/rrd`), with writes delayed as in
