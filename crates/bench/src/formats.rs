@@ -1,6 +1,6 @@
 //! `formats`: size and CPU of the snapshot of a 20,000-device cluster in
 //! each candidate encoding: bincode 1 (format 1, unmaintained), postcard
-//! (format 2, what raftpoll writes), and protobuf through prost (mirror
+//! (formats 2 and 3, what raftpoll writes), and protobuf through prost (mirror
 //! messages defined here, with the conversion from the model counted, as
 //! a real protobuf schema would need it).
 
@@ -158,10 +158,8 @@ mod pb {
         pub port_id: u64,
         #[prost(uint32, tag = "2")]
         pub ifindex: u32,
-        #[prost(string, tag = "3")]
-        pub ifname: String,
-        #[prost(string, tag = "4")]
-        pub ifdescr: String,
+        #[prost(fixed64, tag = "3")]
+        pub key: u64,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Indexed {
@@ -285,8 +283,7 @@ fn state_pb(s: &ClusterState) -> pb::State {
                     .map(|p| pb::Port {
                         port_id: p.port_id,
                         ifindex: p.ifindex,
-                        ifname: p.ifname.clone(),
-                        ifdescr: p.ifdescr.clone(),
+                        key: p.key.bits(),
                     })
                     .collect(),
                 processors: d

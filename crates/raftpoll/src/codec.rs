@@ -7,7 +7,11 @@
 //!   peer that has not said it reads version 2 (an older node during a
 //!   rolling upgrade).
 //! - **2**: an 8-byte [`header`](HEADER_LEN) naming the version, then postcard
-//!   (serde, varint integers). Written by default.
+//!   (serde, varint integers). Written only to a peer that reads no newer one.
+//! - **3**: encoded as 2; the replicated [`Port`](crate::model::types::Port)
+//!   holds a match key instead of its ifName and ifDescr, so a state snapshot
+//!   of version 2 or older decodes through [`crate::model::legacy`]. Written by
+//!   default. Every other type is the same as in version 2.
 //!
 //! Rule: any change to an encoded type (a new field, a reordered variant) or
 //! to the encoding bumps [`FORMAT_VERSION`], keeps decoding every earlier
@@ -20,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format this version writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format this version reads (and can still write to older peers).
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
 
@@ -83,8 +87,8 @@ pub fn encode_version<T: Serialize + ?Sized>(
 ) -> Result<Vec<u8>, CodecError> {
     match version {
         1 => bincode::serialize(value).map_err(|e| CodecError::Encode(e.to_string())),
-        2 => {
-            let out = header(2).to_vec();
+        2 | 3 => {
+            let out = header(version).to_vec();
             postcard::to_extend(value, out).map_err(|e| CodecError::Encode(e.to_string()))
         }
         version => Err(CodecError::UnsupportedVersion { version }),
@@ -114,11 +118,11 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Resul
 /// a header (version 2 on); version 1 values are not self-delimiting here.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
     match version_of(bytes) {
-        2 => {
+        version @ (2 | 3) => {
             let body = &bytes[HEADER_LEN..];
             let (value, rest) =
                 postcard::take_from_bytes(body).map_err(|e| CodecError::Decode {
-                    version: 2,
+                    version,
                     detail: e.to_string(),
                 })?;
             Ok((value, bytes.len() - rest.len()))
@@ -137,10 +141,10 @@ pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError
     match version_of(bytes) {
         // bincode's `deserialize` accepts trailing bytes.
         1 => decode(bytes),
-        2 => postcard::take_from_bytes(&bytes[HEADER_LEN..])
+        version @ (2 | 3) => postcard::take_from_bytes(&bytes[HEADER_LEN..])
             .map(|(value, _)| value)
             .map_err(|e| CodecError::Decode {
-                version: 2,
+                version,
                 detail: e.to_string(),
             }),
         version => Err(CodecError::UnsupportedVersion { version }),
@@ -154,10 +158,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
             version: 1,
             detail: e.to_string(),
         }),
-        2 => postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| CodecError::Decode {
-            version: 2,
-            detail: e.to_string(),
-        }),
+        version @ (2 | 3) => {
+            postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| CodecError::Decode {
+                version,
+                detail: e.to_string(),
+            })
+        }
         version => Err(CodecError::UnsupportedVersion { version }),
     }
 }

@@ -31,7 +31,7 @@ use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
 use crate::runtime::{LIBRENMS_THREAD_NAME, NamedRuntime, RAFT_THREAD_NAME, RAFT_THREADS};
 use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
-use crate::storage::{StorageError, Store};
+use crate::storage::{PortNames, StorageError, Store};
 use crate::tls::{NodeTls, TlsError};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -210,6 +210,7 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Raft(format!("Raft start-up task: {e}")))??;
     let librenms = start_librenms(&config).await?;
+    let port_names = store.port_names()?;
 
     // 5. gRPC server: Raft, Peer, Admin, health, reflection.
     let services = Services {
@@ -217,6 +218,7 @@ pub async fn run(
         cluster: &cluster,
         writer: &writer,
         librenms: librenms.as_ref(),
+        port_names: &port_names,
         exit: &exit,
     };
     let mut server_task = start_server(
@@ -254,10 +256,7 @@ pub async fn run(
     }
 
     // 7. Background tasks.
-    let tasks = spawn_tasks(
-        &config, &cluster, node_id, writer, librenms, &metrics, &stop_rx,
-    )
-    .await?;
+    let tasks = spawn_tasks(&config, services, node_id, &metrics, &stop_rx).await?;
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
@@ -450,11 +449,13 @@ fn start_rrd_writer(
 }
 
 /// What the gRPC services serve.
+#[derive(Clone, Copy)]
 struct Services<'a> {
     raft: &'a Raft,
     cluster: &'a ClusterHandle,
     writer: &'a RrdWriterHandle,
     librenms: Option<&'a Librenms>,
+    port_names: &'a PortNames,
     /// Notified by Admin's leave, to stop this node.
     exit: &'a Arc<tokio::sync::Notify>,
 }
@@ -502,6 +503,7 @@ async fn start_server(
             rrd_status,
             services.librenms.cloned(),
             services.exit.clone(),
+            services.port_names.clone(),
             config.secret.clone(),
         ))
         .add_service(health_service)
@@ -627,13 +629,14 @@ impl Tasks {
 /// scheduler, reporter and controller on it.
 async fn spawn_tasks(
     config: &Config,
-    cluster: &ClusterHandle,
+    services: Services<'_>,
     node_id: NodeId,
-    writer: RrdWriterHandle,
-    librenms: Option<Librenms>,
     metrics: &Metrics,
     stop: &watch::Receiver<bool>,
 ) -> Result<Tasks, NodeError> {
+    let cluster = services.cluster;
+    let writer = services.writer.clone();
+    let librenms = services.librenms.cloned();
     let info = NodeInfo {
         id: node_id,
         name: config.node_name.clone(),
@@ -660,6 +663,7 @@ async fn spawn_tasks(
         icmp,
         librenms: librenms.clone(),
         metrics: metrics.clone(),
+        port_names: Some(services.port_names.clone()),
     };
     let scheduler = tokio::spawn(scheduler::run(
         cluster.clone(),

@@ -873,6 +873,39 @@ fn a_discovery_larger_than_4_mib_from_a_follower_is_recorded() {
     let owner = c.owners().get("wide").copied().flatten();
     let learner = id_of(&c, &c.wait_formed(&["leader", "learner"], FORM_DEADLINE), 1);
     assert_eq!(owner, Some(learner), "the learner owns the device");
+    // The names stay on the learner, which discovered the ports: the leader's
+    // answer relays them from there.
+    let names = |i: usize| -> Vec<(u64, String, String)> {
+        let out = c
+            .try_cli(i, &["device", "show", "wide", "--json"])
+            .unwrap_or_else(|| panic!("device show on node {i}"));
+        let show: Value = serde_json::from_str(&out).expect("device show JSON");
+        show["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                (
+                    p["port_id"].as_u64().unwrap_or(0),
+                    text("ifname"),
+                    text("ifdescr"),
+                )
+            })
+            .collect()
+    };
+    let on_owner = names(1);
+    let i = INTERFACES;
+    assert_eq!(
+        on_owner
+            .iter()
+            .find(|p| p.1.ends_with(&format!("-{i}")))
+            .map(|p| &p.2),
+        Some(&long("descr", &i.to_string())),
+        "the owner names its ports"
+    );
+    assert!(on_owner.iter().all(|p| p.1.starts_with("name-")));
+    assert_eq!(names(0), on_owner, "the leader shows the owner's names");
     let log = c.node(1).full_logs();
     assert!(
         !log.contains("discovery not recorded"),

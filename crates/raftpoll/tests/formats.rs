@@ -13,7 +13,7 @@ use raftpoll::cluster::network::GrpcNetworkFactory;
 use raftpoll::cluster::raft::{Raft, raft_config};
 use raftpoll::codec;
 use raftpoll::model::state::ClusterState;
-use raftpoll::model::types::{Command, CommandResult, DeviceStatus, NewDevice};
+use raftpoll::model::types::{Command, CommandResult, DeviceStatus, NewDevice, PortKey};
 use raftpoll::raft_types::{Entry, TypeConfig, Vote};
 use raftpoll::rrd::layout::RrdValue;
 use raftpoll::rrd::spool::Spool;
@@ -62,13 +62,18 @@ fn check_final_state(s: &ClusterState) {
     assert_eq!(sw1.last_poll_ms, Some(120));
     assert_eq!(sw1.last_discovered, Some(1_700_000_001));
     assert_eq!(sw1.inventory.system.sys_name, "sw1.example");
-    let ports: Vec<(u64, u32, &str)> = sw1
+    // Older formats held the names: they load as the names' keys.
+    let ports: Vec<(u64, u32, PortKey)> = sw1
         .inventory
         .ports
         .iter()
-        .map(|p| (p.port_id, p.ifindex, p.ifname.as_str()))
+        .map(|p| (p.port_id, p.ifindex, p.key))
         .collect();
-    assert_eq!(ports, [(1, 1, "lo"), (2, 2, "eth0"), (3, 3, "eth1")]);
+    let key = |name: &str| PortKey::of(name, &format!("descr {name}"));
+    assert_eq!(
+        ports,
+        [(1, 1, key("lo")), (2, 2, key("eth0")), (3, 3, key("eth1"))]
+    );
     assert_eq!(sw1.inventory.storages.len(), 2);
     assert_eq!(sw1.inventory.processors[0].index, 196608);
     let sw2 = &s.devices["sw2"];
@@ -173,6 +178,61 @@ async fn v2_data_dir_loads_and_answers_queries() {
     data_dir_loads(2).await;
 }
 
+#[tokio::test]
+async fn v3_data_dir_loads_and_answers_queries() {
+    data_dir_loads(3).await;
+}
+
+/// A snapshot of format 3 (ports as keys) is never sent to a peer reading
+/// only format 2 (ports with names): that peer would match the next
+/// discovery differently. One of format 2 goes to it as it is, and to a
+/// current peer converted.
+#[tokio::test]
+async fn snapshots_go_to_older_peers_only_in_a_format_that_keeps_their_state() {
+    let snapshot_of = |version: u32| async move {
+        let tmp = TempDir::new().expect("temp dir");
+        copy_dir(&fixture(version).join("data"), tmp.path());
+        let (_store, _log, mut sm) = storage::open(tmp.path()).await.expect("open");
+        sm.get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot")
+    };
+    let current = snapshot_of(3).await;
+    let err = storage::snapshot_data_in_format(current.snapshot.clone(), 2)
+        .expect_err("format 3 to a format-2 peer")
+        .to_string();
+    assert!(err.contains("upgrade the receiving node"), "{err}");
+    assert_eq!(
+        storage::snapshot_data_in_format(current.snapshot.clone(), 3).expect("as is"),
+        current.snapshot
+    );
+
+    let (older, expected) = {
+        let tmp = TempDir::new().expect("temp dir");
+        copy_dir(&fixture(2).join("data"), tmp.path());
+        let (_store, _log, mut sm) = storage::open(tmp.path()).await.expect("open");
+        let snapshot = sm.get_current_snapshot().await.expect("read");
+        (
+            snapshot.expect("a snapshot"),
+            sm.shared().read(Clone::clone),
+        )
+    };
+    assert_eq!(
+        storage::snapshot_data_in_format(older.snapshot.clone(), 2).expect("as is"),
+        older.snapshot
+    );
+    let converted =
+        storage::snapshot_data_in_format(older.snapshot.clone(), 3).expect("to format 3");
+    assert_eq!(codec::version_of(&converted), 3);
+    let other = TempDir::new().expect("temp dir");
+    let (_s, _l, mut sm) = storage::open(other.path()).await.expect("open");
+    sm.install_snapshot(&older.meta, converted)
+        .await
+        .expect("install the converted snapshot");
+    assert_eq!(sm.shared().read(Clone::clone), expected);
+}
+
 #[test]
 fn v1_peer_payloads_decode() {
     peer_payloads_decode(1);
@@ -181,6 +241,11 @@ fn v1_peer_payloads_decode() {
 #[test]
 fn v2_peer_payloads_decode() {
     peer_payloads_decode(2);
+}
+
+#[test]
+fn v3_peer_payloads_decode() {
+    peer_payloads_decode(3);
 }
 
 /// Every command of a version's peer payloads decodes, and applying them in
@@ -234,6 +299,11 @@ fn v1_spool_loads() {
 #[test]
 fn v2_spool_loads() {
     spool_loads(2);
+}
+
+#[test]
+fn v3_spool_loads() {
+    spool_loads(3);
 }
 
 /// A version's spool: the unconfirmed records are replayed, in order.
@@ -399,7 +469,13 @@ async fn a_newer_entry_kind_stops_the_node_naming_it() {
             Ok(_) => panic!("a level-1 node started on a level-2 entry"),
             Err(e) => e.to_string(),
         };
-        assert!(err.contains("log entry 24 (format version 2)"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "log entry 24 (format version {})",
+                codec::FORMAT_VERSION
+            )),
+            "{err}"
+        );
         assert!(
             err.contains("AddDevicesPacked needs feature level 2"),
             "{err}"
@@ -425,8 +501,10 @@ async fn a_newer_entry_kind_stops_the_node_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("log entry 24 (format version 2)")
-            && stderr.contains("AddDevicesPacked needs feature level 2"),
+        stderr.contains(&format!(
+            "log entry 24 (format version {})",
+            codec::FORMAT_VERSION
+        )) && stderr.contains("AddDevicesPacked needs feature level 2"),
         "{stderr}"
     );
 

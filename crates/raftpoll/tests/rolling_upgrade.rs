@@ -6,6 +6,7 @@
 
 use raftpoll_testbed as testbed;
 
+use raftpoll::cluster::features::FEATURE_LEVEL;
 use serde_json::Value;
 use std::time::Duration;
 use testbed::cluster::{RecordingAgent, source_ip};
@@ -108,8 +109,9 @@ fn mixed_levels_keep_polling_and_importing_then_upgrade() {
 
     // Every node's status (relayed from the leader) shows each member's
     // level, and the cluster runs at the held node's.
+    let current = u64::from(FEATURE_LEVEL);
     for node in [&n1, &n2, &n3] {
-        wait_levels(node, 1, &[("n1", 2), ("n2", 1), ("n3", 2)]);
+        wait_levels(node, 1, &[("n1", current), ("n2", 1), ("n3", current)]);
     }
     let table = n3.cli_ok(&["status"]);
     assert!(table.contains("feature level: 1"), "{table}");
@@ -141,15 +143,19 @@ fn mixed_levels_keep_polling_and_importing_then_upgrade() {
     }
 
     // The held node is "upgraded": restarted on its data dir and address
-    // without the knob. The cluster's level rises to 2.
+    // without the knob. The cluster's level rises to the current one.
     n2.terminate(Duration::from_secs(10));
     let mut upgraded_cfg = n2_cfg;
     upgraded_cfg.listen = Some(n2.addr().parse().expect("n2's address"));
     let n2 = RaftpollNode::start_with(upgraded_cfg, NodeOptions::new().dir(n2_dir.path()));
     for node in [&n1, &n2, &n3] {
-        wait_levels(node, 2, &[("n1", 2), ("n2", 2), ("n3", 2)]);
+        wait_levels(
+            node,
+            current,
+            &[("n1", current), ("n2", current), ("n3", current)],
+        );
     }
-    // An import at level 2 (the newer entry kind), seen and polled everywhere.
+    // An import at the current level (the newer entry kind), seen and polled everywhere.
     import(&n2, &agent, 12..24, n2_dir.path());
     for node in [&n1, &n2, &n3] {
         wait_polled(node, 0..24);

@@ -4,7 +4,7 @@
 //! community, v3 users for every supported protocol family) and kills it
 //! on drop. Readiness is polled with a deadline, never slept for.
 
-use raftpoll::model::types::{Inventory, Port, StorageKind};
+use raftpoll::model::types::{Inventory, Port, PortKey, StorageKind};
 use raftpoll::poller::modules::{self, defs};
 use raftpoll::rrd::layout::RrdValue;
 use raftpoll::secret::Secret;
@@ -446,8 +446,7 @@ async fn modules_discover_and_poll_the_real_agent() {
             .map(|(i, p)| Port {
                 port_id: i as u64 + 1,
                 ifindex: p.ifindex,
-                ifname: p.ifname.clone(),
-                ifdescr: p.ifdescr.clone(),
+                key: PortKey::of(&p.ifname, &p.ifdescr),
             })
             .collect(),
         processors: discovery.processors.clone(),
@@ -470,7 +469,7 @@ async fn modules_discover_and_poll_the_real_agent() {
     let lo_id = inventory
         .ports
         .iter()
-        .find(|p| p.ifdescr == "lo")
+        .find(|p| p.ifindex == lo.ifindex)
         .map(|p| p.port_id);
     let lo_rrd = format!("agent_1/port-id{}.rrd", lo_id.unwrap_or_default());
     let port = out

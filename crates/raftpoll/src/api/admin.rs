@@ -1,6 +1,7 @@
 //! The `Admin` gRPC service for operators, and its protobuf conversions.
 //!
-//! Reads are answered from this node's replicated state; writes go through
+//! Reads are answered from this node's replicated state (a device's port
+//! names by the node that polls it, which alone keeps them); writes go through
 //! [`ClusterHandle::propose`], which forwards them to the leader.
 
 use crate::cluster::features::VERSION;
@@ -17,6 +18,7 @@ use crate::proto::{self as pb};
 use crate::rrd::layout::{is_own_rrd_dir, rrd_dir, rrd_path};
 use crate::secret::Secret;
 use crate::snmp::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials, UsmCredentials};
+use crate::storage::PortNames;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,7 +39,13 @@ pub struct AdminRpc {
     librenms: Option<Librenms>,
     /// Notified when this node has left the cluster and should exit.
     exit: Arc<Notify>,
+    /// The names of the ports this node discovered.
+    port_names: PortNames,
 }
+
+/// Marks a `GetDevice` relayed to the device's owner, which then answers
+/// itself even if its state names another owner (no relay loops).
+const RELAYED_HEADER: &str = "x-raftpoll-relayed";
 
 pub type AdminService = InterceptedService<AdminServer<AdminRpc>, BearerAuth>;
 
@@ -58,6 +66,7 @@ pub fn admin_service(
     rrd: Arc<dyn RrdStatusSource>,
     librenms: Option<Librenms>,
     exit: Arc<Notify>,
+    port_names: PortNames,
     secret: Secret,
 ) -> AdminService {
     InterceptedService::new(
@@ -66,6 +75,7 @@ pub fn admin_service(
             rrd,
             librenms,
             exit,
+            port_names,
         })
         .max_decoding_message_size(MAX_REQUEST_BYTES),
         BearerAuth::new(secret),
@@ -89,6 +99,39 @@ fn rejection_status(r: Rejection) -> Status {
 }
 
 impl AdminRpc {
+    /// `hostname` as its owner at `addr` shows it.
+    async fn owner_device(&self, addr: &str, hostname: &str) -> Result<pb::DeviceDetail, Status> {
+        let channel = self
+            .cluster
+            .channel(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut request = self.cluster.request(pb::GetDeviceRequest {
+            hostname: hostname.to_string(),
+        });
+        request.set_timeout(Duration::from_secs(2));
+        request.metadata_mut().insert(
+            RELAYED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        // As large as a device with 10,000 long-named ports needs.
+        Ok(AdminClient::new(channel)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .get_device(request)
+            .await?
+            .into_inner())
+    }
+
+    /// What this node's own discoveries say of `hostname`'s port names.
+    fn local_port_names(&self, hostname: &str) -> Vec<DiscoveredPort> {
+        match self.port_names.get(hostname) {
+            Ok(names) => names.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(device = hostname, error = %e, "port names not read");
+                Vec::new()
+            }
+        }
+    }
+
     async fn leader_status(&self, addr: &str) -> Result<pb::StatusReply, Status> {
         let channel = self
             .cluster
@@ -165,6 +208,7 @@ pub fn device_summary(d: &Device) -> pb::DeviceSummary {
     }
 }
 
+/// `d` as `device show` shows it, without port names (see [`name_ports`]).
 pub fn device_detail(d: &Device) -> pb::DeviceDetail {
     let inv = &d.inventory;
     let mut rrd_files = vec![
@@ -177,8 +221,8 @@ pub fn device_detail(d: &Device) -> pb::DeviceDetail {
         .map(|p| pb::PortInfo {
             port_id: p.port_id,
             ifindex: p.ifindex,
-            ifname: p.ifname.clone(),
-            ifdescr: p.ifdescr.clone(),
+            ifname: String::new(),
+            ifdescr: String::new(),
             rrd: rrd_path(&d.hostname, &format!("port-id{}", p.port_id)),
         })
         .collect();
@@ -201,6 +245,25 @@ pub fn device_detail(d: &Device) -> pb::DeviceDetail {
         sys_object_id: inv.system.sys_object_id.clone(),
         last_discovered: d.last_discovered,
         rrd_files,
+    }
+}
+
+/// Names the ports of `shown` that have none yet from `names` (a discovery of
+/// the device), where the replicated port's key says they are still its names.
+pub fn name_ports(shown: &mut [pb::PortInfo], ports: &[Port], names: &[DiscoveredPort]) {
+    let keys: HashMap<PortId, PortKey> = ports.iter().map(|p| (p.port_id, p.key)).collect();
+    let named: HashMap<u32, &DiscoveredPort> = names.iter().map(|n| (n.ifindex, n)).collect();
+    for port in shown {
+        if !port.ifname.is_empty() || !port.ifdescr.is_empty() {
+            continue;
+        }
+        let found = named
+            .get(&port.ifindex)
+            .filter(|n| keys.get(&port.port_id) == Some(&PortKey::of(&n.ifname, &n.ifdescr)));
+        if let Some(n) = found {
+            port.ifname.clone_from(&n.ifname);
+            port.ifdescr.clone_from(&n.ifdescr);
+        }
     }
 }
 
@@ -533,11 +596,34 @@ impl Admin for AdminRpc {
         &self,
         request: Request<pb::GetDeviceRequest>,
     ) -> Result<Response<pb::DeviceDetail>, Status> {
+        let relayed = request.metadata().contains_key(RELAYED_HEADER);
         let hostname = request.into_inner().hostname;
-        self.cluster
-            .read(|s| s.devices.get(&hostname).map(device_detail))
-            .map(Response::new)
-            .ok_or_else(|| rejection_status(Rejection::UnknownDevice(hostname)))
+        let me = self.cluster.node_id();
+        let (device, owner) = self
+            .cluster
+            .read(|s| {
+                let device = s.devices.get(&hostname)?.clone();
+                let owner = device
+                    .owner
+                    .filter(|id| *id != me)
+                    .and_then(|id| Some((id, s.nodes.get(&id)?.addr.clone())));
+                Some((device, owner))
+            })
+            .ok_or_else(|| rejection_status(Rejection::UnknownDevice(hostname.clone())))?;
+        // Port names live on the nodes that discovered the ports: the owner
+        // first, then this node (an owner since a failover may not have
+        // discovered the device yet).
+        let mut detail = None;
+        if let Some((owner, addr)) = owner.filter(|_| !relayed) {
+            match self.owner_device(&addr, &hostname).await {
+                Ok(reply) => detail = Some(reply),
+                Err(e) => tracing::debug!(owner, error = %e, "owner did not answer device show"),
+            }
+        }
+        let mut detail = detail.unwrap_or_else(|| device_detail(&device));
+        let names = self.local_port_names(&hostname);
+        name_ports(&mut detail.ports, &device.inventory.ports, &names);
+        Ok(Response::new(detail))
     }
 
     async fn add_device(

@@ -81,7 +81,7 @@ pub fn detail_json(d: &pb::DeviceDetail) -> Value {
             "ports".into(),
             d.ports
                 .iter()
-                .map(|p| json!({"port_id": p.port_id, "ifindex": p.ifindex, "ifname": p.ifname, "rrd": p.rrd}))
+                .map(|p| json!({"port_id": p.port_id, "ifindex": p.ifindex, "ifname": p.ifname, "ifdescr": p.ifdescr, "rrd": p.rrd}))
                 .collect(),
         );
         map.insert("rrd_files".into(), json!(d.rrd_files));
@@ -90,6 +90,15 @@ pub fn detail_json(d: &pb::DeviceDetail) -> Value {
 }
 
 /// A value, or `-` where the reply has none.
+/// A port's ifName, else its ifDescr; `?` while no node that answered has
+/// discovered it (names are kept by the nodes that discover the ports).
+fn port_name(p: &pb::PortInfo) -> &str {
+    [p.ifname.as_str(), p.ifdescr.as_str()]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or("?")
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -254,7 +263,10 @@ pub(super) fn detail_text(d: &pb::DeviceDetail) -> String {
         let _ = writeln!(
             out,
             "  {:>6} ifIndex {:<8} {:<20} {}",
-            p.port_id, p.ifindex, p.ifname, p.rrd
+            p.port_id,
+            p.ifindex,
+            port_name(p),
+            p.rrd
         );
     }
     let _ = writeln!(out, "rrd files:");

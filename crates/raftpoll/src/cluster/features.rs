@@ -2,7 +2,8 @@
 //! cluster's level (the lowest of its members').
 //!
 //! A node's feature level says which log entry kinds it can apply and which
-//! format versions it reads (level 1: format 1 only; level 2: formats 1–2).
+//! format versions it reads (level 1: format 1 only; level 2: formats 1–2;
+//! level 3: formats 1–3).
 //! Every Raft RPC carries the sender's level and version in gRPC metadata, and
 //! every reply the answering node's; a node that sends none is a level-1 node
 //! (raftpoll before feature levels). Nothing of this is replicated, so the
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
 
 /// The feature level of this version.
-pub const FEATURE_LEVEL: u32 = 2;
+pub const FEATURE_LEVEL: u32 = 3;
 /// This build's version, as shown in `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -35,7 +36,11 @@ const CLUSTER_LEVEL_HEADER: &str = "x-raftpoll-cluster-level";
 
 /// The newest format version a node of `level` reads.
 pub fn format_for_level(level: u32) -> u16 {
-    if level >= 2 { codec::FORMAT_VERSION } else { 1 }
+    match level {
+        0 | 1 => 1,
+        2 => 2,
+        _ => codec::FORMAT_VERSION,
+    }
 }
 
 /// The cluster's level: the lowest of the members', where a member not heard
@@ -295,6 +300,12 @@ mod tests {
         leader.record(2, peer(2));
         leader.record(3, peer(2));
         assert_eq!(leader.cluster_level([1, 2, 3], 1), 2);
-        assert_eq!(leader.format_for(3), codec::FORMAT_VERSION);
+        assert_eq!(leader.format_for(3), 2);
+        // Both at this version's level: this version's format.
+        let current = Features::new(FEATURE_LEVEL);
+        current.record(3, peer(FEATURE_LEVEL));
+        assert_eq!(current.format_for(3), codec::FORMAT_VERSION);
+        current.record(3, peer(2));
+        assert_eq!(current.format_for(3), 2);
     }
 }

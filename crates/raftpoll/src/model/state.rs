@@ -214,21 +214,25 @@ impl ClusterState {
         // Three passes so a strong match (name) is never stolen by a weak one (index).
         for (i, found) in discovery.ports.iter().enumerate() {
             let by_name = (!found.ifname.is_empty())
-                .then(|| take(&|p: &Port| p.ifname == found.ifname))
+                .then(|| {
+                    let key = PortKey::name(&found.ifname);
+                    take(&|p: &Port| p.key == key)
+                })
                 .flatten();
             matched.push((i, by_name));
         }
         for (i, slot) in matched.iter_mut() {
             let found = &discovery.ports[*i];
             if slot.is_none() && !found.ifdescr.is_empty() {
-                *slot = take(&|p: &Port| p.ifname.is_empty() && p.ifdescr == found.ifdescr);
+                let key = PortKey::descr(&found.ifdescr);
+                *slot = take(&|p: &Port| p.key == key);
             }
         }
         for (i, slot) in matched.iter_mut() {
             let found = &discovery.ports[*i];
             if slot.is_none() {
                 *slot = take(&|p: &Port| {
-                    p.ifindex == found.ifindex && p.ifname.is_empty() && found.ifname.is_empty()
+                    p.ifindex == found.ifindex && !p.key.has_name() && found.ifname.is_empty()
                 });
             }
         }
@@ -247,8 +251,7 @@ impl ClusterState {
             ports.push(Port {
                 port_id,
                 ifindex: found.ifindex,
-                ifname: found.ifname.clone(),
-                ifdescr: found.ifdescr.clone(),
+                key: PortKey::of(&found.ifname, &found.ifdescr),
             });
         }
         ports.sort_by_key(|p| p.port_id);
@@ -282,8 +285,7 @@ impl ClusterState {
                 port_ids.get(&found.ifindex).map(|&port_id| Port {
                     port_id,
                     ifindex: found.ifindex,
-                    ifname: found.ifname.clone(),
-                    ifdescr: found.ifdescr.clone(),
+                    key: PortKey::of(&found.ifname, &found.ifdescr),
                 })
             })
             .collect();

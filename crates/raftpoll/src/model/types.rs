@@ -53,12 +53,71 @@ pub struct SystemInfo {
 }
 
 /// A discovered interface with its stable, state-machine allocated id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Only what every node must agree on: the id, the ifIndex the poller reads
+/// its counters at, and the key a later discovery matches it by. The names
+/// themselves stay on the node that discovered them ([`crate::storage::PortNames`]):
+/// kept here they were most of every node's memory (two strings per port,
+/// 3 million ports at 100,000 switches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub port_id: PortId,
     pub ifindex: u32,
-    pub ifname: String,
-    pub ifdescr: String,
+    pub key: PortKey,
+}
+
+/// What a port is recognised by across discoveries: its ifName, or, without
+/// one, its ifDescr, or nothing (then its ifIndex), as a 62-bit FNV-1a hash
+/// tagged with which of the three it is. Hashes, not strings, so a port costs
+/// the same few bytes on every node whatever its names; two names of one
+/// device colliding is about as likely as 1 in 10^13 for a 1,000-port device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortKey(u64);
+
+impl PortKey {
+    const NONE: u64 = 0;
+    const NAME: u64 = 1;
+    const DESCR: u64 = 2;
+
+    /// The key of an interface with these names (LibreNMS's ifName → ifDescr
+    /// → ifIndex association order).
+    pub fn of(ifname: &str, ifdescr: &str) -> PortKey {
+        if !ifname.is_empty() {
+            PortKey::name(ifname)
+        } else if !ifdescr.is_empty() {
+            PortKey::descr(ifdescr)
+        } else {
+            PortKey(Self::NONE)
+        }
+    }
+
+    /// The key of a port known by this (non-empty) ifName.
+    pub fn name(ifname: &str) -> PortKey {
+        PortKey(fnv1a(ifname.as_bytes()) << 2 | Self::NAME)
+    }
+
+    /// The key of a port without an ifName, known by this ifDescr.
+    pub fn descr(ifdescr: &str) -> PortKey {
+        PortKey(fnv1a(ifdescr.as_bytes()) << 2 | Self::DESCR)
+    }
+
+    /// The key as one number (for encodings outside serde).
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether the port had an ifName when it was discovered.
+    pub fn has_name(self) -> bool {
+        self.0 & 3 == Self::NAME
+    }
+}
+
+/// 64-bit FNV-1a: fixed by its two constants, so every node and every
+/// version computes the same key.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// An interface as seen by one discovery run, before it has a port id.
@@ -481,6 +540,25 @@ mod tests {
     use crate::codec;
     use crate::secret::Secret;
     use crate::snmp::credentials::{AuthProtocol, PrivProtocol, UsmCredentials};
+
+    #[test]
+    fn port_keys_follow_the_association_order_and_never_change() {
+        assert_eq!(
+            PortKey::of("Gi0/1", "GigabitEthernet0/1"),
+            PortKey::name("Gi0/1")
+        );
+        assert_eq!(PortKey::of("", "eth0"), PortKey::descr("eth0"));
+        assert_eq!(PortKey::of("", ""), PortKey(0));
+        // The same text as a name and as a description are different keys.
+        assert_ne!(PortKey::name("eth0"), PortKey::descr("eth0"));
+        assert!(PortKey::name("eth0").has_name());
+        assert!(!PortKey::descr("eth0").has_name() && !PortKey::of("", "").has_name());
+        // Replicated: every node and every later version must compute these
+        // same numbers (FNV-1a of "eth0", shifted, tagged).
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(PortKey::name("a").bits(), 0xaf63_dc4c_8601_ec8c << 2 | 1);
+    }
 
     /// Every credentials variant, in an entry as the log stores it.
     fn entry_with_every_credential() -> Command {

@@ -12,11 +12,12 @@ use crate::librenms::writeback::{DownCause, PolledDevice};
 use crate::librenms::{DeviceLink, Librenms};
 use crate::metrics::Metrics;
 use crate::model::types::{
-    Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port,
+    Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port, PortKey,
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::rrd::writer::RrdWriterHandle;
 use crate::snmp::{Oid, SnmpClient, SnmpError, SnmpTarget, VarBind};
+use crate::storage::PortNames;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -71,6 +72,8 @@ pub struct PollExtras {
     pub librenms: Option<Librenms>,
     /// Where polls, claims and module times are counted.
     pub metrics: Metrics,
+    /// Where this node keeps the names of the ports it discovers.
+    pub port_names: Option<PortNames>,
 }
 
 /// Due devices are gathered this long into one claim, so the log sees a
@@ -729,6 +732,7 @@ async fn record_librenms_discovery<C>(
         discovery: found.clone(),
         port_ids,
     };
+    keep_port_names(ctx, hostname, &found);
     inventory_with_ids(found, propose_discovery(ctx, hostname, cmd).await)
 }
 
@@ -764,7 +768,19 @@ async fn record_discovery<C>(
         at,
         discovery: found.clone(),
     };
+    keep_port_names(ctx, hostname, &found);
     inventory_with_ids(found, propose_discovery(ctx, hostname, cmd).await)
+}
+
+/// Keeps the discovered ports' names on this node, for `device show`: the
+/// replicated state has only their keys.
+fn keep_port_names<C>(ctx: &Context<C>, hostname: &str, found: &Discovery) {
+    let Some(names) = &ctx.extras.port_names else {
+        return;
+    };
+    if let Err(e) = names.set(hostname, &found.ports) {
+        tracing::warn!(device = hostname, error = %e, "port names not kept");
+    }
 }
 
 /// A discovery as the inventory the poll uses, with the log's port ids.
@@ -779,8 +795,7 @@ fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Arc<Inventor
                 ids.get(&p.ifindex).map(|&port_id| Port {
                     port_id,
                     ifindex: p.ifindex,
-                    ifname: p.ifname,
-                    ifdescr: p.ifdescr,
+                    key: PortKey::of(&p.ifname, &p.ifdescr),
                 })
             })
             .collect(),

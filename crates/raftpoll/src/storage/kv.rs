@@ -16,6 +16,7 @@ pub(crate) const LOGS: &str = "raft_logs";
 pub(crate) const META: &str = "raft_meta";
 pub(crate) const SM: &str = "raft_sm";
 pub(crate) const LOCAL: &str = "local";
+pub(crate) const PORT_NAMES: &str = "port_names";
 
 /// One database, shared by the log store, the state machine store and the
 /// node-local facts. Cheap to clone.

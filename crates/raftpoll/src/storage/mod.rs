@@ -2,16 +2,19 @@
 //!
 //! One sled database per node (the `data_dir`) holds the Raft log (keyed by
 //! big-endian index), Raft metadata (vote, committed, last purged) and
-//! node-local facts (node id, cluster id); the last state machine snapshot is
+//! node-local facts (node id, cluster id, the names of the ports it
+//! discovered); the last state machine snapshot is
 //! a file beside it (older versions kept it in sled, which is still read).
 //! The state machine itself lives in memory; it is rebuilt at start from the
 //! snapshot plus the committed log entries openraft re-applies.
 
 mod kv;
 mod log_store;
+mod port_names;
 mod state_machine;
 
 pub use log_store::LogStore;
+pub use port_names::PortNames;
 pub use state_machine::{SharedState, StateMachineStore, snapshot_data_in_format};
 
 use kv::Kv;
@@ -88,6 +91,11 @@ impl Store {
         let log = LogStore::new(&self.kv)?;
         let sm = StateMachineStore::load(&self.kv)?.paced_by(log.appended_bytes());
         Ok((log, sm))
+    }
+
+    /// The names of the ports this node discovered (never replicated).
+    pub fn port_names(&self) -> Result<PortNames, StorageError> {
+        PortNames::open(&self.kv)
     }
 
     /// A node-local fact (never replicated), e.g. this node's id.

@@ -10,6 +10,7 @@ use super::StorageError;
 use super::kv::{self, Kv, Tree};
 use crate::codec::{self, CodecError};
 use crate::metrics::SnapshotMetrics;
+use crate::model::legacy::ClusterStateV2;
 use crate::model::state::ClusterState;
 use crate::model::types::CommandResult;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -83,6 +84,27 @@ struct Applied {
     state: ClusterState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+}
+
+/// [`Applied`] in format versions 1 and 2 (see [`crate::model::legacy`]).
+#[derive(Deserialize)]
+struct AppliedV2 {
+    state: ClusterStateV2,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// Decodes snapshot data (an encoded [`Applied`]) of any format version.
+fn decode_applied(bytes: &[u8]) -> Result<Applied, CodecError> {
+    if codec::version_of(bytes) >= 3 {
+        return codec::decode(bytes);
+    }
+    let old: AppliedV2 = codec::decode(bytes)?;
+    Ok(Applied {
+        state: old.state.into(),
+        last_applied: old.last_applied,
+        membership: old.membership,
+    })
 }
 
 /// A stored snapshot: openraft's metadata plus the encoded [`Applied`].
@@ -174,8 +196,9 @@ impl StateMachineStore {
         };
         let applied = match stored {
             None => Applied::default(),
-            Some(s) => codec::decode::<Applied>(&s.data)
-                .map_err(|e| corrupt("state machine snapshot data", e))?,
+            Some(s) => {
+                decode_applied(&s.data).map_err(|e| corrupt("state machine snapshot data", e))?
+            }
         };
         let (tx, _) = watch::channel(0);
         Ok(StateMachineStore {
@@ -319,11 +342,22 @@ fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usi
 
 /// Snapshot data (an encoded [`Applied`]) in format `version`, for a peer
 /// that reads only older formats; as is if it already is in that version.
+///
+/// A state of format 3 cannot go back to 1 or 2: those held every port's
+/// names, which this version no longer keeps, and a peer given empty names
+/// would match the next discovery's ports differently from everyone else.
+/// That peer catches up from the log instead, or once it is upgraded.
 pub fn snapshot_data_in_format(data: Vec<u8>, version: u16) -> Result<Vec<u8>, CodecError> {
-    if codec::version_of(&data) == version {
+    let from = codec::version_of(&data);
+    if from == version {
         return Ok(data);
     }
-    let applied: Applied = codec::decode(&data)?;
+    if version < 3 && from >= 3 {
+        return Err(CodecError::Encode(format!(
+            "a snapshot of format {from} cannot be sent in format {version} (it no longer holds              port names): upgrade the receiving node"
+        )));
+    }
+    let applied = decode_applied(&data)?;
     codec::encode_version(&applied, version)
 }
 
@@ -435,7 +469,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let mut applied: Applied = codec::decode(&snapshot).map_err(|e| {
+        let mut applied = decode_applied(&snapshot).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("snapshot from leader: {e}"),

@@ -307,8 +307,8 @@ pub(super) async fn poll<C: SnmpClient>(
             .collect();
         if row.iter().all(Option::is_none) {
             notes.push(format!(
-                "port-id{} (ifIndex {}, {}): no counters on the agent, skipped",
-                port.port_id, port.ifindex, port.ifname
+                "port-id{} (ifIndex {}): no counters on the agent, skipped",
+                port.port_id, port.ifindex
             ));
             continue;
         }
