@@ -50,9 +50,6 @@ fn print_out(out: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Node { .. }) {
-        raftpoll::runtime::limit_malloc_arenas();
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,7 +1,6 @@
 //! Dedicated runtimes: Raft and the LibreNMS link run on threads of their own,
 //! so heartbeats and applies never queue behind polls for a worker (and each
-//! one's CPU can be read per thread); and how many malloc arenas those
-//! threads share.
+//! one's CPU can be read per thread).
 
 use std::io;
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -45,25 +44,6 @@ impl Drop for NamedRuntime {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-/// Variable an operator sets to choose the arena count themselves.
-const ARENA_ENV: &str = "MALLOC_ARENA_MAX";
-
-/// Limits glibc's malloc to two arenas unless [`ARENA_ENV`] says otherwise.
-/// glibc gives threads that allocate at the same time arenas of their own, up
-/// to eight per core, and memory freed in one is not reused by another: at
-/// 20,000 devices on one node that held 50 MiB more at the peak (351 against
-/// 299 MiB), CPU within this machine's noise. Call before any other thread starts.
-pub fn limit_malloc_arenas() {
-    if std::env::var_os(ARENA_ENV).is_some() {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: sets one malloc tunable; no other thread exists yet to race it.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
