@@ -29,7 +29,7 @@ use crate::poller::scheduler::{self, PollExtras, SchedulerConfig};
 use crate::proto;
 use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
-use crate::runtime::{LIBRENMS_THREAD_NAME, NamedRuntime, RAFT_THREAD_NAME, RAFT_THREADS};
+use crate::runtime::{self, LIBRENMS_THREAD_NAME, NamedRuntime, RAFT_THREAD_NAME, RAFT_THREADS};
 use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
 use crate::storage::{PortNames, StorageError, Store};
 use crate::tls::{NodeTls, TlsError};
@@ -604,6 +604,7 @@ struct Tasks {
     controller: JoinHandle<()>,
     register: JoinHandle<()>,
     join: JoinHandle<()>,
+    trim: JoinHandle<()>,
     /// Inventory sync, write-back and cluster rows, with `[librenms]`.
     librenms: Vec<JoinHandle<()>>,
     /// Where the `librenms` tasks run; dropped once they are done.
@@ -618,6 +619,7 @@ impl Tasks {
         let _ = self.controller.await;
         let _ = self.register.await;
         let _ = self.join.await;
+        let _ = self.trim.await;
         for task in self.librenms {
             let _ = task.await;
         }
@@ -728,12 +730,17 @@ async fn spawn_tasks(
         controller_config(config),
         stop.clone(),
     ));
+    let trim = tokio::spawn(runtime::trim_freed_memory(
+        runtime::TRIM_EVERY,
+        stop.clone(),
+    ));
     Ok(Tasks {
         scheduler,
         reporter,
         controller,
         register,
         join,
+        trim,
         librenms: librenms_tasks,
         librenms_runtime,
     })

