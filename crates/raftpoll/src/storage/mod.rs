@@ -89,7 +89,7 @@ impl Store {
     /// snapshot). Make them once per process.
     pub async fn raft_stores(&self) -> Result<(LogStore, StateMachineStore), StorageError> {
         let log = LogStore::new(&self.kv)?;
-        let sm = StateMachineStore::load(&self.kv)?.paced_by(log.appended_bytes());
+        let sm = StateMachineStore::load(&self.kv, log.appended_bytes())?;
         Ok((log, sm))
     }
 

@@ -48,7 +48,7 @@ const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
 /// a refused build waits for the next ask.
 ///
 /// [`SNAPSHOT_EVERY_LOGS`]: crate::cluster::raft::SNAPSHOT_EVERY_LOGS
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SnapshotPacing {
     /// Bytes the log store appended since the process started.
     log_bytes: Arc<AtomicU64>,
@@ -172,7 +172,12 @@ fn write_lock(l: &RwLock<Applied>) -> RwLockWriteGuard<'_, Applied> {
 
 impl StateMachineStore {
     /// Loads the last snapshot, if any, as the starting state.
-    pub(crate) fn load(kv: &Kv) -> Result<StateMachineStore, StorageError> {
+    /// Snapshots are paced by `log_bytes`, the log store's count of appended
+    /// bytes (see [`SnapshotPacing`]).
+    pub(crate) fn load(
+        kv: &Kv,
+        log_bytes: Arc<AtomicU64>,
+    ) -> Result<StateMachineStore, StorageError> {
         let tree = kv.tree(kv::SM)?;
         let corrupt = |what: &str, e: CodecError| match e {
             CodecError::UnsupportedVersion { .. } => StorageError::TooNew {
@@ -186,7 +191,11 @@ impl StateMachineStore {
                 detail: e.to_string(),
             },
         };
-        let pacing = SnapshotPacing::default();
+        let pacing = SnapshotPacing {
+            log_bytes,
+            log_bytes_at_snapshot: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+        };
         let stored = match snapshot_bytes(kv, &tree)? {
             None => None,
             Some(bytes) => {
@@ -210,19 +219,6 @@ impl StateMachineStore {
             metrics: SnapshotMetrics::default(),
             pacing: Arc::new(pacing),
         })
-    }
-
-    /// Paces snapshots by `log_bytes`, the log store's count of appended
-    /// bytes (see [`SnapshotPacing`]). Without it, a snapshot is due only
-    /// while there is none.
-    pub(crate) fn paced_by(mut self, log_bytes: Arc<AtomicU64>) -> StateMachineStore {
-        let pacing = SnapshotPacing {
-            log_bytes,
-            log_bytes_at_snapshot: AtomicU64::new(0),
-            snapshot_bytes: AtomicU64::new(self.pacing.snapshot_bytes.load(Ordering::Relaxed)),
-        };
-        self.pacing = Arc::new(pacing);
-        self
     }
 
     /// Where snapshot builds are counted (the node's metrics).
@@ -546,9 +542,7 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let kv = Kv::open_blocking(dir.path()).expect("open");
         let log_bytes = Arc::new(AtomicU64::new(0));
-        let mut sm = StateMachineStore::load(&kv)
-            .expect("load")
-            .paced_by(log_bytes.clone());
+        let mut sm = StateMachineStore::load(&kv, log_bytes.clone()).expect("load");
         assert!(sm.try_create_snapshot_builder(false).await.is_some());
         let built = sm.build_snapshot().await.expect("build");
         let size = std::fs::metadata(dir.path().join(SNAPSHOT_FILE))
@@ -563,9 +557,7 @@ mod tests {
         assert!(sm.try_create_snapshot_builder(false).await.is_some());
 
         // After a restart the loaded snapshot's size paces the next one.
-        let mut sm = StateMachineStore::load(&kv)
-            .expect("reload")
-            .paced_by(Arc::new(AtomicU64::new(0)));
+        let mut sm = StateMachineStore::load(&kv, Arc::default()).expect("reload");
         assert!(sm.try_create_snapshot_builder(false).await.is_none());
     }
 
@@ -594,7 +586,7 @@ mod tests {
             .expect("tree")
             .set_raw(SNAPSHOT, &bytes)
             .expect("set");
-        let mut sm = StateMachineStore::load(&kv).expect("load the sled snapshot");
+        let mut sm = StateMachineStore::load(&kv, Arc::default()).expect("load the sled snapshot");
         assert_eq!(nodes(&sm), 1);
         assert!(sm.get_current_snapshot().await.expect("read").is_some());
 
@@ -617,15 +609,19 @@ mod tests {
 
         // What the next start reads (the same database, opened once here:
         // sled keeps its lock a while after a close).
-        let sm = StateMachineStore::load(&kv).expect("load the file");
+        let sm = StateMachineStore::load(&kv, Arc::default()).expect("load the file");
         assert_eq!(nodes(&sm), 2);
 
         // A damaged or lost file is an error naming it, not an empty state.
         std::fs::write(&file, b"garbage").expect("write");
-        let err = StateMachineStore::load(&kv).err().expect("refused");
+        let err = StateMachineStore::load(&kv, Arc::default())
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("snapshot"), "{err}");
         std::fs::remove_file(&file).expect("remove");
-        let err = StateMachineStore::load(&kv).err().expect("refused");
+        let err = StateMachineStore::load(&kv, Arc::default())
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains(SNAPSHOT_FILE), "{err}");
     }
 }
