@@ -621,8 +621,15 @@ impl Admin for AdminRpc {
             }
         }
         let mut detail = detail.unwrap_or_else(|| device_detail(&device));
-        let names = self.local_port_names(&hostname);
-        name_ports(&mut detail.ports, &device.inventory.ports, &names);
+        // The owner's answer usually names every port: no need to read ours then.
+        if detail
+            .ports
+            .iter()
+            .any(|p| p.ifname.is_empty() && p.ifdescr.is_empty())
+        {
+            let names = self.local_port_names(&hostname);
+            name_ports(&mut detail.ports, &device.inventory.ports, &names);
+        }
         Ok(Response::new(detail))
     }
 
