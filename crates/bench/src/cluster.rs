@@ -2,6 +2,7 @@
 //! whether every device is polled within its first interval and then in every interval, with
 //! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
 
+use super::kill_restart::{KillRestartOutcome, kill_and_restart};
 use super::harness::{
     NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, dir_size, machine, wait_for,
     write_switch_recording,
@@ -40,6 +41,13 @@ pub struct ClusterArgs {
     /// Keep configs, logs and data here (default: a temp dir, removed at the end).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// After the measured intervals, SIGKILL a voter and then a learner and restart each
+    /// after `--restart-after-s` (issue 12, goal 4).
+    #[arg(long)]
+    pub kill_restart: bool,
+    /// How long each killed node stays down, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub restart_after_s: u64,
 }
 
 /// Every node's current Raft term; the highest one.
@@ -74,6 +82,8 @@ pub struct ClusterOutcome {
     pub max_node_raft_pct: f64,
     /// Polls in the window.
     pub polls: usize,
+    /// The kill and restart phase, when asked for.
+    pub kill_restart: Option<KillRestartOutcome>,
 }
 
 pub fn run(args: &ClusterArgs) -> Result<String, BenchError> {
@@ -225,6 +235,16 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         (Some(a), Some(b)) if b >= a => format!("{:.1}", (b - a) / wall),
         _ => "- (leader changed)".to_string(),
     };
+    let kill_restart = if args.kill_restart {
+        Some(kill_and_restart(
+            &mut nodes,
+            &sink,
+            interval,
+            Duration::from_secs(args.restart_after_s),
+        )?)
+    } else {
+        None
+    };
     for node in &mut nodes {
         node.proc.terminate(Duration::from_secs(10));
     }
@@ -238,7 +258,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
             .fold(f64::NAN, f64::max)
     }) - import_start;
     let first_ok = polled_before_window >= n && last_first_poll <= add_s + interval;
-    let pass = first_ok && missed == 0 && leader_changes == 0.0 && peak_max <= args.max_rss_mib;
+    let pass = first_ok
+        && missed == 0
+        && leader_changes == 0.0
+        && peak_max <= args.max_rss_mib
+        && kill_restart.as_ref().is_none_or(|k| k.pass);
     let mut summary = Table::new(&[
         "nodes",
         "devices",
@@ -291,14 +315,22 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     out.push_str(&summary.markdown());
     out.push('\n');
     out.push_str(&per_node.markdown());
+    if let Some(k) = &kill_restart {
+        out.push('\n');
+        out.push_str(&k.report);
+    }
     let _ = writeln!(
         out,
         "\nevery device polled within its first interval: {first_ok}, no missed interval: {}, \
-         no leader change: {}, peak RSS ≤ {:.0} MiB on every node: {} → {}",
+         no leader change: {}, peak RSS ≤ {:.0} MiB on every node: {}{} → {}",
         missed == 0,
         leader_changes == 0.0,
         args.max_rss_mib,
         peak_max <= args.max_rss_mib,
+        match &kill_restart {
+            Some(k) => format!(", kill and restart: {}", k.pass),
+            None => String::new(),
+        },
         if pass { "PASS" } else { "FAIL" }
     );
     Ok(ClusterOutcome {
@@ -311,6 +343,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         parts_pct: parts_total,
         max_node_raft_pct,
         polls,
+        kill_restart,
     })
 }
 
@@ -368,6 +401,8 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
             intervals: args.intervals,
             max_rss_mib: args.max_rss_mib,
             workdir: None,
+            kill_restart: false,
+            restart_after_s: 0,
         })?;
         eprintln!("{}", outcome.report);
         let cpu: f64 = outcome.parts_pct.iter().sum();

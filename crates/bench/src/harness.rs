@@ -117,8 +117,7 @@ fn node_part(thread: &str) -> Option<usize> {
     match thread {
         "raft" => Some(RAFT_PART),
         t if t.starts_with("sled") || t.contains("flusher") => Some(RAFT_PART),
-        // The main runtime keeps tokio's default name.
-        t if t.starts_with("tokio") || t == "raftpoll" => Some(POLLING_PART),
+        "poll" => Some(POLLING_PART),
         "rrd-writer" => Some(RRD_WRITER_PART),
         "librenms" => Some(LIBRENMS_LINK_PART),
         _ => None,

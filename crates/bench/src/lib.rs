@@ -5,6 +5,7 @@ pub mod bulk_add;
 pub mod cluster;
 pub mod formats;
 pub mod harness;
+pub mod kill_restart;
 pub mod peers;
 pub mod rrd_sink;
 pub mod rrd_write;

@@ -132,17 +132,20 @@ pub struct SnmpCounters {
     pub received_bytes: Counter,
 }
 
-/// What the state machine records about snapshots it builds.
+/// What the state machine records about snapshots it builds and installs.
 #[derive(Clone)]
 pub struct SnapshotMetrics {
     pub built: Counter,
     pub duration: Histogram,
+    /// Snapshots received from the leader (this node was too far behind).
+    pub installed: Counter,
 }
 
 impl Default for SnapshotMetrics {
     fn default() -> Self {
         SnapshotMetrics {
             built: Counter::default(),
+            installed: Counter::default(),
             duration: Histogram::new(duration_buckets()),
         }
     }
@@ -242,6 +245,11 @@ impl Inner {
             "raftpoll_raft_snapshots_built",
             "Raft snapshots this node built",
             snapshots.built.clone(),
+        );
+        registry.register(
+            "raftpoll_raft_snapshots_installed",
+            "Raft snapshots this node installed from the leader",
+            snapshots.installed.clone(),
         );
         registry.register(
             "raftpoll_raft_snapshot_build_duration_seconds",
@@ -432,34 +440,32 @@ impl Sources {
         // half of its intervals ago (reports reach the log every couple of
         // seconds, so an on-time device never looks overdue).
         let (up_late, down_late) = (self.frequency * 3 / 2, self.down_retry * 3 / 2);
-        self.cluster.read(|s| {
-            let mut c = DeviceCounts {
-                owned: [0; 3],
-                overdue: 0,
-                cluster: [0; 3],
-                unassigned: 0,
-            };
-            for d in s.devices.values() {
-                let i = status_index(d.status);
-                c.cluster[i] += 1;
-                match d.owner {
-                    None => c.unassigned += 1,
-                    Some(owner) if owner == me => {
-                        c.owned[i] += 1;
-                        let late = if d.status == DeviceStatus::Down {
-                            down_late
-                        } else {
-                            up_late
-                        };
-                        if d.last_polled.is_some_and(|t| now.saturating_sub(t) > late) {
-                            c.overdue += 1;
-                        }
+        let mut c = DeviceCounts {
+            owned: [0; 3],
+            overdue: 0,
+            cluster: [0; 3],
+            unassigned: 0,
+        };
+        self.cluster.shared().for_each_device(|d| {
+            let i = status_index(d.status);
+            c.cluster[i] += 1;
+            match d.owner {
+                None => c.unassigned += 1,
+                Some(owner) if owner == me => {
+                    c.owned[i] += 1;
+                    let late = if d.status == DeviceStatus::Down {
+                        down_late
+                    } else {
+                        up_late
+                    };
+                    if d.last_polled.is_some_and(|t| now.saturating_sub(t) > late) {
+                        c.overdue += 1;
                     }
-                    Some(_) => {}
                 }
+                Some(_) => {}
             }
-            c
-        })
+        });
+        c
     }
 }
 

@@ -29,7 +29,10 @@ use crate::poller::scheduler::{self, PollExtras, SchedulerConfig};
 use crate::proto;
 use crate::rrd::client::RrdcachedAddr;
 use crate::rrd::writer::{RrdWriter, RrdWriterConfig, RrdWriterHandle};
-use crate::runtime::{self, LIBRENMS_THREAD_NAME, NamedRuntime, RAFT_THREAD_NAME, RAFT_THREADS};
+use crate::runtime::{
+    self, LIBRENMS_THREAD_NAME, NamedRuntime, POLL_THREAD_NAME, POLLING_NICE, RAFT_THREAD_NAME,
+    RAFT_THREADS,
+};
 use crate::snmp::{AsyncSnmpClient, SnmpClientConfig};
 use crate::storage::{PortNames, StorageError, Store};
 use crate::tls::{NodeTls, TlsError};
@@ -256,7 +259,15 @@ pub async fn run(
     }
 
     // 7. Background tasks.
-    let tasks = spawn_tasks(&config, services, node_id, &metrics, &stop_rx).await?;
+    let tasks = spawn_tasks(
+        &config,
+        services,
+        node_id,
+        &metrics,
+        &stop_rx,
+        raft_runtime.handle(),
+    )
+    .await?;
 
     // 8. Run until asked to stop (or the server dies), then tear down in order.
     tokio::pin!(shutdown);
@@ -399,6 +410,7 @@ async fn start_raft(
     }
     let (log_store, mut sm_store) = store.raft_stores().await?;
     sm_store.set_metrics(metrics.snapshots().clone());
+    sm_store.stagger_snapshots(node_id);
     let log_store = log_store.with_feature_level(features.local_level());
     // Entries not yet applied must all be readable here: say which one is
     // not (and exit with EXIT_TOO_NEW) rather than fail inside Raft.
@@ -609,6 +621,9 @@ struct Tasks {
     librenms: Vec<JoinHandle<()>>,
     /// Where the `librenms` tasks run; dropped once they are done.
     librenms_runtime: Option<NamedRuntime>,
+    /// Where the scheduler, its polls and the reporter run; dropped once
+    /// they are done.
+    poll_runtime: NamedRuntime,
 }
 
 impl Tasks {
@@ -624,17 +639,23 @@ impl Tasks {
             let _ = task.await;
         }
         drop(self.librenms_runtime);
+        drop(self.poll_runtime);
     }
 }
 
 /// Step 7: membership upkeep, registration, then the SNMP engine and the
-/// scheduler, reporter and controller on it.
+/// scheduler and reporter on polling threads of their own, at a lower
+/// priority (see [`POLLING_NICE`]); the controller on Raft's threads
+/// (`raft_runtime`), so that polling cannot delay its view of who is alive.
+/// Runs on the process's main thread, which the new threads inherit their
+/// priority from.
 async fn spawn_tasks(
     config: &Config,
     services: Services<'_>,
     node_id: NodeId,
     metrics: &Metrics,
     stop: &watch::Receiver<bool>,
+    raft_runtime: &tokio::runtime::Handle,
 ) -> Result<Tasks, NodeError> {
     let cluster = services.cluster;
     let writer = services.writer.clone();
@@ -652,12 +673,25 @@ async fn spawn_tasks(
         stop.clone(),
     ));
     let register = tokio::spawn(register(cluster.clone(), info, stop.clone()));
-    let snmp = start_snmp(config, metrics).await?;
+    let poll_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let poll_runtime = NamedRuntime::lowered(POLL_THREAD_NAME, poll_threads, POLLING_NICE)
+        .map_err(|e| NodeError::Snmp(format!("cannot start the polling threads: {e}")))?;
+    let poll = poll_runtime.handle();
+    // The engines' sockets and receive tasks belong on the polling threads.
+    let snmp = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        poll.spawn(async move { start_snmp(&config, &metrics).await })
+            .await
+            .map_err(|e| NodeError::Snmp(format!("SNMP engine start-up task: {e}")))??
+    };
     let icmp = match config.icmp_enabled() {
-        true => Some(Arc::new(Pinger::new(
-            config.poller.icmp_count,
-            Duration::from_millis(config.poller.icmp_timeout_ms),
-        )?)),
+        true => {
+            let _on_poll = poll.enter();
+            Some(Arc::new(Pinger::new(
+                config.poller.icmp_count,
+                Duration::from_millis(config.poller.icmp_timeout_ms),
+            )?))
+        }
         false => None,
     };
     let reports = ReportBuffer::default();
@@ -667,7 +701,7 @@ async fn spawn_tasks(
         metrics: metrics.clone(),
         port_names: Some(services.port_names.clone()),
     };
-    let scheduler = tokio::spawn(scheduler::run(
+    let scheduler = poll.spawn(scheduler::run(
         cluster.clone(),
         Arc::new(snmp),
         writer,
@@ -719,13 +753,13 @@ async fn spawn_tasks(
         }
         _ => (None, Vec::new()),
     };
-    let reporter = tokio::spawn(reporter::run(
+    let reporter = poll.spawn(reporter::run(
         cluster.clone(),
         reports,
         Duration::from_millis(config.poller.report_interval_ms),
         stop.clone(),
     ));
-    let controller = tokio::spawn(controller::run(
+    let controller = raft_runtime.spawn(controller::run(
         cluster.clone(),
         controller_config(config),
         stop.clone(),
@@ -743,6 +777,7 @@ async fn spawn_tasks(
         trim,
         librenms: librenms_tasks,
         librenms_runtime,
+        poll_runtime,
     })
 }
 

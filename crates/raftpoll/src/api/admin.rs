@@ -19,7 +19,7 @@ use crate::rrd::layout::{is_own_rrd_dir, rrd_dir, rrd_path};
 use crate::secret::Secret;
 use crate::snmp::credentials::{AuthProtocol, PrivProtocol, SnmpCredentials, UsmCredentials};
 use crate::storage::PortNames;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,7 +174,11 @@ impl AdminRpc {
     async fn wait_devices_moved(&self, me: NodeId) {
         let mut changes = self.cluster.shared().subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.cluster.read(|s| s.devices_of(me).count()) > 0 {
+        let owned = || {
+            let shared = self.cluster.shared();
+            shared.scan_devices(|d| (d.owner == Some(me)).then_some(())).len()
+        };
+        while owned() > 0 {
             if tokio::time::timeout_at(deadline, changes.changed())
                 .await
                 .is_err()
@@ -537,8 +541,14 @@ impl Admin for AdminRpc {
         let cluster_feature_level = self.cluster.cluster_level();
         let features = self.cluster.features();
         let me = self.cluster.node_id();
-        let (nodes, total, unassigned) = self.cluster.read(|s| {
-            let nodes: Vec<pb::NodeStatus> = view
+        // Devices per owner (`None`: unassigned), in one walk that lets
+        // applies in between (see `for_each_device`).
+        let mut owned: BTreeMap<Option<NodeId>, u64> = BTreeMap::new();
+        self.cluster
+            .shared()
+            .for_each_device(|d| *owned.entry(d.owner).or_default() += 1);
+        let nodes: Vec<pb::NodeStatus> = self.cluster.read(|s| {
+            view
                 .members
                 .iter()
                 .map(|m| {
@@ -559,13 +569,13 @@ impl Admin for AdminRpc {
                         role: m.role.to_string(),
                         alive: m.alive,
                         groups: info.map(|i| i.groups.clone()).unwrap_or_default(),
-                        devices: s.devices_of(m.id).count() as u64,
+                        devices: owned.get(&Some(m.id)).copied().unwrap_or_default(),
                     }
                 })
-                .collect();
-            let unassigned = s.devices.values().filter(|d| d.owner.is_none()).count();
-            (nodes, s.devices.len() as u64, unassigned as u64)
+                .collect()
         });
+        let total = owned.values().sum();
+        let unassigned = owned.get(&None).copied().unwrap_or_default();
         Ok(Response::new(pb::StatusReply {
             leader_id: view.leader_id,
             term: view.term,
@@ -584,7 +594,8 @@ impl Admin for AdminRpc {
     ) -> Result<Response<pb::ListDevicesReply>, Status> {
         let devices = self
             .cluster
-            .read(|s| s.devices.values().map(device_summary).collect());
+            .shared()
+            .scan_devices(|d| Some(device_summary(d)));
         let skipped = self
             .librenms_status()
             .map(|l| l.skipped)

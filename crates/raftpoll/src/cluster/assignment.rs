@@ -10,7 +10,7 @@
 //! inputs, and [`drain_moves`] for a node that leaves gracefully.
 
 use crate::model::state::ClusterState;
-use crate::model::types::{GroupId, NodeId};
+use crate::model::types::{Device, GroupId, NodeId};
 use std::collections::BTreeMap;
 
 /// A node as the assignment sees it.
@@ -256,15 +256,20 @@ pub fn placements(state: &ClusterState, cost_floor_ms: f64) -> Vec<Placement> {
     state
         .devices
         .values()
-        .map(|d| Placement {
-            hostname: d.hostname.clone(),
-            group: d.group,
-            owner: d.owner,
-            cost: d
-                .last_poll_ms
-                .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
-        })
+        .map(|d| placement_of(d, cost_floor_ms))
         .collect()
+}
+
+/// One device as assignment sees it.
+pub fn placement_of(d: &Device, cost_floor_ms: f64) -> Placement {
+    Placement {
+        hostname: d.hostname.clone(),
+        group: d.group,
+        owner: d.owner,
+        cost: d
+            .last_poll_ms
+            .map_or(cost_floor_ms, |ms| (ms as f64).max(cost_floor_ms)),
+    }
 }
 
 /// Where a leaving node's devices go: the least-loaded nodes of `live` (the

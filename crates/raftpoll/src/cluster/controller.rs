@@ -2,7 +2,7 @@
 //! ownership by running the pure [`assignment`](super::assignment) and
 //! writing its moves as one Raft entry.
 
-use super::assignment::{Balance, Candidate, assign, candidates, placements};
+use super::assignment::{Balance, Candidate, assign, candidates, placement_of};
 use super::handle::ClusterHandle;
 use crate::model::types::{Command, NodeId};
 use openraft::ChangeMembers;
@@ -140,9 +140,18 @@ pub async fn run(
         });
         for m in &view.members {
             if m.alive {
-                dead_since.remove(&m.id);
+                if dead_since.remove(&m.id).is_some() {
+                    tracing::info!(node = m.id, "node answers heartbeats again");
+                }
             } else {
-                dead_since.entry(m.id).or_insert(now);
+                dead_since.entry(m.id).or_insert_with(|| {
+                    tracing::warn!(
+                        node = m.id,
+                        timeout_ms = config.node_timeout.as_millis() as u64,
+                        "node does not answer heartbeats: its devices move"
+                    );
+                    now
+                });
             }
         }
         manage_voters(&cluster, &view, &dead_since, config.voter_timeout).await;
@@ -182,8 +191,10 @@ pub async fn run(
         if !rebalance && settled_inputs.as_ref() == Some(&inputs) {
             continue;
         }
-        // Copied under the lock, computed after it: applies wait for the lock.
-        let devices = cluster.read(|s| placements(s, config.default_cost_ms));
+        // Copied in chunks, computed after: applies wait for the lock.
+        let devices = cluster
+            .shared()
+            .scan_devices(|d| Some(placement_of(d, config.default_cost_ms)));
         let moves = assign(&inputs.1, &devices, rebalance.then(Balance::default));
         if moves.is_empty() {
             settled_inputs = Some(inputs);

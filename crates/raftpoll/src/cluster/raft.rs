@@ -15,8 +15,16 @@ pub const DEFAULT_ELECTION_MIN_MS: u64 = 500;
 pub const DEFAULT_ELECTION_MAX_MS: u64 = 1000;
 /// openraft asks for a snapshot (after which the log can be purged) every this
 /// many entries; the state machine builds one only once the log since its last
-/// snapshot has outgrown it (see `storage::state_machine`).
-pub const SNAPSHOT_EVERY_LOGS: u64 = 5000;
+/// snapshot has outgrown it (see `storage::state_machine`). Asking often lets
+/// each node's own threshold, not a shared entry count, decide the moment.
+pub const SNAPSHOT_ASK_EVERY_LOGS: u64 = 1000;
+/// Entries kept in the log behind a snapshot, so a briefly lagging follower
+/// gets entries, not a whole snapshot.
+pub const KEEP_LOGS_AFTER_SNAPSHOT: u64 = 1000;
+/// How many entries behind a follower counts as lagging (a learner being
+/// added is waited for until it is closer). openraft wants it above the
+/// snapshot ask interval; it was twice the former interval of 5,000.
+pub const REPLICATION_LAG_THRESHOLD: u64 = 10_000;
 
 /// Builds and validates the openraft config.
 ///
@@ -33,14 +41,11 @@ pub fn raft_config(
         heartbeat_interval: heartbeat_ms,
         election_timeout_min: election_min_ms,
         election_timeout_max: election_max_ms,
-        // Snapshots are a few MB at most and go in one message.
+        // A snapshot goes in one message: tens of MiB at 100,000 devices.
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
-        // Keep some log after a snapshot so a briefly lagging follower gets entries,
-        // not a whole snapshot.
-        max_in_snapshot_log_to_keep: 1000,
-        // Must exceed the snapshot interval, or a lagging follower never catches up.
-        replication_lag_threshold: SNAPSHOT_EVERY_LOGS * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_ASK_EVERY_LOGS),
+        max_in_snapshot_log_to_keep: KEEP_LOGS_AFTER_SNAPSHOT,
+        replication_lag_threshold: REPLICATION_LAG_THRESHOLD,
         enable_pre_vote: Some(true),
         ..Default::default()
     };

@@ -292,8 +292,14 @@ impl<C: SnmpClient> Scheduler<C> {
                 .unwrap_or_default()
         });
         let now = unix_now();
-        entry.due = (first_due(&hostname, now, last, status, self.ctx.config.timing) * 1000)
-            .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
+        let due = match last {
+            // Its slot came and no claim was granted (a granted one sets
+            // `last_polled`): its next slot is an interval away, so it would
+            // miss its first interval. Claim again shortly.
+            None => now,
+            Some(_) => first_due(&hostname, now, last, status, self.ctx.config.timing),
+        };
+        entry.due = (due * 1000).max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
         self.heap.push(Reverse((entry.due, hostname)));
     }
 
@@ -363,26 +369,18 @@ impl<C: SnmpClient> Scheduler<C> {
     fn resync(&mut self) {
         let me = self.ctx.cluster.node_id();
         let now = unix_now();
-        let entries = &mut self.entries;
-        // One ordered scan under the read lock (applies wait for it): note what
-        // is new; look entries up in the state only if some are no longer ours,
-        // as that costs a tree lookup per device after every apply.
-        let added: Vec<(String, Option<u64>, DeviceStatus)> = self.ctx.cluster.read(|s| {
-            let mut kept = 0;
-            let mut added = Vec::new();
-            for d in s.devices_of(me) {
-                if entries.contains_key(&d.hostname) {
-                    kept += 1;
-                } else {
-                    added.push((d.hostname.clone(), d.last_polled, d.status));
-                }
+        // In chunks (see `scan_devices`): this thread runs below Raft's, and
+        // applies wait for the lock it reads under.
+        let owned: Vec<(String, Option<u64>, DeviceStatus)> =
+            self.ctx.cluster.shared().scan_devices(|d| {
+                (d.owner == Some(me)).then(|| (d.hostname.clone(), d.last_polled, d.status))
+            });
+        let mine: HashSet<&str> = owned.iter().map(|(h, _, _)| h.as_str()).collect();
+        self.entries.retain(|h, _| mine.contains(h.as_str()));
+        for (hostname, last_polled, status) in owned {
+            if self.entries.contains_key(&hostname) {
+                continue;
             }
-            if kept < entries.len() {
-                entries.retain(|h, _| s.devices.get(h).is_some_and(|d| d.owner == Some(me)));
-            }
-            added
-        });
-        for (hostname, last_polled, status) in added {
             let due = first_due(&hostname, now, last_polled, status, self.ctx.config.timing) * 1000;
             self.heap.push(Reverse((due, hostname.clone())));
             self.entries.insert(

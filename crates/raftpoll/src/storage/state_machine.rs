@@ -12,7 +12,7 @@ use crate::codec::{self, CodecError};
 use crate::metrics::SnapshotMetrics;
 use crate::model::legacy::ClusterStateV2;
 use crate::model::state::ClusterState;
-use crate::model::types::CommandResult;
+use crate::model::types::{CommandResult, Device};
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -44,10 +44,16 @@ const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
 /// proportion to the log's own writes instead of re-encoding the whole state
 /// every few thousand entries (at 100,000 devices tens of MiB, on every node,
 /// every two minutes or so), and a restart replays no more log than the
-/// snapshot it loads. openraft asks every [`SNAPSHOT_EVERY_LOGS`] entries;
-/// a refused build waits for the next ask.
+/// snapshot it loads. openraft asks every [`SNAPSHOT_ASK_EVERY_LOGS`]
+/// entries; a refused build waits for the next ask.
 ///
-/// [`SNAPSHOT_EVERY_LOGS`]: crate::cluster::raft::SNAPSHOT_EVERY_LOGS
+/// Every node sees the same log, so with the same rule every node would
+/// build the same snapshot at the same moment: ten 50 MiB encodings at once
+/// on one machine stalled a 100,000-device cluster into an election. Each
+/// node therefore waits for a different extra share of the snapshot's size
+/// (eighths, by node id); snapshots are local, nodes need not agree on them.
+///
+/// [`SNAPSHOT_ASK_EVERY_LOGS`]: crate::cluster::raft::SNAPSHOT_ASK_EVERY_LOGS
 #[derive(Debug)]
 struct SnapshotPacing {
     /// Bytes the log store appended since the process started.
@@ -56,13 +62,19 @@ struct SnapshotPacing {
     log_bytes_at_snapshot: AtomicU64,
     /// Size of the last snapshot; 0 while there is none.
     snapshot_bytes: AtomicU64,
+    /// This node's extra wait, in eighths of the last snapshot's size.
+    stagger_eighths: AtomicU64,
 }
 
 impl SnapshotPacing {
     fn due(&self) -> bool {
         let logged = self.log_bytes.load(Ordering::Relaxed);
         let since = logged.saturating_sub(self.log_bytes_at_snapshot.load(Ordering::Relaxed));
-        snapshot_due(since, self.snapshot_bytes.load(Ordering::Relaxed))
+        snapshot_due(
+            since,
+            self.snapshot_bytes.load(Ordering::Relaxed),
+            self.stagger_eighths.load(Ordering::Relaxed),
+        )
     }
 
     fn snapshotted(&self, bytes: u64) {
@@ -73,9 +85,15 @@ impl SnapshotPacing {
 }
 
 /// Whether a snapshot is due after `logged_since` bytes of log since the last
-/// one of `snapshot_bytes` (0: there is none yet).
-fn snapshot_due(logged_since: u64, snapshot_bytes: u64) -> bool {
-    logged_since >= snapshot_bytes
+/// one of `snapshot_bytes` (0: there is none yet), for a node that waits
+/// `stagger_eighths` eighths of it more.
+fn snapshot_due(logged_since: u64, snapshot_bytes: u64, stagger_eighths: u64) -> bool {
+    logged_since >= snapshot_bytes.saturating_add(snapshot_bytes / 8 * stagger_eighths)
+}
+
+/// How many eighths of a snapshot node `node_id` waits beyond the others.
+fn stagger_of(node_id: u64) -> u64 {
+    node_id % 8
 }
 
 /// What the state machine holds: the state and how far it got.
@@ -114,6 +132,9 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Devices a [`SharedState::scan_devices`] reads per hold of the lock.
+pub const SCAN_CHUNK: usize = 1024;
+
 /// Read access to the applied cluster state for the rest of the node.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -127,6 +148,48 @@ impl SharedState {
     /// Runs `f` on the current state. Keep `f` short: applies wait for it.
     pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
         f(&read_lock(&self.applied).state)
+    }
+
+    /// Runs `f` on every device, in hostname order, holding the read lock
+    /// for at most [`SCAN_CHUNK`] devices at a time. An apply waits for the
+    /// lock on one of Raft's two threads: a reader holding it through
+    /// 100,000 devices on a busy machine, from a lower-priority polling
+    /// thread, kept followers from answering heartbeats for seconds. Not a
+    /// point-in-time view: a device that changes during the walk is seen as
+    /// before or after the change, each device whole.
+    pub fn for_each_device(&self, mut f: impl FnMut(&Device)) {
+        use std::ops::Bound;
+        let mut after: Option<String> = None;
+        loop {
+            let applied = read_lock(&self.applied);
+            let from = match &after {
+                None => Bound::Unbounded,
+                Some(hostname) => Bound::Excluded(hostname.as_str()),
+            };
+            let mut seen = 0;
+            let mut last = None;
+            for (hostname, device) in applied
+                .state
+                .devices
+                .range::<str, _>((from, Bound::Unbounded))
+                .take(SCAN_CHUNK)
+            {
+                seen += 1;
+                last = Some(hostname);
+                f(device);
+            }
+            if seen < SCAN_CHUNK {
+                return;
+            }
+            after = last.cloned();
+        }
+    }
+
+    /// `f`'s results over every device, walked as [`Self::for_each_device`].
+    pub fn scan_devices<T>(&self, mut f: impl FnMut(&Device) -> Option<T>) -> Vec<T> {
+        let mut found = Vec::new();
+        self.for_each_device(|d| found.extend(f(d)));
+        found
     }
 
     /// A receiver whose value is bumped after every apply or snapshot install.
@@ -195,6 +258,7 @@ impl StateMachineStore {
             log_bytes,
             log_bytes_at_snapshot: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
+            stagger_eighths: AtomicU64::new(0),
         };
         let stored = match snapshot_bytes(kv, &tree)? {
             None => None,
@@ -224,6 +288,14 @@ impl StateMachineStore {
     /// Where snapshot builds are counted (the node's metrics).
     pub fn set_metrics(&mut self, metrics: SnapshotMetrics) {
         self.metrics = metrics;
+    }
+
+    /// Paces this store's snapshots as node `node_id`'s, apart from the
+    /// other nodes' (see [`SnapshotPacing`]).
+    pub fn stagger_snapshots(&self, node_id: u64) {
+        self.pacing
+            .stagger_eighths
+            .store(stagger_of(node_id), Ordering::Relaxed);
     }
 
     /// Read access for the scheduler, controller and API.
@@ -350,7 +422,8 @@ pub fn snapshot_data_in_format(data: Vec<u8>, version: u16) -> Result<Vec<u8>, C
     }
     if version < 3 && from >= 3 {
         return Err(CodecError::Encode(format!(
-            "a snapshot of format {from} cannot be sent in format {version} (it no longer holds              port names): upgrade the receiving node"
+            "a snapshot of format {from} cannot be sent in format {version} (it no longer holds \
+             port names): upgrade the receiving node"
         )));
     }
     let applied = decode_applied(&data)?;
@@ -374,16 +447,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
-        // Encode under the read lock rather than copy the state first (a copy
-        // of tens of thousands of devices costs more memory than the few ms
-        // applies wait), straight into the stored layout, so the snapshot is
-        // in memory once.
-        let (meta, stored, data_at) = {
-            let applied = read_lock(&self.applied);
-            let meta = Self::meta_of(&applied);
-            let (stored, data_at) = encode_stored(&meta, &applied).map_err(io::Error::other)?;
-            (meta, stored, data_at)
-        };
+        // Copy the state under the read lock and encode the copy off the
+        // async workers. Encoding under the lock held applies for as long
+        // (2.5 s at 100,000 devices), and an apply waiting for the lock
+        // blocks one of Raft's two threads. The copy is a few strings per
+        // device: devices share their port inventories.
+        let copy = read_lock(&self.applied).clone();
+        let meta = Self::meta_of(&copy);
+        let encode_meta = meta.clone();
+        let (stored, data_at) =
+            tokio::task::spawn_blocking(move || encode_stored(&encode_meta, &copy))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
         let mut stored = self.persist(vec![stored]).await?.remove(0);
         self.pacing.snapshotted(stored.len() as u64);
         stored.drain(..data_at);
@@ -481,6 +557,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.pacing
             .snapshotted(parts.iter().map(|p| p.len() as u64).sum());
         *write_lock(&self.applied) = applied;
+        self.metrics.installed.inc();
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
         Ok(())
@@ -498,6 +575,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use crate::model::types::{Command, NodeInfo};
+
+    /// A scan sees every device once, in order, across chunk boundaries.
+    #[test]
+    fn device_scans_see_every_device_once_across_chunks() {
+        use crate::model::types::NewDevice;
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let kv = Kv::open_blocking(dir.path()).expect("open");
+        let sm = StateMachineStore::load(&kv, Arc::default()).expect("load");
+        let shared = sm.shared();
+        assert!(shared.scan_devices(|d| Some(d.port)).is_empty());
+        for count in [SCAN_CHUNK - 1, SCAN_CHUNK, 2 * SCAN_CHUNK + 3] {
+            let news: Vec<NewDevice> = (0..count)
+                .map(|i| NewDevice {
+                    hostname: format!("sw{i:05}"),
+                    address: "127.0.0.1".into(),
+                    port: i as u16,
+                    credentials: crate::snmp::credentials::SnmpCredentials::V2c {
+                        community: crate::secret::Secret::new("public"),
+                    },
+                    group: 0,
+                })
+                .collect();
+            let mut applied = write_lock(&sm.applied);
+            applied.state = ClusterState::default();
+            applied.state.apply(&Command::AddDevices(news));
+            drop(applied);
+            let ports = shared.scan_devices(|d| Some(d.port));
+            assert_eq!(ports, (0..count as u16).collect::<Vec<_>>(), "{count} devices");
+            let odd = shared.scan_devices(|d| (d.port % 2 == 1).then_some(d.port));
+            assert_eq!(odd.len(), count / 2);
+        }
+    }
 
     #[test]
     fn stored_snapshot_encoding_matches_the_two_step_one() {
@@ -535,9 +644,14 @@ mod tests {
     /// is as large as it; a forced one (a follower needs it) never waits.
     #[tokio::test]
     async fn snapshots_wait_until_the_log_since_outgrows_the_last_one() {
-        assert!(snapshot_due(0, 0), "no snapshot yet: one is due");
-        assert!(!snapshot_due(999, 1000));
-        assert!(snapshot_due(1000, 1000));
+        assert!(snapshot_due(0, 0, 0), "no snapshot yet: one is due");
+        assert!(snapshot_due(0, 0, 7), "no snapshot yet: one is due");
+        assert!(!snapshot_due(999, 1000, 0));
+        assert!(snapshot_due(1000, 1000, 0));
+        // Node 3 waits three eighths more; node 8 as long as node 0.
+        assert!(!snapshot_due(1374, 1000, stagger_of(3)));
+        assert!(snapshot_due(1375, 1000, stagger_of(3)));
+        assert!(snapshot_due(1000, 1000, stagger_of(8)));
 
         let dir = tempfile::TempDir::new().expect("temp dir");
         let kv = Kv::open_blocking(dir.path()).expect("open");
