@@ -188,6 +188,31 @@ impl Tree {
         self.tree.apply_batch(batch).map_err(|e| self.io(e))
     }
 
+    /// Removes every key up to `last` (inclusive), `per_batch` keys per
+    /// atomic batch, so that no single call holds sled for long. Returns how
+    /// many were removed.
+    pub(crate) fn remove_up_to_in_batches(
+        &self,
+        last: &[u8],
+        per_batch: usize,
+    ) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut keys = 0;
+            for item in self.tree.range(..=last).take(per_batch.max(1)) {
+                let (k, _) = item.map_err(|e| self.io(e))?;
+                batch.remove(k);
+                keys += 1;
+            }
+            if keys == 0 {
+                return Ok(removed);
+            }
+            self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+            removed += keys;
+        }
+    }
+
     /// Raw key/value pairs of `range`, in key order.
     pub(crate) fn raw_range<R: RangeBounds<Vec<u8>>>(
         &self,

@@ -37,6 +37,9 @@ pub struct LogStore {
     appended_bytes: Arc<AtomicU64>,
 }
 
+/// Purged entries removed per sled batch (see [`LogStore::purge`]).
+const PURGE_BATCH: usize = 1000;
+
 fn index_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
 }
@@ -159,14 +162,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.last_purged()?;
         let last = self.logs.last_raw()?;
-        let last_log_id = match last {
+        let last_entry = match last {
             // Only the log id: an entry of a kind this node cannot apply must
             // not keep Raft from starting (applying it stops, naming it).
             Some((key, bytes)) => Some(
                 codec::decode_leading::<LogId>(&bytes)
                     .map_err(|e| self.entry_error(&key, &bytes, e))?,
             ),
-            None => last_purged_log_id,
+            None => None,
+        };
+        // Purged entries are removed in the background (see `purge`): one
+        // still there is not the log's end when the purge point is past it.
+        let last_log_id = match (last_entry, last_purged_log_id) {
+            (Some(entry), Some(purged)) if purged.index >= entry.index => Some(purged),
+            (Some(entry), _) => Some(entry),
+            (None, purged) => purged,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -236,12 +246,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first, so a crash in between leaves a state
-        // where the purge point covers every removed entry.
+        // The purge point is durable before any entry goes, so after a crash
+        // it covers every removed entry; entries it covers are never read
+        // again. Removing them happens in the background: openraft awaits
+        // this call on its core task, and removing the tens of thousands of
+        // entries behind a large snapshot kept a follower from answering
+        // heartbeats for 2.6 s (it was declared dead). Leftovers of a crash
+        // go with the next purge.
         self.meta.set(LAST_PURGED, &Some(log_id))?;
-        self.logs
-            .remove_range((Bound::Unbounded, Bound::Included(index_key(log_id.index))))?;
         self.kv.flush().await?;
+        let logs = self.logs.clone();
+        let last = index_key(log_id.index);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = logs.remove_up_to_in_batches(&last, PURGE_BATCH) {
+                tracing::warn!(error = %e, "cannot remove purged log entries; the next purge retries");
+            }
+        });
         Ok(())
     }
 }
