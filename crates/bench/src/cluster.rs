@@ -2,11 +2,11 @@
 //! whether every device is polled within its first interval and then in every interval, with
 //! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
 
-use super::kill_restart::{KillRestartOutcome, kill_and_restart};
 use super::harness::{
     NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, dir_size, machine, wait_for,
     write_switch_recording,
 };
+use super::kill_restart::{KillRestartOutcome, kill_and_restart};
 use super::rrd_sink::RrdSink;
 use super::scale::{import_devices, poll_gaps, split_cell, split_header, unix_s, wait_polled_once};
 use super::{BenchError, Workdir};

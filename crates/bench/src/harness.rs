@@ -115,7 +115,7 @@ pub const LIBRENMS_LINK_PART: usize = 3;
 
 fn node_part(thread: &str) -> Option<usize> {
     match thread {
-        "raft" => Some(RAFT_PART),
+        "raft" | "snapshot" => Some(RAFT_PART),
         t if t.starts_with("sled") || t.contains("flusher") => Some(RAFT_PART),
         "poll" => Some(POLLING_PART),
         "rrd-writer" => Some(RRD_WRITER_PART),

@@ -38,6 +38,8 @@ struct Victim {
 pub struct KillRestartOutcome {
     pub report: String,
     pub takeover_in_time: bool,
+    /// Every restarted node applied the log and took half its share back.
+    pub back_in_service: bool,
     pub caught_up_through_snapshot: bool,
     pub missed_intervals: usize,
     pub pass: bool,
@@ -116,8 +118,8 @@ pub fn kill_and_restart(
         nodes[index].proc.kill9();
         let up_again = std::time::Instant::now() + restart_after;
         while std::time::Instant::now() < up_again {
-            if let Some(gone) = (0..nodes.len())
-                .find(|&i| i != index && !nodes[i].proc.is_running())
+            if let Some(gone) =
+                (0..nodes.len()).find(|&i| i != index && !nodes[i].proc.is_running())
             {
                 return Err(BenchError::Setup(format!(
                     "node{} exited while {name} was down; see {}",
@@ -131,9 +133,7 @@ pub fn kill_and_restart(
             nodes
                 .iter()
                 .enumerate()
-                .find(|(i, n)| {
-                    *i != index && n.metric("raftpoll_raft_is_leader") == Some(1.0)
-                })
+                .find(|(i, n)| *i != index && n.metric("raftpoll_raft_is_leader") == Some(1.0))
                 .map(|(i, _)| i)
         };
         let leader_now = leader(nodes)
@@ -147,16 +147,18 @@ pub fn kill_and_restart(
         eprintln!("kill-restart: restarting {name}");
         nodes[index].proc.start_again();
         let restarted = std::time::Instant::now();
-        wait_for(
+        // A node that never catches up or never gets devices back is a
+        // finding (NaN, a FAIL), not a reason to lose the run's report.
+        let caught_up_s = wait_for(
             Duration::from_secs(600),
             &format!("{name} to apply the log up to {target}"),
             || (nodes[index].metric("raftpoll_raft_applied_index")? >= target).then_some(()),
-        )?;
-        let caught_up_s = restarted.elapsed().as_secs_f64();
+        )
+        .map_or(f64::NAN, |()| restarted.elapsed().as_secs_f64());
         let snapshots_installed = metric(&nodes[index], "raftpoll_raft_snapshots_installed_total");
         // Its share back: at least half of what it held before.
         let mut devices_after = 0;
-        wait_for(
+        let share_back_s = wait_for(
             Duration::from_secs(interval as u64 * 2 + 120),
             &format!("{name} to take its share of devices back"),
             || {
@@ -164,8 +166,8 @@ pub fn kill_and_restart(
                 devices_after = node_entry(&s, &name)?["devices"].as_u64()? as usize;
                 (devices_after * 2 >= owned.len()).then_some(())
             },
-        )?;
-        let share_back_s = restarted.elapsed().as_secs_f64();
+        )
+        .map_or(f64::NAN, |()| restarted.elapsed().as_secs_f64());
         victims.push((
             Victim {
                 name,
@@ -207,9 +209,11 @@ pub fn kill_and_restart(
     ]);
     let mut takeover_in_time = true;
     let mut caught_up_through_snapshot = true;
+    let mut back_in_service = true;
     for (v, _, _) in &victims {
         takeover_in_time &= v.takeover_s <= takeover_bound;
         caught_up_through_snapshot &= !v.compacted_past || v.snapshots_installed >= 1.0;
+        back_in_service &= v.caught_up_s.is_finite() && v.share_back_s.is_finite();
         table.row(vec![
             v.name.clone(),
             v.role.clone(),
@@ -222,7 +226,7 @@ pub fn kill_and_restart(
             v.devices_after.to_string(),
         ]);
     }
-    let pass = takeover_in_time && caught_up_through_snapshot && missed == 0;
+    let pass = takeover_in_time && caught_up_through_snapshot && back_in_service && missed == 0;
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -233,14 +237,16 @@ pub fn kill_and_restart(
     let _ = writeln!(
         report,
         "\nsurvivors polled the killed nodes' devices within node_timeout_ms + one claim round \
-         ({takeover_bound:.1} s past due): {takeover_in_time}, a node behind the compacted log \
-         caught up through a snapshot: {caught_up_through_snapshot}, missed intervals: {missed} \
-         (longest gap {max_gap:.1} s) → {}",
+         ({takeover_bound:.1} s past due): {takeover_in_time}, each restarted node caught up and \
+         took half its share back: {back_in_service}, a node behind the compacted log caught up \
+         through a snapshot: {caught_up_through_snapshot}, missed intervals: {missed} (longest \
+         gap {max_gap:.1} s) → {}",
         if pass { "PASS" } else { "FAIL" }
     );
     Ok(KillRestartOutcome {
         report,
         takeover_in_time,
+        back_in_service,
         caught_up_through_snapshot,
         missed_intervals: missed,
         pass,
@@ -261,13 +267,21 @@ fn takeover_delay(
         .iter()
         .map(|d| {
             let times = polls.get(d).map(Vec::as_slice).unwrap_or_default();
-            let last_before = times.iter().copied().filter(|&t| t < killed_at).fold(f64::NAN, f64::max);
+            let last_before = times
+                .iter()
+                .copied()
+                .filter(|&t| t < killed_at)
+                .fold(f64::NAN, f64::max);
             let due = if last_before.is_nan() {
                 killed_at
             } else {
                 (last_before + interval).max(killed_at)
             };
-            let next = times.iter().copied().find(|&t| t >= killed_at).unwrap_or(now);
+            let next = times
+                .iter()
+                .copied()
+                .find(|&t| t >= killed_at)
+                .unwrap_or(now);
             (next - due).max(0.0)
         })
         .fold(0.0, f64::max)

@@ -41,6 +41,10 @@ fn five_nodes_poll_every_device_every_interval_under_one_leader_and_through_kill
         "a killed node's device waited too long for a survivor:\n{report}"
     );
     assert!(
+        killed.back_in_service,
+        "a restarted node did not catch up or take its share back:\n{report}"
+    );
+    assert!(
         killed.caught_up_through_snapshot,
         "a restarted node behind the compacted log installed no snapshot:\n{report}"
     );

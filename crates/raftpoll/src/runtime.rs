@@ -80,7 +80,7 @@ impl Drop for NamedRuntime {
 /// Sets the calling thread's nice value to the main thread's plus `nice`
 /// (Linux keeps it per thread). Should that fail, the thread keeps the
 /// priority it inherited.
-fn lower_this_thread(nice: i32) {
+pub(crate) fn lower_this_thread(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: getpid and gettid have no preconditions; getpriority and
     // setpriority read their arguments only, and change this thread alone.
@@ -156,8 +156,9 @@ mod tests {
             (nice_of_this_thread(), blocking.expect("blocking task"))
         }))
         .expect("task");
-        let on_plain = futures::executor::block_on(plain.handle().spawn(async { nice_of_this_thread() }))
-            .expect("task");
+        let on_plain =
+            futures::executor::block_on(plain.handle().spawn(async { nice_of_this_thread() }))
+                .expect("task");
         // At the top of the range a thread cannot go lower.
         let want = (main + POLLING_NICE).min(19);
         assert_eq!((on_worker, on_blocking), (want, want));

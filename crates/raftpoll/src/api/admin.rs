@@ -176,7 +176,9 @@ impl AdminRpc {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let owned = || {
             let shared = self.cluster.shared();
-            shared.scan_devices(|d| (d.owner == Some(me)).then_some(())).len()
+            shared
+                .scan_devices(|d| (d.owner == Some(me)).then_some(()))
+                .len()
         };
         while owned() > 0 {
             if tokio::time::timeout_at(deadline, changes.changed())
@@ -548,8 +550,7 @@ impl Admin for AdminRpc {
             .shared()
             .for_each_device(|d| *owned.entry(d.owner).or_default() += 1);
         let nodes: Vec<pb::NodeStatus> = self.cluster.read(|s| {
-            view
-                .members
+            view.members
                 .iter()
                 .map(|m| {
                     let info = s.nodes.get(&m.id);

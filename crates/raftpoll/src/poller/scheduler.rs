@@ -52,6 +52,9 @@ struct Done {
 struct Entry {
     due: u64,
     running: bool,
+    /// The last claim of it that got no answer (its `at_ms` and when it was
+    /// made): it may have been granted all the same.
+    unanswered: Option<(u64, Instant)>,
 }
 
 struct Context<C> {
@@ -89,7 +92,8 @@ const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
 
 /// Outcome of one claim round-trip through the log.
 struct Claim {
-    at: u64,
+    /// The claim's time, unix ms (the devices' `last_claim_ms` once granted).
+    at_ms: u64,
     /// When the claim was made (monotonic: it keeps running while the
     /// process is stopped, which is the point).
     claimed_at: Instant,
@@ -256,41 +260,65 @@ impl<C: SnmpClient> Scheduler<C> {
     /// others go back to the schedule.
     fn on_claim_answer(&mut self, claimed: Claim) {
         self.claim_in_flight = false;
-        let granted: HashSet<String> = match claimed.granted {
-            Ok(g) => g.into_iter().collect(),
+        let (granted, unanswered): (HashSet<String>, _) = match claimed.granted {
+            Ok(g) => (g.into_iter().collect(), None),
             Err(e) => {
                 tracing::warn!(devices = claimed.asked.len(), error = %e, "cannot claim polls; retrying");
-                HashSet::new()
+                (HashSet::new(), Some((claimed.at_ms, claimed.claimed_at)))
             }
         };
         for hostname in claimed.asked {
             if granted.contains(&hostname) {
                 self.ready.push_back(Granted {
                     hostname,
-                    at: claimed.at,
+                    at: claimed.at_ms / 1000,
                     claimed_at: claimed.claimed_at,
                 });
             } else {
-                self.reschedule_refused(hostname);
+                self.reschedule_refused(hostname, unanswered);
             }
         }
         self.start_granted();
     }
 
     /// Refused (polled by someone in this interval, or no longer ours) or
-    /// the log was unreachable: back to the replicated schedule, after a
-    /// short pause.
-    fn reschedule_refused(&mut self, hostname: String) {
+    /// the log was unreachable (`unanswered`: that claim's time and start):
+    /// back to the replicated schedule, after a short pause.
+    ///
+    /// A claim that got no answer may still have been granted: its entry
+    /// committed after the wait ran out, and the log then counts the device
+    /// as polled in this interval (a retry is refused). Finding its own
+    /// claim as the device's last one, this node polls under it, within
+    /// that claim's time budget, rather than leave the interval unpolled.
+    fn reschedule_refused(&mut self, hostname: String, unanswered: Option<(u64, Instant)>) {
+        let me = self.ctx.cluster.node_id();
         let Some(entry) = self.entries.get_mut(&hostname) else {
             return;
         };
-        entry.running = false;
-        let (last, status) = self.ctx.cluster.read(|s| {
+        let (last, status, last_claim_ms) = self.ctx.cluster.read(|s| {
             s.devices
                 .get(&hostname)
-                .map(|d| (d.last_polled, d.status))
+                .map(|d| {
+                    let ours = d.last_claim_ms.filter(|_| d.owner == Some(me));
+                    (d.last_polled, d.status, ours)
+                })
                 .unwrap_or_default()
         });
+        let earlier = entry.unanswered.take();
+        if let Some((at_ms, claimed_at)) = [unanswered, earlier]
+            .into_iter()
+            .flatten()
+            .find(|(at_ms, _)| last_claim_ms == Some(*at_ms))
+        {
+            self.ready.push_back(Granted {
+                hostname,
+                at: at_ms / 1000,
+                claimed_at,
+            });
+            return;
+        }
+        entry.unanswered = unanswered.or(earlier);
+        entry.running = false;
         let now = unix_now();
         let due = match last {
             // Its slot came and no claim was granted (a granted one sets
@@ -388,6 +416,7 @@ impl<C: SnmpClient> Scheduler<C> {
                 Entry {
                     due,
                     running: false,
+                    unanswered: None,
                 },
             );
         }
@@ -439,7 +468,7 @@ async fn claim<C>(
         )),
     };
     let _ = reply.send(Claim {
-        at: at_ms / 1000,
+        at_ms,
         claimed_at,
         asked: hostnames,
         granted,
