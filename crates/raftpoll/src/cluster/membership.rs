@@ -139,12 +139,7 @@ pub async fn keep_joined(
             .membership()
             .get_node(&info.id)
             .is_some();
-        // A node removed while it was away still has its last leader's
-        // committed vote, so `current_leader` names that leader; but it hears
-        // from no one and keeps standing for election (pre-vote refuses it
-        // before its vote changes). Standing counts as having no leader.
-        let standing = metrics.state == openraft::ServerState::Candidate;
-        if metrics.current_leader.is_some() && !standing {
+        if metrics.current_leader.is_some() {
             leaderless_since = None;
         } else {
             leaderless_since.get_or_insert_with(Instant::now);
