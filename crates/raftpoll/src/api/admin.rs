@@ -174,13 +174,8 @@ impl AdminRpc {
     async fn wait_devices_moved(&self, me: NodeId) {
         let mut changes = self.cluster.shared().subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let owned = || {
-            let shared = self.cluster.shared();
-            shared
-                .scan_devices(|d| (d.owner == Some(me)).then_some(()))
-                .len()
-        };
-        while owned() > 0 {
+        let shared = self.cluster.shared();
+        while shared.count_devices(|d| d.owner == Some(me)) > 0 {
             if tokio::time::timeout_at(deadline, changes.changed())
                 .await
                 .is_err()

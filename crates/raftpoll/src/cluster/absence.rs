@@ -62,10 +62,7 @@ pub async fn step_away(cluster: &ClusterHandle, timeout: Duration) -> Absence {
 }
 
 fn owned(cluster: &ClusterHandle, me: NodeId) -> usize {
-    let shared = cluster.shared();
-    shared
-        .scan_devices(|d| (d.owner == Some(me)).then_some(()))
-        .len()
+    cluster.shared().count_devices(|d| d.owner == Some(me))
 }
 
 /// Asks the Raft core to hand leadership to the live voter whose log is the

@@ -189,14 +189,12 @@ impl Tree {
     }
 
     /// Removes every key up to `last` (inclusive), `per_batch` keys per
-    /// atomic batch, so that no single call holds sled for long. Returns how
-    /// many were removed.
+    /// atomic batch, so that no single call holds sled for long.
     pub(crate) fn remove_up_to_in_batches(
         &self,
         last: &[u8],
         per_batch: usize,
-    ) -> Result<usize, StorageError> {
-        let mut removed = 0;
+    ) -> Result<(), StorageError> {
         loop {
             let mut batch = sled::Batch::default();
             let mut keys = 0;
@@ -206,10 +204,9 @@ impl Tree {
                 keys += 1;
             }
             if keys == 0 {
-                return Ok(removed);
+                return Ok(());
             }
             self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
-            removed += keys;
         }
     }
 

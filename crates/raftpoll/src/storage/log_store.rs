@@ -162,15 +162,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.last_purged()?;
         let last = self.logs.last_raw()?;
-        let last_entry = match last {
-            // Only the log id: an entry of a kind this node cannot apply must
-            // not keep Raft from starting (applying it stops, naming it).
-            Some((key, bytes)) => Some(
+        // Only the log id: an entry of a kind this node cannot apply must
+        // not keep Raft from starting (applying it stops, naming it).
+        let last_entry = last
+            .map(|(key, bytes)| {
                 codec::decode_leading::<LogId>(&bytes)
-                    .map_err(|e| self.entry_error(&key, &bytes, e))?,
-            ),
-            None => None,
-        };
+                    .map_err(|e| self.entry_error(&key, &bytes, e))
+            })
+            .transpose()?;
         // Purged entries are removed in the background (see `purge`): one
         // still there is not the log's end when the purge point is past it.
         let last_log_id = match (last_entry, last_purged_log_id) {

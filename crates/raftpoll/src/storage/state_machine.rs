@@ -188,6 +188,13 @@ impl SharedState {
         }
     }
 
+    /// How many devices `f` holds for, walked as [`Self::for_each_device`].
+    pub fn count_devices(&self, f: impl Fn(&Device) -> bool) -> usize {
+        let mut count = 0;
+        self.for_each_device(|d| count += usize::from(f(d)));
+        count
+    }
+
     /// `f`'s results over every device, walked as [`Self::for_each_device`].
     pub fn scan_devices<T>(&self, mut f: impl FnMut(&Device) -> Option<T>) -> Vec<T> {
         let mut found = Vec::new();
