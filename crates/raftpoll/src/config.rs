@@ -240,7 +240,8 @@ pub struct ClusterConfig {
     /// long without acknowledgement, milliseconds. Must exceed `lease_ms`
     /// plus a margin so the old owner stops before the new one starts.
     pub node_timeout_ms: u64,
-    /// A voter dead this long is replaced by a live learner, milliseconds.
+    /// A voter dead this long is replaced by a live learner and kept as a
+    /// learner, milliseconds.
     pub voter_timeout_ms: u64,
     /// A (re)joining node receives devices from others only after being
     /// alive this long, milliseconds (avoids flapping).

@@ -31,7 +31,8 @@ enum Command {
         json: bool,
     },
     /// Gracefully remove a node (default: the one at --addr): its devices
-    /// move first, leadership is handed over, then it exits.
+    /// move first, leadership is handed over, then it exits. A node that
+    /// does not answer (dead) is removed by the leader.
     Leave {
         #[arg(long)]
         node: Option<u64>,

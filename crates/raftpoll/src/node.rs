@@ -505,6 +505,7 @@ async fn start_server(
             services.raft.clone(),
             config.secret.clone(),
             services.cluster.features().clone(),
+            services.cluster.leader_contact().clone(),
         ))
         .add_service(peer_service(
             services.cluster.clone(),

@@ -594,6 +594,135 @@ fn five_voters_learners_and_failover() {
     assert_no_double_polls(&agent);
 }
 
+/// Role and liveness of node `id` in a status, if listed.
+fn member(status: &Value, id: u64) -> Option<(String, bool)> {
+    let node = status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))?;
+    Some((node["role"].as_str()?.to_string(), node["alive"].as_bool()?))
+}
+
+/// Waits until node `index` owns devices and has polled each of them since `since_ms`.
+fn wait_polls_its_share(
+    c: &Cluster,
+    agent: &RecordingAgent,
+    devices: &Devices,
+    index: usize,
+    id: u64,
+    since_ms: u64,
+) {
+    let mine = wait_until_every(
+        POLL_DEADLINE,
+        CLI_EVERY,
+        "the node to get devices back",
+        || {
+            let mine: Vec<String> = c
+                .owners()
+                .into_iter()
+                .filter(|(_, o)| *o == Some(id))
+                .map(|(h, _)| devices.community(&h).to_string())
+                .collect();
+            (!mine.is_empty()).then_some(mine)
+        },
+    );
+    wait_polled(
+        agent,
+        &mine,
+        since_ms,
+        Some(source_ip(index)),
+        "the node back to poll",
+    );
+}
+
+/// A voter dead for `voter_timeout_ms` is replaced by a live learner and kept as a learner:
+/// started again with its data dir, it is replicated to, takes devices and polls. A dead
+/// node removed with `leave --node` still believes in its old membership and leader when it
+/// is started again; no leader reaches it, so it joins again through its seeds.
+#[test]
+fn a_replaced_voter_and_a_removed_node_come_back() {
+    let agent = RecordingAgent::start(12, "cv");
+    let mut c = Cluster::start(4, |_, cfg| {
+        base(cfg);
+        if let Some(toml::Value::Table(cluster)) = cfg.extra.get_mut("cluster") {
+            cluster.insert("voter_timeout_ms".into(), toml::Value::Integer(4000));
+        }
+    });
+    let roles = ["leader", "follower", "follower", "learner"];
+    let s = c.wait_formed(&roles, FORM_DEADLINE);
+    let leader = c.leader_index(&s);
+    let ids = c.ids(&s);
+    let role_of = |id: u64| member(&s, id).map(|(role, _)| role);
+    let (victim_id, victim) = ids
+        .iter()
+        .map(|(&id, &i)| (id, i))
+        .find(|(id, _)| role_of(*id).as_deref() == Some("follower"))
+        .unwrap_or_else(|| panic!("no follower: {s}"));
+    let learner_id = *ids
+        .keys()
+        .find(|id| role_of(**id).as_deref() == Some("learner"))
+        .unwrap_or_else(|| panic!("no learner: {s}"));
+    let mut devices = Devices { hosts: Vec::new() };
+    Devices::add(&c, &agent, leader, 0..12, 0, &mut devices);
+    let t0 = unix_ms();
+    wait_polled(
+        &agent,
+        &devices.communities(),
+        t0 - 5000,
+        None,
+        "every device polled",
+    );
+
+    // Dead past voter_timeout_ms: the learner becomes a voter, the victim a dead learner.
+    c.kill9(victim);
+    let mut last = Value::Null;
+    wait_until_every(
+        Duration::from_secs(60),
+        CLI_EVERY,
+        "the dead voter to be replaced",
+        || {
+            last = status(&c);
+            let replaced = member(&last, victim_id) == Some(("learner".into(), false));
+            let promoted = member(&last, learner_id).is_some_and(|(role, _)| role == "follower");
+            (replaced && promoted).then_some(())
+        },
+    );
+    c.start_again(victim);
+    let back_ms = unix_ms();
+    let s = c.wait_formed(&roles, FORM_DEADLINE);
+    assert_eq!(member(&s, victim_id), Some(("learner".into(), true)), "{s}");
+    wait_polls_its_share(&c, &agent, &devices, victim, victim_id, back_ms);
+
+    // Dead and removed by the operator: its devices move at once, it is no longer listed.
+    c.kill9(victim);
+    let out = c.try_cli(leader, &["leave", "--node", &victim_id.to_string()]);
+    assert!(
+        out.is_some(),
+        "leave --node {victim_id} of a dead node failed"
+    );
+    let s = status(&c);
+    assert_eq!(member(&s, victim_id), None, "{s}");
+    // Any node answers the device list: wait for the one asked to have applied the drain.
+    wait_until_every(
+        Duration::from_secs(10),
+        CLI_EVERY,
+        "the removed node's devices to move",
+        || {
+            c.owners()
+                .values()
+                .all(|o| o.is_some() && *o != Some(victim_id))
+                .then_some(())
+        },
+    );
+    // Started again with its data dir: it joins again and polls.
+    c.start_again(victim);
+    let back_ms = unix_ms();
+    let s = c.wait_formed(&roles, FORM_DEADLINE);
+    assert_eq!(member(&s, victim_id), Some(("learner".into(), true)), "{s}");
+    wait_polls_its_share(&c, &agent, &devices, victim, victim_id, back_ms);
+    assert_no_double_polls(&agent);
+}
+
 /// Devices of group 1 are only polled by nodes serving group 1; when the last of those dies
 /// they are unassigned (and counted so); when it comes back they are polled again.
 #[test]

@@ -727,7 +727,23 @@ impl Admin for AdminRpc {
         let request = self.cluster.request(pb::LeaveRequest {
             node_id: Some(target),
         });
-        Ok(AdminClient::new(channel).leave(request).await?)
+        match AdminClient::new(channel).leave(request).await {
+            // A dead node cannot move its devices: the leader does, then
+            // removes it. Started again, it joins as a learner.
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tracing::warn!(
+                    node_id = target,
+                    "node does not answer; removing it without its help"
+                );
+                self.cluster.drain(target).await.map_err(cluster_status)?;
+                self.cluster
+                    .remove_member(target)
+                    .await
+                    .map_err(cluster_status)?;
+                Ok(Response::new(pb::LeaveReply { node_id: target }))
+            }
+            other => other,
+        }
     }
 
     async fn remove_device(

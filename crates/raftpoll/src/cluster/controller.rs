@@ -245,9 +245,11 @@ async fn manage_voters(
         return;
     };
     tracing::info!(?voters, ?next, "changing voters");
+    // A replaced voter stays as a learner: restarted, it is replicated to
+    // like any member, and only `raftpoll leave` removes it.
     let change = cluster
         .raft()
-        .change_membership(ChangeMembers::ReplaceAllVoters(next), false);
+        .change_membership(ChangeMembers::ReplaceAllVoters(next), true);
     match tokio::time::timeout(Duration::from_secs(10), change).await {
         Ok(Ok(_)) => tracing::info!("voters changed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot change voters"),

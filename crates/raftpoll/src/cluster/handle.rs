@@ -3,7 +3,9 @@
 
 use crate::cluster::assignment::{DEFAULT_COST_MS, candidates, drain_moves, placements};
 use crate::cluster::features::Features;
-use crate::cluster::network::{MAX_ENTRY_BYTES, MAX_PEER_MESSAGE_BYTES, bearer_value};
+use crate::cluster::network::{
+    LeaderContact, MAX_ENTRY_BYTES, MAX_PEER_MESSAGE_BYTES, bearer_value,
+};
 use crate::cluster::raft::Raft;
 use crate::codec;
 use crate::grpc::{ChannelCache, Dialer, GrpcError};
@@ -99,6 +101,7 @@ struct Inner {
     auth: Option<AsciiMetadataValue>,
     channels: ChannelCache,
     features: Features,
+    leader_contact: LeaderContact,
 }
 
 impl ClusterHandle {
@@ -120,12 +123,18 @@ impl ClusterHandle {
                 auth: bearer_value(secret),
                 channels: ChannelCache::new(dialer),
                 features,
+                leader_contact: LeaderContact::default(),
             }),
         }
     }
 
     pub fn features(&self) -> &Features {
         &self.inner.features
+    }
+
+    /// Recorded by this node's Raft service, read by [`super::membership::keep_joined`].
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.inner.leader_contact
     }
 
     /// The cluster's feature level: on the leader, the lowest of every

@@ -11,13 +11,14 @@ use crate::proto::ProposeRequest;
 use crate::proto::peer_client::PeerClient;
 use crate::secret::Secret;
 use openraft::async_runtime::WatchReceiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Code;
 
 const SEED_TIMEOUT: Duration = Duration::from_secs(5);
-/// A member without a leader for this long asks the seeds to take it back.
-const LEADERLESS_REJOIN: Duration = Duration::from_secs(5);
+/// A member no leader has reached for this long asks the seeds to take it
+/// back: it may have been removed while it was away.
+const UNREACHED_REJOIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -119,15 +120,15 @@ pub async fn allocate_node_id(
 }
 
 /// Keeps this node in the Raft group until shutdown: joins through the seeds
-/// when it is not a member, or when it has had no leader for a while (it
-/// may have been removed while it was away).
+/// when it is not a member, or when no leader has reached it for a while (it
+/// may have been removed while it was away, and still believe in its old
+/// membership and leader). Joining is idempotent for a known member.
 pub async fn keep_joined(
     cluster: ClusterHandle,
     info: NodeInfo,
     seeds: Vec<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut leaderless_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -139,13 +140,9 @@ pub async fn keep_joined(
             .membership()
             .get_node(&info.id)
             .is_some();
-        if metrics.current_leader.is_some() {
-            leaderless_since = None;
-        } else {
-            leaderless_since.get_or_insert_with(Instant::now);
-        }
-        let lost = leaderless_since.is_some_and(|t| t.elapsed() >= LEADERLESS_REJOIN);
-        if (member && !lost) || seeds.is_empty() {
+        let leads = metrics.current_leader == Some(info.id);
+        let unreached = !leads && cluster.leader_contact().silence() >= UNREACHED_REJOIN;
+        if (member && !unreached) || seeds.is_empty() {
             continue;
         }
         for seed in &seeds {
@@ -158,7 +155,6 @@ pub async fn keep_joined(
             match client.join(request).await {
                 Ok(reply) => {
                     tracing::info!(%seed, leader = reply.into_inner().leader_id, "joined the cluster");
-                    leaderless_since = None;
                     break;
                 }
                 Err(status) => {

@@ -27,7 +27,9 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -385,17 +387,61 @@ impl Interceptor for BearerAuth {
 /// The Raft gRPC service, as added to a tonic `Server`.
 pub type RaftService = InterceptedService<RaftServer<RaftRpc>, BearerAuth>;
 
-/// The peer-facing Raft service of `raft`, guarded by the cluster secret.
-pub fn raft_service(raft: Raft, secret: Secret) -> RaftService {
-    raft_service_with(raft, secret, Features::default())
+/// When a leader last reached this node with entries, a heartbeat or a
+/// snapshot it accepted. A node can believe it has a leader (its stored vote
+/// says so) while that leader no longer counts it as a member: only the
+/// silence tells.
+#[derive(Clone)]
+pub struct LeaderContact {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last_ms: Arc<AtomicU64>,
 }
 
-/// [`raft_service`] that records callers' feature levels in `features` and
-/// tells them this node's.
-pub fn raft_service_with(raft: Raft, secret: Secret, features: Features) -> RaftService {
-    let server = RaftServer::new(RaftRpc { raft, features })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+impl Default for LeaderContact {
+    /// As if contacted at creation: a starting node gets the time a leader
+    /// needs to reach it.
+    fn default() -> Self {
+        LeaderContact {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn record(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last contact.
+    pub fn silence(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// The peer-facing Raft service of `raft`, guarded by the cluster secret.
+pub fn raft_service(raft: Raft, secret: Secret) -> RaftService {
+    raft_service_with(raft, secret, Features::default(), LeaderContact::default())
+}
+
+/// [`raft_service`] that records callers' feature levels in `features`,
+/// tells them this node's, and records leaders' contacts in `contact`.
+pub fn raft_service_with(
+    raft: Raft,
+    secret: Secret,
+    features: Features,
+    contact: LeaderContact,
+) -> RaftService {
+    let server = RaftServer::new(RaftRpc {
+        raft,
+        features,
+        contact,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     InterceptedService::new(server, BearerAuth::new(secret))
 }
 
@@ -403,6 +449,7 @@ pub fn raft_service_with(raft: Raft, secret: Secret, features: Features) -> Raft
 pub struct RaftRpc {
     raft: Raft,
     features: Features,
+    contact: LeaderContact,
 }
 
 impl RaftRpc {
@@ -481,10 +528,12 @@ impl raft_server::Raft for RaftRpc {
     ) -> Result<Response<RaftReply>, Status> {
         let (rpc, format): (AppendEntriesRequest<TypeConfig>, _) = self.decode_request(&request)?;
         self.check_entries(&rpc)?;
-        self.reply(
-            &self.raft.append_entries(rpc).await.map_err(unavailable)?,
-            format,
-        )
+        let response = self.raft.append_entries(rpc).await.map_err(unavailable)?;
+        // A deposed leader's request is answered with the higher vote.
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.contact.record();
+        }
+        self.reply(&response, format)
     }
 
     async fn install_snapshot(
@@ -503,14 +552,15 @@ impl raft_server::Raft for RaftRpc {
             meta,
             snapshot: req.data,
         };
-        self.reply(
-            &self
-                .raft
-                .install_full_snapshot(vote, snapshot)
-                .await
-                .map_err(unavailable)?,
-            format,
-        )
+        let response = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(unavailable)?;
+        if response.vote == vote {
+            self.contact.record();
+        }
+        self.reply(&response, format)
     }
 
     async fn transfer_leader(
