@@ -605,6 +605,22 @@ mod tests {
     }
 
     #[test]
+    fn leader_contact_measures_the_silence_since_the_last_contact() {
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .expect("a minute ago");
+        let contact = LeaderContact {
+            start: long_ago,
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        assert!(contact.silence() >= Duration::from_secs(60));
+        contact.record();
+        assert!(contact.silence() < Duration::from_secs(30));
+        // A fresh one counts from its creation: a starting node is not "unreached" at once.
+        assert!(LeaderContact::default().silence() < Duration::from_secs(30));
+    }
+
+    #[test]
     fn refusals_back_off_and_timeouts_retry() {
         let refused = Failure::from_status(&Status::unauthenticated("x")).into_rpc();
         assert!(matches!(refused, RPCError::Unreachable(_)));
