@@ -91,6 +91,17 @@ impl Devices {
     fn communities(&self) -> Vec<String> {
         self.hosts.iter().map(|(_, c)| c.clone()).collect()
     }
+
+    /// Waits until every device has a poll starting at or after `since_ms`, from any node.
+    fn wait_all_polled(&self, agent: &RecordingAgent, since_ms: u64) {
+        wait_polled(
+            agent,
+            &self.communities(),
+            since_ms,
+            None,
+            "every device polled",
+        );
+    }
 }
 
 /// Waits until every community in `communities` has a poll starting at or after `since_ms`
@@ -259,13 +270,7 @@ fn three_nodes_elect_rejoin_restart_and_leave() {
     let mut devices = Devices { hosts: Vec::new() };
     Devices::add(&c, &agent, follower, 0..15, 0, &mut devices);
     let t0 = unix_ms();
-    wait_polled(
-        &agent,
-        &devices.communities(),
-        t0 - 5000,
-        None,
-        "every device polled",
-    );
+    devices.wait_all_polled(&agent, t0 - 5000);
     wait_settled(&c, Duration::from_millis(1500));
 
     // A follower dies: its devices move; it comes back and gets a fair share by itself.
@@ -468,13 +473,7 @@ fn five_voters_learners_and_failover() {
     let mut devices = Devices { hosts: Vec::new() };
     Devices::add(&c, &agent, 0, 0..32, 0, &mut devices);
     let t0 = unix_ms();
-    wait_polled(
-        &agent,
-        &devices.communities(),
-        t0 - 10_000,
-        None,
-        "every device polled",
-    );
+    devices.wait_all_polled(&agent, t0 - 10_000);
 
     // Two more nodes: learners (5 voters is the maximum), and they get devices.
     let (n6, n7) = (c.add_node(), c.add_node());
@@ -665,25 +664,18 @@ fn a_replaced_voter_and_a_removed_node_come_back() {
     let mut devices = Devices { hosts: Vec::new() };
     Devices::add(&c, &agent, leader, 0..12, 0, &mut devices);
     let t0 = unix_ms();
-    wait_polled(
-        &agent,
-        &devices.communities(),
-        t0 - 5000,
-        None,
-        "every device polled",
-    );
+    devices.wait_all_polled(&agent, t0 - 5000);
 
     // Dead past voter_timeout_ms: the learner becomes a voter, the victim a dead learner.
     c.kill9(victim);
-    let mut last = Value::Null;
     wait_until_every(
         Duration::from_secs(60),
         CLI_EVERY,
         "the dead voter to be replaced",
         || {
-            last = status(&c);
-            let replaced = member(&last, victim_id) == Some(("learner".into(), false));
-            let promoted = member(&last, learner_id).is_some_and(|(role, _)| role == "follower");
+            let s = status(&c);
+            let replaced = member(&s, victim_id) == Some(("learner".into(), false));
+            let promoted = member(&s, learner_id).is_some_and(|(role, _)| role == "follower");
             (replaced && promoted).then_some(())
         },
     );
@@ -751,13 +743,7 @@ fn poller_groups() {
     Devices::add(&c, &agent, 0, 10..16, 1, &mut devices);
     let group1: Vec<String> = (10..16).map(|i| agent.community(i)).collect();
     let t0 = unix_ms();
-    wait_polled(
-        &agent,
-        &devices.communities(),
-        t0 - 5000,
-        None,
-        "every device polled",
-    );
+    devices.wait_all_polled(&agent, t0 - 5000);
     let group1_ids: BTreeSet<u64> = group1_nodes.iter().map(|&i| id_of(&c, &s, i)).collect();
     let group1_ips: BTreeSet<IpAddr> = group1_nodes.iter().map(|&i| source_ip(i)).collect();
     let check_group1_sources = || {
@@ -874,9 +860,9 @@ fn rolling_restart_by_sigterm_misses_no_interval_and_polls_nothing_twice() {
     let s = c.wait_formed(&["leader", "follower", "follower"], FORM_DEADLINE);
     let mut devices = Devices { hosts: Vec::new() };
     Devices::add(&c, &agent, 0, 0..9, 0, &mut devices);
-    let communities = devices.communities();
-    wait_polled(&agent, &communities, 0, None, "every device polled");
+    devices.wait_all_polled(&agent, 0);
     wait_settled(&c, Duration::from_millis(1500));
+    let communities = devices.communities();
     let from_ms = unix_ms();
 
     // Every node in turn, the leader too: SIGTERM, wait for the exit, start again, wait until
