@@ -34,9 +34,18 @@ fn short_chaos_run_keeps_every_invariant() {
         panic!("no JSON report ({e}); stderr:\n{stderr}");
     });
     let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
+    // The violations first: a long report is cut in the middle when shown.
+    let found: Vec<String> = ["double_polls", "missed_intervals", "never_polled"]
+        .into_iter()
+        .flat_map(|kind| {
+            let list = report[kind].as_array().cloned().unwrap_or_default();
+            list.into_iter().map(move |v| format!("{kind}: {v}"))
+        })
+        .collect();
     let context = format!(
-        "seed {seed}, files in {}\n{pretty}\n{stderr}",
-        workdir.display()
+        "seed {seed}, files in {}\n{}\n{pretty}\n{stderr}",
+        workdir.display(),
+        found.join("\n")
     );
 
     // At least 20 faults, every kind, leader faults among them.

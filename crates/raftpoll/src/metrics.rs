@@ -100,6 +100,7 @@ pub struct PollMetrics {
     pub down: Counter,
     pub timeout: Counter,
     pub fenced: Counter,
+    pub not_started: Counter,
     /// Whole poll, ICMP to the last RRD update queued.
     pub duration: Histogram,
     /// One per entry of [`MODULES`].
@@ -167,8 +168,9 @@ impl Inner {
         let polls = Family::<ResultLabel, Counter>::default();
         registry.register(
             "raftpoll_polls",
-            "Polls finished by this node, by result: up, down (the agent answered with an error \
-             or ICMP failed), timeout (no SNMP answer), fenced (stopped at the claim's time budget)",
+            "Polls by this node, by result: up, down (the agent answered with an error \
+             or ICMP failed), timeout (no SNMP answer), fenced (stopped at the claim's time budget), \
+             not_started (the claim's start window passed before the first request: nothing sent)",
             polls.clone(),
         );
         let result = |r: &'static str| polls.get_or_create_owned(&[("result", r)]);
@@ -186,6 +188,7 @@ impl Inner {
             down: result("down"),
             timeout: result("timeout"),
             fenced: result("fenced"),
+            not_started: result("not_started"),
             duration: Histogram::new(duration_buckets()),
             modules: MODULES
                 .iter()

@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -45,8 +46,11 @@ pub fn unix_now() -> u64 {
 /// Result of one poll, handed back to the scheduling loop.
 struct Done {
     hostname: String,
-    started: u64,
-    status: DeviceStatus,
+    /// The claim's time, unix ms.
+    claim_at_ms: u64,
+    /// `None`: the poll never started (the device moved away, or the claim's
+    /// start window passed first): nothing was sent or reported.
+    status: Option<DeviceStatus>,
 }
 
 struct Entry {
@@ -90,6 +94,51 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// another node could claim the device.
 const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
 
+/// The time rules of one claim, for a device polled every `interval_s`
+/// (`frequency`, or `down_retry` while it is down).
+///
+/// A poll sends its first request within `start_window` of its claim and its
+/// last within `budget`; the log refuses any other claim of the device for
+/// `gap_ms`, half the interval plus the start window. So two polls of a device
+/// never overlap, and neither begins less than half an interval after the
+/// other, however late a claim was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ClaimTimes {
+    start_window: Duration,
+    budget: Duration,
+    gap_ms: u64,
+}
+
+impl ClaimTimes {
+    fn of(interval_s: u64) -> ClaimTimes {
+        let half = Duration::from_millis(interval_s.saturating_mul(500));
+        // A quarter interval: far beyond a claim's usual round trip, and
+        // the gap stays a quarter interval short of the next slot.
+        let start_window = half / 2;
+        ClaimTimes {
+            start_window,
+            budget: half.saturating_sub(POLL_BUDGET_MARGIN),
+            gap_ms: (half + start_window).as_millis() as u64,
+        }
+    }
+
+    /// For a device in `status`.
+    fn for_status(t: Timing, status: DeviceStatus) -> ClaimTimes {
+        ClaimTimes::of(if status == DeviceStatus::Down {
+            t.down_retry
+        } else {
+            t.frequency
+        })
+    }
+
+    /// The longest claim gap of either status: a claim sent this long after
+    /// the last one is refused for no timing reason, whatever the device's
+    /// status has become.
+    fn widest_gap_ms(t: Timing) -> u64 {
+        ClaimTimes::of(t.frequency.max(t.down_retry)).gap_ms
+    }
+}
+
 /// Outcome of one claim round-trip through the log.
 struct Claim {
     /// The claim's time, unix ms (the devices' `last_claim_ms` once granted).
@@ -105,7 +154,8 @@ struct Claim {
 /// A device whose poll claim was granted, waiting for a poll permit.
 struct Granted {
     hostname: String,
-    at: u64,
+    /// The claim's time, unix ms.
+    at_ms: u64,
     claimed_at: Instant,
 }
 
@@ -133,8 +183,7 @@ pub async fn run<C: SnmpClient>(
         config,
         extras,
     });
-    // Each result comes with the time (unix ms) its poll really began.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Done, u64)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (claim_tx, mut claim_rx) = mpsc::unbounded_channel::<Claim>();
     let mut state_rx = ctx.cluster.shared().subscribe();
     let mut scheduler = Scheduler::new(ctx, done_tx, claim_tx);
@@ -148,7 +197,7 @@ pub async fn run<C: SnmpClient>(
                 if changed.is_err() { break; }
                 scheduler.on_state_change();
             }
-            Some((done, began_ms)) = done_rx.recv() => scheduler.on_poll_done(done, began_ms),
+            Some(done) = done_rx.recv() => scheduler.on_poll_done(done),
             Some(claimed) = claim_rx.recv() => scheduler.on_claim_answer(claimed),
             _ = tokio::time::sleep(sleep) => scheduler.on_tick(),
         }
@@ -161,7 +210,7 @@ pub async fn run<C: SnmpClient>(
 struct Scheduler<C> {
     ctx: Arc<Context<C>>,
     permits: Arc<Semaphore>,
-    done_tx: mpsc::UnboundedSender<(Done, u64)>,
+    done_tx: mpsc::UnboundedSender<Done>,
     claim_tx: mpsc::UnboundedSender<Claim>,
     entries: HashMap<String, Entry>,
     /// Due times; an item whose time differs from its entry's is stale.
@@ -179,7 +228,7 @@ struct Scheduler<C> {
 impl<C: SnmpClient> Scheduler<C> {
     fn new(
         ctx: Arc<Context<C>>,
-        done_tx: mpsc::UnboundedSender<(Done, u64)>,
+        done_tx: mpsc::UnboundedSender<Done>,
         claim_tx: mpsc::UnboundedSender<Claim>,
     ) -> Self {
         Scheduler {
@@ -241,17 +290,25 @@ impl<C: SnmpClient> Scheduler<C> {
     }
 
     /// A poll finished: start the next granted one and schedule this device.
-    fn on_poll_done(&mut self, done: Done, began_ms: u64) {
+    fn on_poll_done(&mut self, done: Done) {
         self.running -= 1;
         self.start_granted();
         if let Some(entry) = self.entries.get_mut(&done.hostname) {
             entry.running = false;
-            // `started` is the claim's whole second; the poll may have
-            // begun up to a commit later. Never start the next one less
-            // than half an interval after this one really began.
             let t = self.ctx.config.timing;
-            let due = next_due(&done.hostname, done.started, done.status, t) * 1000;
-            entry.due = due.max(began_ms + t.frequency.min(t.down_retry) * 500);
+            entry.due = match done.status {
+                // Its next slot, but not before the log would grant it: a
+                // poll claimed late is followed by one claimed on time.
+                Some(status) => {
+                    let due = next_due(&done.hostname, done.claim_at_ms / 1000, status, t) * 1000;
+                    due.max(done.claim_at_ms + ClaimTimes::for_status(t, status).gap_ms)
+                }
+                // Granted but not polled: the log counts this interval as
+                // polled, so claim again as soon as it allows, or the device
+                // would wait for its next slot and miss this interval.
+                None => (done.claim_at_ms + ClaimTimes::widest_gap_ms(t))
+                    .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64),
+            };
             self.heap.push(Reverse((entry.due, done.hostname)));
         }
     }
@@ -271,7 +328,7 @@ impl<C: SnmpClient> Scheduler<C> {
             if granted.contains(&hostname) {
                 self.ready.push_back(Granted {
                     hostname,
-                    at: claimed.at_ms / 1000,
+                    at_ms: claimed.at_ms,
                     claimed_at: claimed.claimed_at,
                 });
             } else {
@@ -312,7 +369,7 @@ impl<C: SnmpClient> Scheduler<C> {
         {
             self.ready.push_back(Granted {
                 hostname,
-                at: at_ms / 1000,
+                at_ms,
                 claimed_at,
             });
             return;
@@ -383,12 +440,11 @@ impl<C: SnmpClient> Scheduler<C> {
             let ctx = self.ctx.clone();
             let done_tx = self.done_tx.clone();
             tokio::spawn(async move {
-                let began_ms = unix_now_ms();
-                let done = poll_device(&ctx, g.hostname, g.at, g.claimed_at).await;
+                let done = poll_device(&ctx, g.hostname, g.at_ms, g.claimed_at).await;
                 // Free the permit before reporting, so the scheduler can start
                 // the next granted poll as soon as it hears of this one.
                 drop(permit);
-                let _ = done_tx.send((done, began_ms));
+                let _ = done_tx.send(done);
             });
         }
     }
@@ -423,7 +479,7 @@ impl<C: SnmpClient> Scheduler<C> {
     }
 
     /// Lets started polls finish so their samples and reports are not lost.
-    async fn finish(mut self, done_rx: &mut mpsc::UnboundedReceiver<(Done, u64)>) {
+    async fn finish(mut self, done_rx: &mut mpsc::UnboundedReceiver<Done>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.running > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
@@ -442,7 +498,10 @@ async fn claim<C>(
     let at_ms = unix_now_ms();
     let claimed_at = Instant::now();
     let t = ctx.config.timing;
-    let (up_gap_ms, down_gap_ms) = (t.frequency * 500, t.down_retry * 500);
+    let (up_gap_ms, down_gap_ms) = (
+        ClaimTimes::of(t.frequency).gap_ms,
+        ClaimTimes::of(t.down_retry).gap_ms,
+    );
     let cmd = Command::ClaimPolls {
         node: ctx.cluster.node_id(),
         at_ms,
@@ -485,10 +544,11 @@ fn unix_now_ms() -> u64 {
 async fn poll_device<C: SnmpClient>(
     ctx: &Context<C>,
     hostname: String,
-    started: u64,
+    claim_at_ms: u64,
     claimed_at: Instant,
 ) -> Done {
     let clock = Instant::now();
+    let started = claim_at_ms / 1000;
     let me = ctx.cluster.node_id();
     let device: Option<Device> = ctx.cluster.read(|s| {
         s.devices
@@ -500,24 +560,20 @@ async fn poll_device<C: SnmpClient>(
         // Moved away or removed since it was scheduled.
         return Done {
             hostname,
-            started,
-            status: DeviceStatus::Pending,
+            claim_at_ms,
+            status: None,
         };
     };
     // Another node may claim the device once the claim gap has passed: this
-    // poll must have sent its last request by then (a node paused mid-poll
-    // must not carry on when it resumes).
-    let t = ctx.config.timing;
-    let gap_s = if device.status == DeviceStatus::Down {
-        t.down_retry
-    } else {
-        t.frequency
-    };
-    let budget = Duration::from_millis(gap_s * 500).saturating_sub(POLL_BUDGET_MARGIN);
+    // poll must have begun soon after its claim and sent its last request
+    // before then (a node paused mid-poll must not carry on when it resumes).
+    let times = ClaimTimes::for_status(ctx.config.timing, device.status);
     let client = Fenced {
         inner: ctx.client.clone(),
-        deadline: claimed_at + budget,
-        budget,
+        start_by: claimed_at + times.start_window,
+        deadline: claimed_at + times.budget,
+        times,
+        begun: AtomicBool::new(false),
     };
     let mut polled = PolledDevice {
         hostname: hostname.clone(),
@@ -527,6 +583,21 @@ async fn poll_device<C: SnmpClient>(
     let outcome = poll_owned(ctx, &client, &device, started, &mut polled).await;
     let duration_ms = clock.elapsed().as_millis() as u64;
     let m = ctx.extras.metrics.poll();
+    if let Err(Down {
+        kind: DownKind::NotStarted,
+        reason,
+        ..
+    }) = &outcome
+    {
+        // Nothing was sent: no report, the device is claimed again.
+        tracing::debug!(device = %hostname, %reason, "poll not started");
+        m.not_started.inc();
+        return Done {
+            hostname,
+            claim_at_ms,
+            status: None,
+        };
+    }
     m.duration.observe(clock.elapsed().as_secs_f64());
     match &outcome {
         Ok(()) => m.up.inc(),
@@ -571,8 +642,8 @@ async fn poll_device<C: SnmpClient>(
     });
     Done {
         hostname,
-        started,
-        status,
+        claim_at_ms,
+        status: Some(status),
     }
 }
 
@@ -599,6 +670,9 @@ enum DownKind {
     Timeout,
     /// Stopped at the claim's time budget (the poll's fence).
     Fenced,
+    /// The claim's start window passed before the first request: nothing
+    /// was sent, and the device is not down.
+    NotStarted,
 }
 
 impl From<String> for Down {
@@ -617,6 +691,7 @@ impl From<ModuleError> for Down {
         let kind = match snmp {
             SnmpError::Timeout { .. } => DownKind::Timeout,
             SnmpError::BudgetExhausted { .. } => DownKind::Fenced,
+            SnmpError::StartWindowPassed { .. } => DownKind::NotStarted,
             _ => DownKind::Down,
         };
         Down {
@@ -639,6 +714,9 @@ async fn poll_owned<C: SnmpClient>(
     let addr = resolve(&device.address, device.port).await?;
     let metrics = ctx.extras.metrics.poll();
     if let Some(pinger) = &ctx.extras.icmp {
+        client
+            .begin()
+            .map_err(|e| Down::from(ModuleError::Snmp(e)))?;
         let ping = pinger.check(addr.ip()).await;
         metrics.observe_module("icmp", ping.took);
         polled.ping_took_ms = Some(ping.took.as_secs_f64() * 1000.0);
@@ -844,21 +922,70 @@ async fn resolve(address: &str, port: u16) -> Result<std::net::SocketAddr, Strin
     }
 }
 
-/// The SNMP client as one poll sees it: no request starts, and none in
-/// progress is driven further, once the poll's deadline has passed.
+/// The SNMP client as one poll sees it: the first request starts only
+/// within the claim's start window, and no request starts, nor is one in
+/// progress driven further, once the poll's deadline has passed.
 struct Fenced<C> {
     inner: Arc<C>,
+    start_by: Instant,
     deadline: Instant,
-    budget: Duration,
+    times: ClaimTimes,
+    /// Whether the poll sent anything yet (to the agent, or an ICMP echo).
+    begun: AtomicBool,
+}
+
+impl<C> Fenced<C> {
+    /// Called right before the poll's first packet, and harmlessly before
+    /// every later one.
+    fn begin(&self) -> Result<(), SnmpError> {
+        if self.begun.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if Instant::now() >= self.start_by {
+            return Err(SnmpError::StartWindowPassed {
+                window_ms: self.times.start_window.as_millis() as u64,
+            });
+        }
+        self.begun.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drives `request` only while the fence allows. Unlike a timeout, the
+    /// clock is checked *before* the request is driven, so after a process
+    /// pause the request is dropped without sending its retries.
+    async fn fenced<T>(
+        &self,
+        request: impl Future<Output = Result<T, SnmpError>>,
+    ) -> Result<T, SnmpError> {
+        let mut request = std::pin::pin!(request);
+        let mut alarm = std::pin::pin!(tokio::time::sleep_until(self.deadline.into()));
+        std::future::poll_fn(|cx| {
+            if Instant::now() >= self.deadline {
+                return Poll::Ready(Err(SnmpError::BudgetExhausted {
+                    budget_ms: self.times.budget.as_millis() as u64,
+                }));
+            }
+            if let Err(e) = self.begin() {
+                return Poll::Ready(Err(e));
+            }
+            if let Poll::Ready(result) = request.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Wake at the deadline even if the request never answers.
+            let _ = alarm.as_mut().poll(cx);
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl<C: SnmpClient> SnmpClient for Fenced<C> {
     async fn get(&self, target: &SnmpTarget, oids: &[Oid]) -> Result<Vec<VarBind>, SnmpError> {
-        fenced(self.deadline, self.budget, self.inner.get(target, oids)).await
+        self.fenced(self.inner.get(target, oids)).await
     }
 
     async fn walk(&self, target: &SnmpTarget, root: &Oid) -> Result<Vec<VarBind>, SnmpError> {
-        fenced(self.deadline, self.budget, self.inner.walk(target, root)).await
+        self.fenced(self.inner.walk(target, root)).await
     }
 
     async fn walk_many(
@@ -866,37 +993,100 @@ impl<C: SnmpClient> SnmpClient for Fenced<C> {
         target: &SnmpTarget,
         roots: &[Oid],
     ) -> Result<Vec<Vec<VarBind>>, SnmpError> {
-        fenced(
-            self.deadline,
-            self.budget,
-            self.inner.walk_many(target, roots),
-        )
-        .await
+        self.fenced(self.inner.walk_many(target, roots)).await
     }
 }
 
-/// Polls `request` only while `deadline` has not passed. Unlike a timeout,
-/// the clock is checked *before* the request is driven, so after a process
-/// pause the request is dropped without sending its retries.
-async fn fenced<T>(
-    deadline: Instant,
-    budget: Duration,
-    request: impl Future<Output = Result<T, SnmpError>>,
-) -> Result<T, SnmpError> {
-    let mut request = std::pin::pin!(request);
-    let mut alarm = std::pin::pin!(tokio::time::sleep_until(deadline.into()));
-    std::future::poll_fn(|cx| {
-        if Instant::now() >= deadline {
-            return Poll::Ready(Err(SnmpError::BudgetExhausted {
-                budget_ms: budget.as_millis() as u64,
-            }));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use crate::snmp::FakeSnmpClient;
+    use crate::snmp::credentials::SnmpCredentials;
+
+    #[test]
+    fn claim_times_keep_polls_apart_however_late_a_claim_is_answered() {
+        assert_eq!(
+            ClaimTimes::of(300),
+            ClaimTimes {
+                start_window: Duration::from_millis(75_000),
+                budget: Duration::from_millis(149_900),
+                gap_ms: 225_000,
+            }
+        );
+        for interval_s in [1, 2, 3, 60, 300, 86_400] {
+            let c = ClaimTimes::of(interval_s);
+            let half_ms = interval_s * 500;
+            // The latest first request of one poll and the earliest of the
+            // next claim's poll are half an interval apart.
+            assert_eq!(c.gap_ms - c.start_window.as_millis() as u64, half_ms);
+            // The last request comes before anyone else may claim.
+            assert!((c.budget.as_millis() as u64) < c.gap_ms);
         }
-        if let Poll::Ready(result) = request.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
-        // Wake at the deadline even if the request never answers.
-        let _ = alarm.as_mut().poll(cx);
-        Poll::Pending
-    })
-    .await
+        // The widest gap covers a device whose status changes in between.
+        let t = Timing {
+            frequency: 300,
+            down_retry: 60,
+        };
+        assert_eq!(ClaimTimes::widest_gap_ms(t), 225_000);
+        assert_eq!(ClaimTimes::for_status(t, DeviceStatus::Down).gap_ms, 45_000);
+    }
+
+    fn fenced(start_in: Duration, deadline_in: Duration) -> (Fenced<FakeSnmpClient>, SnmpTarget) {
+        let now = Instant::now();
+        let mut times = ClaimTimes::of(2);
+        times.start_window = start_in;
+        let client = Fenced {
+            inner: Arc::new(FakeSnmpClient::new()),
+            start_by: now + start_in,
+            deadline: now + deadline_in,
+            times,
+            begun: AtomicBool::new(false),
+        };
+        let target = SnmpTarget::new(
+            "127.0.0.1:161".parse().expect("address"),
+            SnmpCredentials::V2c {
+                community: Secret::new("public"),
+            },
+        );
+        (client, target)
+    }
+
+    #[tokio::test]
+    async fn a_poll_that_missed_its_start_window_sends_nothing() {
+        let (client, target) = fenced(Duration::ZERO, Duration::from_secs(60));
+        let oid: Oid = "1.3.6.1.2.1.1.3.0".parse().expect("oid");
+        let err = client.get(&target, &[oid]).await.unwrap_err();
+        assert!(
+            matches!(err, SnmpError::StartWindowPassed { .. }),
+            "{err:?}"
+        );
+        assert_eq!(client.inner.get_calls(), 0);
+        assert!(
+            client.begin().is_err(),
+            "a later request may not start either"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poll_begun_in_its_window_goes_on_until_its_deadline() {
+        let (mut client, target) = fenced(Duration::from_secs(60), Duration::from_secs(120));
+        let oid: Oid = "1.3.6.1.2.1.1.3.0".parse().expect("oid");
+        client
+            .get(&target, std::slice::from_ref(&oid))
+            .await
+            .expect("first request");
+        // Past the start window, the begun poll still sends.
+        client.start_by = Instant::now();
+        client
+            .get(&target, std::slice::from_ref(&oid))
+            .await
+            .expect("second request");
+        assert_eq!(client.inner.get_calls(), 2);
+        // Past the deadline, nothing more.
+        client.deadline = Instant::now();
+        let err = client.get(&target, &[oid]).await.unwrap_err();
+        assert!(matches!(err, SnmpError::BudgetExhausted { .. }), "{err:?}");
+        assert_eq!(client.inner.get_calls(), 2);
+    }
 }

@@ -44,6 +44,12 @@ pub enum SnmpError {
     )]
     BudgetExhausted { budget_ms: u64 },
 
+    /// The poll's claim was answered, or a poll permit freed, too late for
+    /// its first request to start within the claim's start window: nothing
+    /// was sent, and the device is claimed again.
+    #[error("poll not started within {window_ms} ms of its claim; claimed again")]
+    StartWindowPassed { window_ms: u64 },
+
     /// Anything else async-snmp reports.
     #[error("SNMP error: {detail}")]
     Other { detail: String },
@@ -61,6 +67,7 @@ impl SnmpError {
                 | SnmpError::Closed
                 | SnmpError::Config { .. }
                 | SnmpError::BudgetExhausted { .. }
+                | SnmpError::StartWindowPassed { .. }
         )
     }
 }
