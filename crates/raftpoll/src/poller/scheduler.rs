@@ -460,7 +460,14 @@ impl<C: SnmpClient> Scheduler<C> {
                 (d.owner == Some(me)).then(|| (d.hostname.clone(), d.last_polled, d.status))
             });
         let mine: HashSet<&str> = owned.iter().map(|(h, _, _)| h.as_str()).collect();
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|h| !mine.contains(h.as_str()))
+            .cloned()
+            .collect();
         self.entries.retain(|h, _| mine.contains(h.as_str()));
+        self.forget_removed(gone);
         for (hostname, last_polled, status) in owned {
             if self.entries.contains_key(&hostname) {
                 continue;
@@ -475,6 +482,24 @@ impl<C: SnmpClient> Scheduler<C> {
                     unanswered: None,
                 },
             );
+        }
+    }
+
+    /// Drops the port names of devices that left this node because they were
+    /// removed from the cluster; those that moved to another node keep theirs
+    /// (they may come back). The state never loses a device it had except by
+    /// removal, so only devices this schedule held are considered.
+    fn forget_removed(&self, gone: Vec<String>) {
+        let Some(names) = &self.ctx.extras.port_names else {
+            return;
+        };
+        for hostname in gone {
+            if self.ctx.cluster.read(|s| s.devices.contains_key(&hostname)) {
+                continue;
+            }
+            if let Err(e) = names.forget(&hostname) {
+                tracing::warn!(device = %hostname, error = %e, "port names of a removed device not dropped");
+            }
         }
     }
 

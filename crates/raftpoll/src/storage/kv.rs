@@ -142,6 +142,11 @@ impl Tree {
         Ok(())
     }
 
+    pub(crate) fn remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.tree.remove(key).map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
     /// Reads and decodes a value; `what` names it in a corruption error.
     pub(crate) fn get<T: DeserializeOwned>(
         &self,

@@ -29,6 +29,11 @@ impl PortNames {
     pub fn get(&self, hostname: &str) -> Result<Option<Vec<DiscoveredPort>>, StorageError> {
         self.tree.get(hostname.as_bytes(), "port names")
     }
+
+    /// Drops what is kept for `hostname` (removed from the cluster).
+    pub fn forget(&self, hostname: &str) -> Result<(), StorageError> {
+        self.tree.remove(hostname.as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -56,5 +61,26 @@ mod tests {
             names.get("sw2").expect("read"),
             Some(vec![port(7, "ge-0/0/0")])
         );
+    }
+
+    #[test]
+    fn names_of_removed_devices_are_forgotten() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let kv = Kv::open_blocking(dir.path()).expect("open");
+        let names = PortNames::open(&kv).expect("tree");
+        let port = DiscoveredPort {
+            ifindex: 1,
+            ifname: "eth0".into(),
+            ifdescr: "eth0".into(),
+        };
+        for host in ["sw1", "sw2"] {
+            names.set(host, std::slice::from_ref(&port)).expect("write");
+        }
+        names.forget("sw2").expect("forget");
+        names
+            .forget("never-known")
+            .expect("forget an unknown device");
+        assert_eq!(names.get("sw2").expect("read"), None);
+        assert_eq!(names.get("sw1").expect("read"), Some(vec![port]));
     }
 }
