@@ -481,16 +481,11 @@ fn five_voters_learners_and_failover() {
     let mut roles = voters.to_vec();
     roles.extend(["learner", "learner"]);
     let s = c.wait_formed(&roles, FORM_DEADLINE);
-    for n in [n6, n7] {
-        let role = s["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["name"] == c.name(n))
-            .map(|m| m["role"].clone());
-        assert_eq!(role, Some(Value::from("learner")), "{}: {s}", c.name(n));
-    }
     let (id6, id7) = (id_of(&c, &s, n6), id_of(&c, &s, n7));
+    for (n, id) in [(n6, id6), (n7, id7)] {
+        let role = member(&s, id).map(|(role, _)| role);
+        assert_eq!(role.as_deref(), Some("learner"), "{}: {s}", c.name(n));
+    }
     wait_until_every(
         POLL_DEADLINE,
         CLI_EVERY,
@@ -515,12 +510,6 @@ fn five_voters_learners_and_failover() {
     let s = status(&c);
     let leader = c.leader_index(&s);
     let ids = c.ids(&s);
-    let roles_by_id: BTreeMap<u64, String> = s["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Some((n["id"].as_u64()?, n["role"].as_str()?.to_string())))
-        .collect();
     let owned_by = |owners: &BTreeMap<String, Option<u64>>, id: u64| -> Vec<String> {
         owners
             .iter()
@@ -532,7 +521,9 @@ fn five_voters_learners_and_failover() {
         .iter()
         .map(|(&id, &i)| (id, i))
         .find(|(id, i)| {
-            *i != leader && roles_by_id[id] == "follower" && !owned_by(&owners, *id).is_empty()
+            *i != leader
+                && member(&s, *id).is_some_and(|(role, _)| role == "follower")
+                && !owned_by(&owners, *id).is_empty()
         })
         .unwrap_or_else(|| panic!("no follower with devices: {s}"));
     let victim_devices = owned_by(&owners, victim_id);
