@@ -145,6 +145,9 @@ pub struct PollAnalysis {
     pub double_polls: Vec<Violation>,
     pub missed_intervals: Vec<Violation>,
     pub never_polled: Vec<String>,
+    /// The two polls of one device that began closest together, violation
+    /// or not: how far the run stayed from a double poll.
+    pub closest_polls: Option<Violation>,
 }
 
 fn node_name(sources: &BTreeMap<IpAddr, usize>, src: IpAddr) -> String {
@@ -169,19 +172,24 @@ pub fn analyze(requests: &[Request], inputs: &Inputs<'_>) -> PollAnalysis {
     let mut double_polls = Vec::new();
     let mut missed_intervals = Vec::new();
     let max_gap = 2 * inputs.frequency_ms + inputs.tolerance_ms;
+    let mut closest: Option<(u64, Violation)> = None;
     for (device, ps) in &by_host {
         for w in ps.windows(2) {
             let gap = w[1].start_ms - w[0].start_ms;
+            let pair = || Violation {
+                device: device.clone(),
+                at_ms: w[1].start_ms,
+                detail: format!(
+                    "polled by {} then by {} {gap} ms later",
+                    node_name(inputs.sources, w[0].src),
+                    node_name(inputs.sources, w[1].src)
+                ),
+            };
             if gap < half {
-                double_polls.push(Violation {
-                    device: device.clone(),
-                    at_ms: w[1].start_ms,
-                    detail: format!(
-                        "polled by {} then by {} {gap} ms later",
-                        node_name(inputs.sources, w[0].src),
-                        node_name(inputs.sources, w[1].src)
-                    ),
-                });
+                double_polls.push(pair());
+            }
+            if closest.as_ref().is_none_or(|(min, _)| gap < *min) {
+                closest = Some((gap, pair()));
             }
             if gap > max_gap {
                 missed_intervals.push(Violation {
@@ -267,6 +275,7 @@ pub fn analyze(requests: &[Request], inputs: &Inputs<'_>) -> PollAnalysis {
         double_polls,
         missed_intervals,
         never_polled,
+        closest_polls: closest.map(|(_, pair)| pair),
     }
 }
 
@@ -403,6 +412,13 @@ impl Report {
             "devices polled twice within one interval",
             &p.double_polls,
         );
+        if let Some(c) = &p.closest_polls {
+            let _ = writeln!(
+                s,
+                "\nclosest polls of one device: {}: {}",
+                c.device, c.detail
+            );
+        }
         list(&mut s, "intervals missed", &p.missed_intervals);
         if !p.never_polled.is_empty() {
             let _ = writeln!(s, "\nnever polled: {}", p.never_polled.join(", "));
@@ -541,6 +557,9 @@ mod tests {
         );
         assert!(a.double_polls.is_empty(), "{:?}", a.double_polls);
         assert!(a.missed_intervals.is_empty(), "{:?}", a.missed_intervals);
+        let closest = a.closest_polls.expect("closest polls");
+        assert_eq!(closest.device, "dev000");
+        assert_eq!(closest.detail, "polled by n1 then by n1 2500 ms later");
         assert_eq!(a.faults[0].recovered_ms, Some(2500));
         assert_eq!(a.faults[0].moved, 1);
         assert_eq!(a.failover["kill leader"].max_ms, 2500);
