@@ -47,6 +47,14 @@ use tokio::task::JoinHandle;
 
 const NODE_ID_KEY: &str = "node_id";
 
+/// Streams a peer may open and cancel before this node's server reads them,
+/// per connection, before HTTP/2 closes the connection (h2's default is 20).
+/// A peer that was paused or cut off comes back to a backlog of requests its
+/// callers have given up on (heartbeats every 100 ms, appends, claims): at
+/// 20, every heal closed the connection that replication had just resumed
+/// on, about a dozen times per chaos run.
+const MAX_PENDING_RESET_STREAMS: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
@@ -501,6 +509,7 @@ async fn start_server(
         addr: config.rrd.rrdcached.clone(),
     });
     let router = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .add_service(raft_service_with(
             services.raft.clone(),
             config.secret.clone(),
