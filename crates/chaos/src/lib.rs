@@ -781,6 +781,9 @@ impl Session {
                         "n{node} did not stop within 15 s of SIGTERM: killing it"
                     ));
                 }
+                // Gone before its successor starts: a process still holding the data
+                // directory's lock would keep the new one from opening it.
+                self.nodes[node - 1].proc = None;
                 self.start_node(node)?;
             }
             FaultKind::Pause => {
