@@ -98,10 +98,10 @@ const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
 /// (`frequency`, or `down_retry` while it is down).
 ///
 /// A poll sends its first request within `start_window` of its claim and its
-/// last within `budget`; the log refuses any other claim of the device for
-/// `gap_ms`, half the interval plus the start window. So two polls of a device
-/// never overlap, and neither begins less than half an interval after the
-/// other, however late a claim was answered.
+/// last within `budget` (both half an interval less a margin); the log refuses
+/// any other claim of the device for `gap_ms`, half the interval plus the start
+/// window. So two polls of a device never overlap, and neither begins less
+/// than half an interval after the other, however late a claim was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ClaimTimes {
     start_window: Duration,
@@ -112,13 +112,14 @@ struct ClaimTimes {
 impl ClaimTimes {
     fn of(interval_s: u64) -> ClaimTimes {
         let half = Duration::from_millis(interval_s.saturating_mul(500));
-        // A quarter interval: far beyond a claim's usual round trip, and
-        // the gap stays a quarter interval short of the next slot.
-        let start_window = half / 2;
+        // As long as the budget: a claim answered late (a leader paused or
+        // replaced meanwhile) still polls whenever it could before, and the
+        // gap comes to an interval less the margin, the next slot's claim.
+        let budget = half.saturating_sub(POLL_BUDGET_MARGIN);
         ClaimTimes {
-            start_window,
-            budget: half.saturating_sub(POLL_BUDGET_MARGIN),
-            gap_ms: (half + start_window).as_millis() as u64,
+            start_window: budget,
+            budget,
+            gap_ms: (half + budget).as_millis() as u64,
         }
     }
 
@@ -1034,9 +1035,9 @@ mod tests {
         assert_eq!(
             ClaimTimes::of(300),
             ClaimTimes {
-                start_window: Duration::from_millis(75_000),
+                start_window: Duration::from_millis(149_900),
                 budget: Duration::from_millis(149_900),
-                gap_ms: 225_000,
+                gap_ms: 299_900,
             }
         );
         for interval_s in [1, 2, 3, 60, 300, 86_400] {
@@ -1053,8 +1054,8 @@ mod tests {
             frequency: 300,
             down_retry: 60,
         };
-        assert_eq!(ClaimTimes::widest_gap_ms(t), 225_000);
-        assert_eq!(ClaimTimes::for_status(t, DeviceStatus::Down).gap_ms, 45_000);
+        assert_eq!(ClaimTimes::widest_gap_ms(t), 299_900);
+        assert_eq!(ClaimTimes::for_status(t, DeviceStatus::Down).gap_ms, 59_900);
     }
 
     fn fenced(start_in: Duration, deadline_in: Duration) -> (Fenced<FakeSnmpClient>, SnmpTarget) {
