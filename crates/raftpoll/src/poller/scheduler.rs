@@ -304,9 +304,8 @@ impl<C: SnmpClient> Scheduler<C> {
                     let due = next_due(&done.hostname, done.claim_at_ms / 1000, status, t) * 1000;
                     due.max(done.claim_at_ms + ClaimTimes::for_status(t, status).gap_ms)
                 }
-                // Granted but not polled: the log counts this interval as
-                // polled, so claim again as soon as it allows, or the device
-                // would wait for its next slot and miss this interval.
+                // Granted but not polled: the log refuses a claim until the
+                // gap has passed; claim again as soon as it allows.
                 None => (done.claim_at_ms + ClaimTimes::widest_gap_ms(t))
                     .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64),
             };
