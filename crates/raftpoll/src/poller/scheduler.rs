@@ -97,14 +97,13 @@ const POLL_BUDGET_MARGIN: Duration = Duration::from_millis(100);
 /// The time rules of one claim, for a device polled every `interval_s`
 /// (`frequency`, or `down_retry` while it is down).
 ///
-/// A poll sends its first request within `start_window` of its claim and its
-/// last within `budget` (both half an interval less a margin); the log refuses
-/// any other claim of the device for `gap_ms`, half the interval plus the start
-/// window. So two polls of a device never overlap, and neither begins less
-/// than half an interval after the other, however late a claim was answered.
+/// A poll sends its first and its last request within `budget` (half an
+/// interval less a margin) of its claim, or nothing; the log refuses any other
+/// claim of the device for `gap_ms`, half the interval plus the budget. So two
+/// polls of a device never overlap, and neither begins less than half an
+/// interval after the other, however late a claim was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ClaimTimes {
-    start_window: Duration,
     budget: Duration,
     gap_ms: u64,
 }
@@ -112,12 +111,11 @@ struct ClaimTimes {
 impl ClaimTimes {
     fn of(interval_s: u64) -> ClaimTimes {
         let half = Duration::from_millis(interval_s.saturating_mul(500));
-        // As long as the budget: a claim answered late (a leader paused or
-        // replaced meanwhile) still polls whenever it could before, and the
-        // gap comes to an interval less the margin, the next slot's claim.
+        // A claim answered late (a leader paused or replaced meanwhile) may
+        // start its poll until the budget ends; the gap comes to an interval
+        // less the margin, the next slot's claim.
         let budget = half.saturating_sub(POLL_BUDGET_MARGIN);
         ClaimTimes {
-            start_window: budget,
             budget,
             gap_ms: (half + budget).as_millis() as u64,
         }
@@ -595,9 +593,8 @@ async fn poll_device<C: SnmpClient>(
     let times = ClaimTimes::for_status(ctx.config.timing, device.status);
     let client = Fenced {
         inner: ctx.client.clone(),
-        start_by: claimed_at + times.start_window,
         deadline: claimed_at + times.budget,
-        times,
+        budget: times.budget,
         begun: AtomicBool::new(false),
     };
     let mut polled = PolledDevice {
@@ -947,28 +944,31 @@ async fn resolve(address: &str, port: u16) -> Result<std::net::SocketAddr, Strin
     }
 }
 
-/// The SNMP client as one poll sees it: the first request starts only
-/// within the claim's start window, and no request starts, nor is one in
-/// progress driven further, once the poll's deadline has passed.
+/// The SNMP client as one poll sees it: no request starts, nor is one in
+/// progress driven further, once the poll's deadline has passed. A poll that
+/// sent nothing by then did not start at all.
 struct Fenced<C> {
     inner: Arc<C>,
-    start_by: Instant,
     deadline: Instant,
-    times: ClaimTimes,
+    budget: Duration,
     /// Whether the poll sent anything yet (to the agent, or an ICMP echo).
     begun: AtomicBool,
 }
 
 impl<C> Fenced<C> {
-    /// Called right before the poll's first packet, and harmlessly before
-    /// every later one.
+    /// Called right before each of the poll's packets: an error once the
+    /// deadline has passed, telling a poll that never began from one cut
+    /// short.
     fn begin(&self) -> Result<(), SnmpError> {
-        if self.begun.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if Instant::now() >= self.start_by {
-            return Err(SnmpError::StartWindowPassed {
-                window_ms: self.times.start_window.as_millis() as u64,
+        let begun = self.begun.load(Ordering::Relaxed);
+        if Instant::now() >= self.deadline {
+            let budget_ms = self.budget.as_millis() as u64;
+            return Err(if begun {
+                SnmpError::BudgetExhausted { budget_ms }
+            } else {
+                SnmpError::StartWindowPassed {
+                    window_ms: budget_ms,
+                }
             });
         }
         self.begun.store(true, Ordering::Relaxed);
@@ -985,11 +985,6 @@ impl<C> Fenced<C> {
         let mut request = std::pin::pin!(request);
         let mut alarm = std::pin::pin!(tokio::time::sleep_until(self.deadline.into()));
         std::future::poll_fn(|cx| {
-            if Instant::now() >= self.deadline {
-                return Poll::Ready(Err(SnmpError::BudgetExhausted {
-                    budget_ms: self.times.budget.as_millis() as u64,
-                }));
-            }
             if let Err(e) = self.begin() {
                 return Poll::Ready(Err(e));
             }
@@ -1034,7 +1029,6 @@ mod tests {
         assert_eq!(
             ClaimTimes::of(300),
             ClaimTimes {
-                start_window: Duration::from_millis(149_900),
                 budget: Duration::from_millis(149_900),
                 gap_ms: 299_900,
             }
@@ -1044,7 +1038,7 @@ mod tests {
             let half_ms = interval_s * 500;
             // The latest first request of one poll and the earliest of the
             // next claim's poll are half an interval apart.
-            assert_eq!(c.gap_ms - c.start_window.as_millis() as u64, half_ms);
+            assert_eq!(c.gap_ms - c.budget.as_millis() as u64, half_ms);
             // The last request comes before anyone else may claim.
             assert!((c.budget.as_millis() as u64) < c.gap_ms);
         }
@@ -1057,15 +1051,11 @@ mod tests {
         assert_eq!(ClaimTimes::for_status(t, DeviceStatus::Down).gap_ms, 59_900);
     }
 
-    fn fenced(start_in: Duration, deadline_in: Duration) -> (Fenced<FakeSnmpClient>, SnmpTarget) {
-        let now = Instant::now();
-        let mut times = ClaimTimes::of(2);
-        times.start_window = start_in;
+    fn fenced(deadline_in: Duration) -> (Fenced<FakeSnmpClient>, SnmpTarget) {
         let client = Fenced {
             inner: Arc::new(FakeSnmpClient::new()),
-            start_by: now + start_in,
-            deadline: now + deadline_in,
-            times,
+            deadline: Instant::now() + deadline_in,
+            budget: deadline_in,
             begun: AtomicBool::new(false),
         };
         let target = SnmpTarget::new(
@@ -1079,7 +1069,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_poll_that_missed_its_start_window_sends_nothing() {
-        let (client, target) = fenced(Duration::ZERO, Duration::from_secs(60));
+        let (client, target) = fenced(Duration::ZERO);
         let oid: Oid = "1.3.6.1.2.1.1.3.0".parse().expect("oid");
         let err = client.get(&target, &[oid]).await.unwrap_err();
         assert!(
@@ -1095,14 +1085,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_poll_begun_in_its_window_goes_on_until_its_deadline() {
-        let (mut client, target) = fenced(Duration::from_secs(60), Duration::from_secs(120));
+        let (mut client, target) = fenced(Duration::from_secs(120));
         let oid: Oid = "1.3.6.1.2.1.1.3.0".parse().expect("oid");
         client
             .get(&target, std::slice::from_ref(&oid))
             .await
             .expect("first request");
-        // Past the start window, the begun poll still sends.
-        client.start_by = Instant::now();
         client
             .get(&target, std::slice::from_ref(&oid))
             .await
