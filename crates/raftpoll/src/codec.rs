@@ -113,6 +113,54 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Resul
     Ok(())
 }
 
+/// Writes [`encode`]'s output to `writer` as it goes, never holding the
+/// whole encoding (a state snapshot at 100,000 devices is tens of MiB).
+/// An error of the writer comes back as it was.
+pub fn encode_to_writer<T: Serialize + ?Sized>(
+    writer: &mut dyn std::io::Write,
+    value: &T,
+) -> std::io::Result<()> {
+    /// Keeps the writer's error, which postcard replaces with its own.
+    struct KeepError<'a> {
+        inner: &'a mut dyn std::io::Write,
+        error: Option<std::io::Error>,
+    }
+    impl KeepError<'_> {
+        fn keep<R>(&mut self, result: std::io::Result<R>) -> std::io::Result<R> {
+            result.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    return e; // retried by `write_all`
+                }
+                let kind = e.kind();
+                self.error = Some(e);
+                kind.into()
+            })
+        }
+    }
+    impl std::io::Write for KeepError<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let result = self.inner.write(buf);
+            self.keep(result)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            let result = self.inner.flush();
+            self.keep(result)
+        }
+    }
+    writer.write_all(&header(FORMAT_VERSION))?;
+    let mut keep = KeepError {
+        inner: writer,
+        error: None,
+    };
+    match postcard::to_io(value, &mut keep) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(keep
+            .error
+            .take()
+            .unwrap_or_else(|| std::io::Error::other(CodecError::Encode(e.to_string())))),
+    }
+}
+
 /// Decodes a current-format value at the start of `bytes` and returns it with
 /// the length it took (for a value followed by others). Only for formats with
 /// a header (version 2 on); version 1 values are not self-delimiting here.
@@ -190,6 +238,36 @@ mod tests {
         assert_eq!(appended[first..], current[..]);
         let (one, used): (u8, usize) = decode_prefix(&appended).expect("prefix");
         assert_eq!((one, used), (1, first));
+    }
+
+    /// Encoding to a writer gives [`encode`]'s bytes; a failing writer's
+    /// error comes back, not the encoder's.
+    #[test]
+    fn encoding_to_a_writer_matches_and_keeps_the_writers_error() {
+        let value = (7u64, "abc".to_string(), vec![9u32; 100]);
+        let mut written = Vec::new();
+        encode_to_writer(&mut written, &value).expect("encodes");
+        assert_eq!(written, encode(&value).expect("encodes"));
+
+        struct Full(usize);
+        impl std::io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "disk full",
+                    ));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = encode_to_writer(&mut Full(20), &value).expect_err("full");
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        assert!(err.to_string().contains("disk full"), "{err}");
     }
 
     #[test]

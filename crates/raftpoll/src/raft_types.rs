@@ -19,8 +19,9 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// Snapshot payloads are plain bytes: the state machine in the [`crate::codec`] encoding.
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// Snapshot payloads are the state machine in the [`crate::codec`] encoding,
+/// in memory or in the snapshot file.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::storage::SnapshotData>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
 pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<TypeConfig, E>;

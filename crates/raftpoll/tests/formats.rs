@@ -19,7 +19,7 @@ use raftpoll::rrd::layout::RrdValue;
 use raftpoll::rrd::spool::Spool;
 use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;
-use raftpoll::storage;
+use raftpoll::storage::{self, SnapshotData};
 use raftpoll_testbed::raftpoll::{NodeConfig, run_node_expecting_exit_with_env};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -149,8 +149,9 @@ async fn data_dir_loads(version: u32) {
         .expect("snapshot")
         .expect("a snapshot");
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(12));
+    let data = snapshot.snapshot.into_bytes().expect("snapshot data");
     // Written in that version's format.
-    assert_eq!(u32::from(codec::version_of(&snapshot.snapshot)), version);
+    assert_eq!(u32::from(codec::version_of(&data)), version);
 
     // ... and re-applying the rest, as openraft does at start, gives the final state.
     let rest = entries[12..].to_vec();
@@ -162,7 +163,7 @@ async fn data_dir_loads(version: u32) {
     // The snapshot can be installed on another node (as the leader sends it).
     let other = TempDir::new().expect("temp dir");
     let (_s, _l, mut sm2) = storage::open(other.path()).await.expect("open");
-    sm2.install_snapshot(&snapshot.meta, snapshot.snapshot)
+    sm2.install_snapshot(&snapshot.meta, SnapshotData::InMemory(data))
         .await
         .expect("install v1 snapshot");
     assert!(sm2.shared().read(|s| s.devices.contains_key("gone1")));
@@ -197,15 +198,18 @@ async fn snapshots_go_to_older_peers_only_in_a_format_that_keeps_their_state() {
             .await
             .expect("read")
             .expect("a snapshot")
+            .snapshot
+            .into_bytes()
+            .expect("snapshot data")
     };
     let current = snapshot_of(3).await;
-    let err = storage::snapshot_data_in_format(current.snapshot.clone(), 2)
+    let err = storage::snapshot_data_in_format(current.clone(), 2)
         .expect_err("format 3 to a format-2 peer")
         .to_string();
     assert!(err.contains("upgrade the receiving node"), "{err}");
     assert_eq!(
-        storage::snapshot_data_in_format(current.snapshot.clone(), 3).expect("as is"),
-        current.snapshot
+        storage::snapshot_data_in_format(current.clone(), 3).expect("as is"),
+        current
     );
 
     let (older, expected) = {
@@ -218,16 +222,16 @@ async fn snapshots_go_to_older_peers_only_in_a_format_that_keeps_their_state() {
             sm.shared().read(Clone::clone),
         )
     };
+    let older_data = older.snapshot.into_bytes().expect("snapshot data");
     assert_eq!(
-        storage::snapshot_data_in_format(older.snapshot.clone(), 2).expect("as is"),
-        older.snapshot
+        storage::snapshot_data_in_format(older_data.clone(), 2).expect("as is"),
+        older_data
     );
-    let converted =
-        storage::snapshot_data_in_format(older.snapshot.clone(), 3).expect("to format 3");
+    let converted = storage::snapshot_data_in_format(older_data, 3).expect("to format 3");
     assert_eq!(codec::version_of(&converted), 3);
     let other = TempDir::new().expect("temp dir");
     let (_s, _l, mut sm) = storage::open(other.path()).await.expect("open");
-    sm.install_snapshot(&older.meta, converted)
+    sm.install_snapshot(&older.meta, SnapshotData::InMemory(converted))
         .await
         .expect("install the converted snapshot");
     assert_eq!(sm.shared().read(Clone::clone), expected);
@@ -365,7 +369,8 @@ async fn v1_data_dir_upgrades_in_place() {
         .await
         .expect("read")
         .expect("a snapshot");
-    assert_eq!(codec::version_of(&snapshot.snapshot), codec::FORMAT_VERSION);
+    let data = snapshot.snapshot.into_bytes().expect("snapshot data");
+    assert_eq!(codec::version_of(&data), codec::FORMAT_VERSION);
     assert_eq!(
         sm.applied_state().await.expect("state").0.map(|l| l.index),
         Some(23)

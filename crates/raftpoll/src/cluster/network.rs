@@ -16,7 +16,7 @@ use crate::proto::raft_server::{self, RaftServer};
 use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};
 use crate::raft_types::{Snapshot, TypeConfig, Vote};
 use crate::secret::Secret;
-use crate::storage::snapshot_data_in_format;
+use crate::storage::{SnapshotData, snapshot_data_in_format};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -249,7 +249,7 @@ impl GrpcNetwork {
 }
 
 impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -307,9 +307,12 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let format = self.features.format_for(self.target);
+        let data = snapshot.snapshot.into_bytes().map_err(|e| {
+            Failure::Network(format!("cannot read the snapshot to send: {e}")).into_streaming()
+        })?;
         let encoded = encode_version(&vote, format).and_then(|v| {
             let m = encode_version(&snapshot.meta, format)?;
-            let data = snapshot_data_in_format(snapshot.snapshot, format)?;
+            let data = snapshot_data_in_format(data, format)?;
             Ok((v, m, data))
         });
         let (vote, meta, data) = encoded.map_err(|e| {
@@ -550,7 +553,7 @@ impl raft_server::Raft for RaftRpc {
         let meta = decode(&req.meta).map_err(bad)?;
         let snapshot = Snapshot {
             meta,
-            snapshot: req.data,
+            snapshot: SnapshotData::InMemory(req.data),
         };
         let response = self
             .raft

@@ -11,10 +11,12 @@
 mod kv;
 mod log_store;
 mod port_names;
+mod snapshot_file;
 mod state_machine;
 
 pub use log_store::LogStore;
 pub use port_names::PortNames;
+pub use snapshot_file::SnapshotData;
 pub use state_machine::{SharedState, StateMachineStore, snapshot_data_in_format};
 
 use kv::Kv;

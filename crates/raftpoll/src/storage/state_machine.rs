@@ -8,6 +8,7 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
+use super::snapshot_file::{SnapshotData, SnapshotFile};
 use crate::codec::{self, CodecError};
 use crate::metrics::SnapshotMetrics;
 use crate::model::legacy::ClusterStateV2;
@@ -18,6 +19,7 @@ use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -33,12 +35,6 @@ const SNAPSHOT: &[u8] = b"snapshot";
 /// The format version of the marker left under [`SNAPSHOT`]: none is real.
 const SNAPSHOT_MOVED: u16 = u16::MAX;
 
-/// The last snapshot, in the data directory: the encoded metadata followed by
-/// the encoded [`Applied`], each with its own version header. A sled value
-/// this size cost sled's serialisation and page copies on top of the
-/// snapshot itself (about 100 MiB more at 20,000 devices).
-const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
-
 /// When a snapshot is worth building: once the log appended since the last
 /// one is at least as large as that snapshot. Snapshotting then costs in
 /// proportion to the log's own writes instead of re-encoding the whole state
@@ -51,7 +47,7 @@ const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
 /// build the same snapshot at the same moment: ten 50 MiB encodings at once
 /// on one machine stalled a 100,000-device cluster into an election. Each
 /// node therefore waits for a different extra share of the snapshot's size
-/// (eighths, by node id); snapshots are local, nodes need not agree on them.
+/// (see [`stagger_of`]); snapshots are local, nodes need not agree on them.
 ///
 /// [`SNAPSHOT_ASK_EVERY_LOGS`]: crate::cluster::raft::SNAPSHOT_ASK_EVERY_LOGS
 #[derive(Debug)]
@@ -62,8 +58,8 @@ struct SnapshotPacing {
     log_bytes_at_snapshot: AtomicU64,
     /// Size of the last snapshot; 0 while there is none.
     snapshot_bytes: AtomicU64,
-    /// This node's extra wait, in eighths of the last snapshot's size.
-    stagger_eighths: AtomicU64,
+    /// This node's extra wait, in 1024ths of the last snapshot's size.
+    stagger: AtomicU64,
 }
 
 impl SnapshotPacing {
@@ -73,7 +69,7 @@ impl SnapshotPacing {
         snapshot_due(
             since,
             self.snapshot_bytes.load(Ordering::Relaxed),
-            self.stagger_eighths.load(Ordering::Relaxed),
+            self.stagger.load(Ordering::Relaxed),
         )
     }
 
@@ -86,14 +82,18 @@ impl SnapshotPacing {
 
 /// Whether a snapshot is due after `logged_since` bytes of log since the last
 /// one of `snapshot_bytes` (0: there is none yet), for a node that waits
-/// `stagger_eighths` eighths of it more.
-fn snapshot_due(logged_since: u64, snapshot_bytes: u64, stagger_eighths: u64) -> bool {
-    logged_since >= snapshot_bytes.saturating_add(snapshot_bytes / 8 * stagger_eighths)
+/// `stagger` 1024ths of it more.
+fn snapshot_due(logged_since: u64, snapshot_bytes: u64, stagger: u64) -> bool {
+    logged_since >= snapshot_bytes.saturating_add(snapshot_bytes / 1024 * stagger)
 }
 
-/// How many eighths of a snapshot node `node_id` waits beyond the others.
+/// How many 1024ths of a snapshot node `node_id` waits beyond the others:
+/// the fraction of the id times the golden ratio (633/1024), which spreads
+/// any run of ids over the range, no two of 1,024 consecutive ids alike
+/// (ids 1 to 10: 633, 242, 875, 484, 93, 726, 335, 968, 577, 186). Ids
+/// modulo a small number repeated: nodes 1 and 9 of ten built together.
 fn stagger_of(node_id: u64) -> u64 {
-    node_id % 8
+    node_id.wrapping_mul(633) % 1024
 }
 
 /// What the state machine holds: the state and how far it got.
@@ -228,6 +228,7 @@ pub struct StateMachineStore {
     owner_changes: Arc<AtomicU64>,
     kv: Kv,
     tree: Tree,
+    file: Arc<SnapshotFile>,
     /// Snapshots built and their build time.
     metrics: SnapshotMetrics,
     pacing: Arc<SnapshotPacing>,
@@ -268,19 +269,22 @@ impl StateMachineStore {
             log_bytes,
             log_bytes_at_snapshot: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
-            stagger_eighths: AtomicU64::new(0),
+            stagger: AtomicU64::new(0),
         };
-        let stored = match snapshot_bytes(kv, &tree)? {
-            None => None,
+        let file = SnapshotFile::new(kv.path(), None);
+        let stored = match file.read()? {
+            Some(bytes) => Some(bytes),
+            None => legacy_snapshot(&tree, &file)?,
+        };
+        let (applied, newest) = match stored {
+            None => (Applied::default(), None),
             Some(bytes) => {
                 pacing.snapshotted(bytes.len() as u64);
-                Some(decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?)
-            }
-        };
-        let applied = match stored {
-            None => Applied::default(),
-            Some(s) => {
-                decode_applied(&s.data).map_err(|e| corrupt("state machine snapshot data", e))?
+                let (meta, data) =
+                    decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?;
+                let applied =
+                    decode_applied(&data).map_err(|e| corrupt("state machine snapshot data", e))?;
+                (applied, meta.last_log_id)
             }
         };
         let (tx, _) = watch::channel(0);
@@ -290,6 +294,7 @@ impl StateMachineStore {
             owner_changes: Arc::default(),
             kv: kv.clone(),
             tree,
+            file: Arc::new(SnapshotFile::new(kv.path(), newest)),
             metrics: SnapshotMetrics::default(),
             pacing: Arc::new(pacing),
         })
@@ -304,7 +309,7 @@ impl StateMachineStore {
     /// other nodes' (see [`SnapshotPacing`]).
     pub fn stagger_snapshots(&self, node_id: u64) {
         self.pacing
-            .stagger_eighths
+            .stagger
             .store(stagger_of(node_id), Ordering::Relaxed);
     }
 
@@ -328,94 +333,41 @@ impl StateMachineStore {
         }
     }
 
-    /// Persists a snapshot durably and atomically (a new file renamed over
-    /// the old one): `parts` in order, the encoded metadata first. Blocking
-    /// file I/O runs off the async workers; the parts come back.
-    async fn persist(&self, parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StorageError> {
-        let dir = self.kv.path().to_path_buf();
-        let parts =
-            tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &parts).map(|()| parts))
-                .await
-                .map_err(|e| StorageError::Task {
-                    path: self.kv.path().to_path_buf(),
-                    message: e.to_string(),
-                })??;
+    /// Marks the snapshot as moved to its file, for an older version that
+    /// looks in sled (see [`SNAPSHOT`]), once a file is written.
+    async fn mark_moved(&self) -> Result<(), StorageError> {
         self.tree
             .set_raw(SNAPSHOT, &codec::header_only(SNAPSHOT_MOVED))?;
-        self.kv.flush().await?;
-        Ok(parts)
-    }
-
-    fn stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match snapshot_bytes(&self.kv, &self.tree)? {
-            None => Ok(None),
-            Some(bytes) => decode_stored(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt {
-                    path: self.kv.path().to_path_buf(),
-                    what: "state machine snapshot".into(),
-                    detail: e.to_string(),
-                }),
-        }
+        self.kv.flush().await
     }
 }
 
-/// The stored snapshot's bytes: the file, else what an older version left in
-/// sled, else none.
-fn snapshot_bytes(kv: &Kv, tree: &Tree) -> Result<Option<Vec<u8>>, StorageError> {
-    let file = kv.path().join(SNAPSHOT_FILE);
-    match std::fs::read(&file) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match tree.get_raw(SNAPSHOT)? {
-            Some(bytes) if codec::version_of(&bytes) == SNAPSHOT_MOVED => Err(tree.corrupt(
-                "state machine snapshot",
-                format!("{} is missing", file.display()),
-            )),
-            bytes => Ok(bytes),
-        },
-        Err(source) => Err(StorageError::File {
-            path: file,
-            what: "read the snapshot",
-            source,
-        }),
+/// The snapshot an older version left in sled, when there is no file; an
+/// error naming the file if sled says it was moved there.
+fn legacy_snapshot(tree: &Tree, file: &SnapshotFile) -> Result<Option<Vec<u8>>, StorageError> {
+    match tree.get_raw(SNAPSHOT)? {
+        Some(bytes) if codec::version_of(&bytes) == SNAPSHOT_MOVED => Err(tree.corrupt(
+            "state machine snapshot",
+            format!("{} is missing", file.path().display()),
+        )),
+        bytes => Ok(bytes),
     }
 }
 
-/// Writes `parts` to a new file, syncs it, renames it over
-/// [`SNAPSHOT_FILE`] in `dir` and syncs the directory.
-fn write_snapshot_file(dir: &std::path::Path, parts: &[Vec<u8>]) -> Result<(), StorageError> {
-    use std::io::Write;
-    let path = dir.join(SNAPSHOT_FILE);
-    let new = dir.join(format!("{SNAPSHOT_FILE}.new"));
-    let fail = |what, path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| StorageError::File { path, what, source }
-    };
-    let mut file = std::fs::File::create(&new).map_err(fail("create the snapshot", &new))?;
-    for part in parts {
-        file.write_all(part)
-            .map_err(fail("write the snapshot", &new))?;
-    }
-    file.sync_all().map_err(fail("sync the snapshot", &new))?;
-    std::fs::rename(&new, &path).map_err(fail("rename the snapshot to", &path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail("sync the directory of", &path))
-}
-
-/// Encodes a snapshot as stored, in the current format: the encoded
-/// metadata followed by the encoded [`Applied`] (each with its own version
-/// header), built in one buffer so the snapshot is in memory once. Returns
-/// the bytes and where the data starts. Format version 1 was the bincode of
-/// [`StoredSnapshot`]; [`decode_stored`] reads both.
-fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> Result<(Vec<u8>, usize), CodecError> {
-    let mut buf = codec::encode(meta)?;
-    let data_at = buf.len();
-    // Sized up front: growing by doubling would hold up to three times the
-    // snapshot while it reallocates.
-    buf.reserve_exact(codec::encoded_size(applied)?);
-    codec::encode_into(&mut buf, applied)?;
-    Ok((buf, data_at))
+/// Writes a snapshot as stored, in the current format: the encoded metadata
+/// followed by the encoded [`Applied`] (each with its own version header),
+/// encoded straight into `writer`. Returns where the data starts. Format
+/// version 1 was the bincode of [`StoredSnapshot`]; [`decode_stored`] reads
+/// both.
+fn write_stored(
+    writer: &mut dyn io::Write,
+    meta: &SnapshotMeta,
+    applied: &Applied,
+) -> io::Result<u64> {
+    let meta = codec::encode(meta).map_err(io::Error::other)?;
+    writer.write_all(&meta)?;
+    codec::encode_to_writer(writer, applied)?;
+    Ok(meta.len() as u64)
 }
 
 /// Snapshot data (an encoded [`Applied`]) in format `version`, for a peer
@@ -440,20 +392,19 @@ pub fn snapshot_data_in_format(data: Vec<u8>, version: u16) -> Result<Vec<u8>, C
     codec::encode_version(&applied, version)
 }
 
-/// Reads a stored snapshot (file or sled value), of any format version.
-fn decode_stored(bytes: &[u8]) -> Result<StoredSnapshot, CodecError> {
+/// Reads a stored snapshot (file or sled value), of any format version:
+/// its metadata and its data, borrowed from `bytes` where the format allows.
+fn decode_stored(bytes: &[u8]) -> Result<(SnapshotMeta, Cow<'_, [u8]>), CodecError> {
     if codec::version_of(bytes) == 1 {
-        return codec::decode(bytes);
+        let stored: StoredSnapshot = codec::decode(bytes)?;
+        return Ok((stored.meta, Cow::Owned(stored.data)));
     }
     let (meta, used) = codec::decode_prefix::<SnapshotMeta>(bytes)?;
-    Ok(StoredSnapshot {
-        meta,
-        data: bytes[used..].to_vec(),
-    })
+    Ok((meta, Cow::Borrowed(&bytes[used..])))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
@@ -463,37 +414,42 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // apply waiting for the lock blocks one of Raft's two threads; at
         // Raft's priority the encoding took the CPU heartbeats needed. The
         // copy is a few strings per device: devices share their inventories.
+        // The encoding goes straight to the file: in one buffer it added
+        // tens of MiB to every node's peak at 100,000 devices.
         let copy = read_lock(&self.applied).clone();
         let meta = Self::meta_of(&copy);
         let encode_meta = meta.clone();
-        let (done, encoded) = tokio::sync::oneshot::channel();
+        let file = self.file.clone();
+        let (done, written) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(SNAPSHOT_THREAD_NAME.into())
             .spawn(move || {
                 crate::runtime::lower_this_thread(crate::runtime::POLLING_NICE);
-                let _ = done.send(encode_stored(&encode_meta, &copy));
+                let written = file.write(encode_meta.last_log_id, "build", |w| {
+                    write_stored(w, &encode_meta, &copy)
+                });
+                drop(copy);
+                let _ = done.send(written);
             })?;
-        let (stored, data_at) = encoded
-            .await
-            .map_err(|_| io::Error::other("the snapshot encoding thread ended without a result"))?
-            .map_err(io::Error::other)?;
-        let mut stored = self.persist(vec![stored]).await?.remove(0);
-        self.pacing.snapshotted(stored.len() as u64);
-        stored.drain(..data_at);
-        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = stored.len(), "snapshot built");
+        let written = written.await.map_err(|_| {
+            io::Error::other("the snapshot encoding thread ended without a result")
+        })??;
+        self.mark_moved().await?;
+        self.pacing.snapshotted(written.bytes);
+        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = written.bytes, "snapshot built");
         self.metrics.built.inc();
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta,
-            snapshot: stored,
+            snapshot: written.data,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -556,8 +512,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let snapshot = snapshot.into_bytes()?;
         let mut applied = decode_applied(&snapshot).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -570,9 +527,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Persist first: after a crash we restart from the new snapshot or the old
         // one, never from a mix.
         let encoded_meta = codec::encode(meta).map_err(io::Error::other)?;
-        let parts = self.persist(vec![encoded_meta, snapshot]).await?;
-        self.pacing
-            .snapshotted(parts.iter().map(|p| p.len() as u64).sum());
+        let file = self.file.clone();
+        let last_log_id = meta.last_log_id;
+        let written = tokio::task::spawn_blocking(move || {
+            file.write(last_log_id, "install", |w| {
+                w.write_all(&encoded_meta)?;
+                w.write_all(&snapshot)?;
+                Ok(encoded_meta.len() as u64)
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Task {
+            path: self.kv.path().to_path_buf(),
+            message: e.to_string(),
+        })??;
+        self.mark_moved().await?;
+        self.pacing.snapshotted(written.bytes);
         *write_lock(&self.applied) = applied;
         self.metrics.installed.inc();
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
@@ -581,17 +551,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.stored()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: s.data,
+        if let Some((meta, snapshot)) = self.file.open()? {
+            return Ok(Some(Snapshot { meta, snapshot }));
+        }
+        let Some(bytes) = legacy_snapshot(&self.tree, &self.file)? else {
+            return Ok(None);
+        };
+        let (meta, data) = decode_stored(&bytes).map_err(|e| {
+            io::Error::other(self.tree.corrupt("state machine snapshot", e.to_string()))
+        })?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: SnapshotData::InMemory(data.into_owned()),
         }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::snapshot_file::SNAPSHOT_FILE;
     use super::*;
     use crate::model::types::{Command, NodeInfo};
+
+    /// A snapshot as [`write_stored`] writes it, and where its data starts.
+    fn encode_stored(meta: &SnapshotMeta, applied: &Applied) -> (Vec<u8>, usize) {
+        let mut bytes = Vec::new();
+        let data_at = write_stored(&mut bytes, meta, applied).expect("encode");
+        (bytes, data_at as usize)
+    }
 
     /// A scan sees every device once, in order, across chunk boundaries.
     #[test]
@@ -639,15 +626,15 @@ mod tests {
             groups: vec![0, 2],
         }));
         let meta = StateMachineStore::meta_of(&applied);
-        let (bytes, data_at) = encode_stored(&meta, &applied).expect("encode");
+        let (bytes, data_at) = encode_stored(&meta, &applied);
         let data = codec::encode(&applied).expect("encode applied");
         assert_eq!(&bytes[data_at..], &data[..]);
         let mut two_step = codec::encode(&meta).expect("encode meta");
         two_step.extend_from_slice(&data);
         assert_eq!(bytes, two_step);
-        let decoded = decode_stored(&bytes).expect("decode");
-        assert_eq!(decoded.data, data);
-        assert_eq!(decoded.meta, meta);
+        let (decoded_meta, decoded_data) = decode_stored(&bytes).expect("decode");
+        assert_eq!(decoded_data, data);
+        assert_eq!(decoded_meta, meta);
         // Version 1: the bincode of the whole struct.
         let v1 = codec::encode_version(
             &StoredSnapshot {
@@ -657,8 +644,20 @@ mod tests {
             1,
         )
         .expect("encode v1");
-        let decoded = decode_stored(&v1).expect("decode v1");
-        assert_eq!((decoded.meta, decoded.data), (meta, data));
+        let (decoded_meta, decoded_data) = decode_stored(&v1).expect("decode v1");
+        assert_eq!((decoded_meta, decoded_data.into_owned()), (meta, data));
+    }
+
+    /// No two of 1,024 consecutive node ids wait alike, and ten nodes'
+    /// waits are at least a twentieth of a snapshot apart.
+    #[test]
+    fn staggers_are_distinct_and_spread() {
+        let all: std::collections::BTreeSet<u64> = (1..=1024).map(stagger_of).collect();
+        assert_eq!(all.len(), 1024);
+        let mut ten: Vec<u64> = (1..=10).map(stagger_of).collect();
+        ten.sort_unstable();
+        let closest = ten.windows(2).map(|w| w[1] - w[0]).min();
+        assert!(closest >= Some(1024 / 20), "{ten:?}");
     }
 
     /// A policy snapshot waits until the log appended since the last one
@@ -669,10 +668,10 @@ mod tests {
         assert!(snapshot_due(0, 0, 7), "no snapshot yet: one is due");
         assert!(!snapshot_due(999, 1000, 0));
         assert!(snapshot_due(1000, 1000, 0));
-        // Node 3 waits three eighths more; node 8 as long as node 0.
-        assert!(!snapshot_due(1374, 1000, stagger_of(3)));
-        assert!(snapshot_due(1375, 1000, stagger_of(3)));
-        assert!(snapshot_due(1000, 1000, stagger_of(8)));
+        // Node 3 waits 875/1024 more; node 1024 as long as node 0.
+        assert!(!snapshot_due(1898, 1024, stagger_of(3)));
+        assert!(snapshot_due(1899, 1024, stagger_of(3)));
+        assert!(snapshot_due(1024, 1024, stagger_of(1024)));
 
         let dir = tempfile::TempDir::new().expect("temp dir");
         let kv = Kv::open_blocking(dir.path()).expect("open");
@@ -683,7 +682,8 @@ mod tests {
         let size = std::fs::metadata(dir.path().join(SNAPSHOT_FILE))
             .expect("snapshot file")
             .len();
-        assert!(size as usize > built.snapshot.len(), "metadata and data");
+        let data = built.snapshot.into_bytes().expect("data");
+        assert!(size as usize > data.len(), "metadata and data");
         assert!(sm.try_create_snapshot_builder(false).await.is_none());
         assert!(sm.try_create_snapshot_builder(true).await.is_some());
         log_bytes.fetch_add(size - 1, Ordering::Relaxed);
@@ -716,7 +716,7 @@ mod tests {
         let mut applied = Applied::default();
         applied.state.apply(&node(1));
         let meta = StateMachineStore::meta_of(&applied);
-        let (bytes, _) = encode_stored(&meta, &applied).expect("encode");
+        let (bytes, _) = encode_stored(&meta, &applied);
         kv.tree(kv::SM)
             .expect("tree")
             .set_raw(SNAPSHOT, &bytes)
@@ -740,7 +740,10 @@ mod tests {
             .await
             .expect("read")
             .expect("a snapshot");
-        assert_eq!(current.snapshot, built.snapshot);
+        assert_eq!(
+            current.snapshot.into_bytes().expect("current"),
+            built.snapshot.into_bytes().expect("built")
+        );
 
         // What the next start reads (the same database, opened once here:
         // sled keeps its lock a while after a close).
