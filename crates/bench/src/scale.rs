@@ -30,6 +30,15 @@ pub struct ScaleArgs {
     /// Start every poll with an ICMP check (`poller.icmp`), as LibreNMS does.
     #[arg(long)]
     pub icmp: bool,
+    /// After the measured intervals, SIGKILL the node, start it again on its full data
+    /// directory and measure one more interval: the restarted process's peak RSS and the
+    /// missed intervals across the restart (issue 12, goal 2).
+    #[arg(long)]
+    pub restart: bool,
+    /// Peak RSS allowed, MiB, before and after the restart (issue 12, goal 2: 200 at 20,000
+    /// devices).
+    #[arg(long, default_value_t = 200.0)]
+    pub max_rss_mib: f64,
     /// Keep configs, logs and data here (default: a temp dir, removed at the end).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
@@ -65,6 +74,32 @@ pub struct Outcome {
     /// The node's CPU in the window by [`harness::NODE_PARTS`], then the rest
     /// (threads that ended or belong to no part); % of one core.
     pub parts_pct: Vec<f64>,
+    /// With `--restart`: what the restarted node did.
+    pub restart: Option<Restart>,
+}
+
+/// The node SIGKILLed after the measured intervals and started again on its data
+/// directory, measured over one interval from its start.
+pub struct Restart {
+    /// From the start to the node answering status, s.
+    pub up_s: f64,
+    /// The restarted process's peak RSS.
+    pub peak_rss_mib: f64,
+    /// Missed intervals from one interval before the kill to one interval after the start.
+    pub missed: usize,
+    pub max_gap_s: f64,
+}
+
+impl Outcome {
+    /// Whether the run meets `max_rss_mib` and missed no interval, restart included.
+    pub fn passes(&self, max_rss_mib: f64) -> bool {
+        self.peak_rss_mib <= max_rss_mib
+            && self.missed == 0
+            && self
+                .restart
+                .as_ref()
+                .is_none_or(|r| r.peak_rss_mib <= max_rss_mib && r.missed == 0)
+    }
 }
 
 /// A node's CPU split as one cell: "Raft / polling / RRD writer / LibreNMS
@@ -99,7 +134,8 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
         );
         outcomes.push(run_one(args, n, &work, Inventory::Import)?);
     }
-    let mut table = Table::new(&[
+    let split = split_header();
+    let mut headers = vec![
         "devices",
         "ports/device",
         "add (s)",
@@ -112,10 +148,19 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
         "missed intervals",
         "longest gap (s)",
         "data dir MiB",
-        &split_header(),
-    ]);
+        &split,
+    ];
+    if args.restart {
+        headers.extend([
+            "restart: up (s)",
+            "restart: peak RSS MiB",
+            "restart: missed intervals",
+            "restart: longest gap (s)",
+        ]);
+    }
+    let mut table = Table::new(&headers);
     for o in &outcomes {
-        table.row(vec![
+        let mut row = vec![
             o.devices.to_string(),
             args.ports.to_string(),
             format!("{:.1}", o.add_s),
@@ -129,7 +174,16 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
             format!("{:.1}", o.max_gap_s),
             format!("{:.1}", o.data_mib),
             split_cell(&o.parts_pct),
-        ]);
+        ];
+        if let Some(r) = &o.restart {
+            row.extend([
+                format!("{:.1}", r.up_s),
+                format!("{:.0}", r.peak_rss_mib),
+                r.missed.to_string(),
+                format!("{:.1}", r.max_gap_s),
+            ]);
+        }
+        table.row(row);
     }
     let mut out = String::new();
     let _ = writeln!(
@@ -140,6 +194,24 @@ pub fn run(args: &ScaleArgs) -> Result<String, BenchError> {
         machine()
     );
     out.push_str(&table.markdown());
+    for o in &outcomes {
+        let _ = writeln!(
+            out,
+            "\n{} devices: peak RSS ≤ {} MiB and no missed interval{}: {}",
+            o.devices,
+            args.max_rss_mib,
+            if args.restart {
+                ", before and after a restart"
+            } else {
+                ""
+            },
+            if o.passes(args.max_rss_mib) {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+    }
     Ok(out)
 }
 
@@ -276,6 +348,11 @@ pub fn run_one(
         sink.with(|c| poll_gaps(&c.polls, window_start, window_end, interval));
     let cpu = u1.cpu_s - u0.cpu_s;
     let data_mib = dir_size(&node.dir.join("data")) as f64 / 1048576.0;
+    let restart = if args.restart {
+        Some(restart_node(&mut node, &sink, interval)?)
+    } else {
+        None
+    };
     node.proc.terminate(Duration::from_secs(10));
     drop(sim);
     Ok(Outcome {
@@ -301,6 +378,43 @@ pub fn run_one(
             .iter()
             .map(|cpu| 100.0 * cpu / wall)
             .collect(),
+        restart,
+    })
+}
+
+/// SIGKILLs `node`, starts it again on its data directory at once and measures one interval
+/// from the start (see [`Restart`]).
+fn restart_node(node: &mut Node, sink: &RrdSink, interval: f64) -> Result<Restart, BenchError> {
+    eprintln!("scale: SIGKILL and restart of the node");
+    let killed_at = unix_s();
+    node.proc.kill9();
+    let started = Instant::now();
+    node.proc.start_again();
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted node to answer status",
+        || node.cli(&["status", "--json"]).ok(),
+    )?;
+    let up_s = started.elapsed().as_secs_f64();
+    let end = started + Duration::from_secs_f64(interval);
+    while Instant::now() < end {
+        if !node.proc.is_running() {
+            return Err(BenchError::Setup(format!(
+                "the restarted node exited; see {}",
+                node.log().display()
+            )));
+        }
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    let usage = node.proc.usage()?;
+    let (_, missed, max_gap_s) = sink.with(|c| poll_gaps(&c.polls, killed_at, unix_s(), interval));
+    Ok(Restart {
+        up_s,
+        peak_rss_mib: usage.peak_rss_kib as f64 / 1024.0,
+        missed,
+        max_gap_s,
     })
 }
 

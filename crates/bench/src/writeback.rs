@@ -40,6 +40,8 @@ pub fn run(args: &WritebackArgs) -> Result<String, BenchError> {
         intervals: args.intervals,
         // Both runs ping first, as LibreNMS mode does: the difference is the write-back.
         icmp: true,
+        restart: false,
+        max_rss_mib: f64::INFINITY,
         workdir: None,
     };
     let work = Workdir::new(args.workdir.as_deref(), "raftpoll-bench-writeback-")?;

@@ -115,7 +115,9 @@ pub async fn trim_freed_memory(every: Duration, mut shutdown: watch::Receiver<bo
     }
 }
 
-fn trim() {
+/// Hands the heap memory malloc keeps after frees back to the system now
+/// (blocking: walks every arena).
+pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes malloc's own locks and only returns free pages.
     unsafe {

@@ -185,7 +185,7 @@ mod tests {
             ("b", 1, None, 0),
             ("c", 2, None, 0),
         ] {
-            let d = state.devices.get_mut(h).expect("added");
+            let d = std::sync::Arc::make_mut(state.devices.get_mut(h).expect("added"));
             d.owner = Some(owner);
             d.last_polled = polled;
             d.last_poll_ms = Some(ms);

@@ -94,7 +94,7 @@ impl From<ClusterStateV2> for ClusterState {
                         storages: inv.storages,
                     }),
                 };
-                (hostname, device)
+                (hostname, Arc::new(device))
             })
             .collect();
         ClusterState {

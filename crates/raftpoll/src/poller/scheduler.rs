@@ -573,7 +573,7 @@ async fn poll_device<C: SnmpClient>(
     let clock = Instant::now();
     let started = claim_at_ms / 1000;
     let me = ctx.cluster.node_id();
-    let device: Option<Device> = ctx.cluster.read(|s| {
+    let device: Option<Arc<Device>> = ctx.cluster.read(|s| {
         s.devices
             .get(&hostname)
             .filter(|d| d.owner == Some(me))

@@ -428,7 +428,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 let written = file.write(encode_meta.last_log_id, "build", |w| {
                     write_stored(w, &encode_meta, &copy)
                 });
+                // What the copy alone held (devices and inventories applies
+                // replaced meanwhile) goes back now, not at the next trim.
                 drop(copy);
+                crate::runtime::trim();
                 let _ = done.send(written);
             })?;
         let written = written.await.map_err(|_| {
@@ -543,7 +546,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })??;
         self.mark_moved().await?;
         self.pacing.snapshotted(written.bytes);
-        *write_lock(&self.applied) = applied;
+        let replaced = std::mem::replace(&mut *write_lock(&self.applied), applied);
+        // Freed outside the lock: applies and readers need not wait for it.
+        drop(replaced);
         self.metrics.installed.inc();
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
