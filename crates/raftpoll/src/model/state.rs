@@ -424,6 +424,43 @@ mod tests {
         assert!(matches!(s.apply(&unknown), CommandResult::Rejected(_)));
     }
 
+    /// A copy of the state (a snapshot's) shares the devices, and applies
+    /// after it change the state, never the copy.
+    #[test]
+    fn a_copy_shares_devices_and_keeps_them_as_they_were() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        s.apply(&Command::AddDevice(new_device("sw2")));
+        discover(&mut s, "sw1", vec![port(1, "eth0", "e0")]);
+        let copy = s.clone();
+        assert!(Arc::ptr_eq(&copy.devices["sw1"], &s.devices["sw1"]));
+        s.apply(&Command::PollReports {
+            node: 1,
+            reports: vec![PollReport {
+                hostname: "sw1".into(),
+                polled_at: 500,
+                duration_ms: 20,
+                status: DeviceStatus::Up,
+                reason: None,
+            }],
+        });
+        discover(
+            &mut s,
+            "sw1",
+            vec![port(1, "eth0", "e0"), port(2, "eth1", "e1")],
+        );
+        assert_eq!(s.devices["sw1"].last_polled, Some(500));
+        assert_eq!(s.devices["sw1"].inventory.ports.len(), 2);
+        assert_eq!(copy.devices["sw1"].last_polled, None);
+        assert_eq!(copy.devices["sw1"].inventory.ports.len(), 1);
+        assert_eq!(
+            copy.devices["sw1"].inventory.ports[0].port_id,
+            s.devices["sw1"].inventory.ports[0].port_id,
+            "the port kept its id"
+        );
+        assert!(Arc::ptr_eq(&copy.devices["sw2"], &s.devices["sw2"]));
+    }
+
     #[test]
     fn duplicate_and_unknown_devices_are_rejected() {
         let mut s = ClusterState::default();
