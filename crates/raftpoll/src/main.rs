@@ -51,8 +51,6 @@ fn print_out(out: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread allocates: arenas are made as threads first need one.
-    raftpoll::runtime::limit_malloc_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

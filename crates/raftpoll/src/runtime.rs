@@ -115,29 +115,7 @@ pub async fn trim_freed_memory(every: Duration, mut shutdown: watch::Receiver<bo
     }
 }
 
-/// The malloc arenas a node's threads share (see [`limit_malloc_arenas`]).
-pub const MALLOC_ARENAS: i32 = 2;
-
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] unless the environment
-/// sets `MALLOC_ARENA_MAX`. By default glibc gives threads up to eight
-/// arenas per core, and memory freed in one arena serves only that arena's
-/// threads: a node's dozen threads (polls, Raft, applies and snapshots, the
-/// RRD writer, sled's) each kept their own free memory between trims. Call
-/// before threads start.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a malloc parameter; M_ARENA_MAX takes effect
-        // for arenas made later.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-        }
-    }
-}
-
-/// Hands the heap memory malloc keeps after frees back to the system now
-/// (blocking: walks every arena).
-pub fn trim() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes malloc's own locks and only returns free pages.
     unsafe {

@@ -428,10 +428,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 let written = file.write(encode_meta.last_log_id, "build", |w| {
                     write_stored(w, &encode_meta, &copy)
                 });
-                // What the copy alone held (devices and inventories applies
-                // replaced meanwhile) goes back now, not at the next trim.
                 drop(copy);
-                crate::runtime::trim();
                 let _ = done.send(written);
             })?;
         let written = written.await.map_err(|_| {
