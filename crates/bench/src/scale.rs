@@ -292,18 +292,11 @@ pub fn run_one(
     };
     let updates0 = sink.with(|c| c.updates);
     let measured = Duration::from_secs(u64::from(args.interval) * u64::from(args.intervals));
-    let end = Instant::now() + measured;
-    while Instant::now() < end {
-        if !node.proc.is_running() {
-            return Err(BenchError::Setup(format!(
-                "the node exited during the run; see {}",
-                node.log().display()
-            )));
-        }
-        std::thread::sleep(
-            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
-        );
-    }
+    run_until(
+        &mut node,
+        Instant::now() + measured,
+        "the node exited during the run",
+    )?;
     let u1 = node.proc.usage()?;
     let window_end = unix_s();
     let (db_cpu_pct, written_back) = match (inventory, db0) {
@@ -382,6 +375,23 @@ pub fn run_one(
     })
 }
 
+/// Waits until `end`, checking every second that `node` still runs; if it
+/// stopped, the error says `exited` and where its log is.
+fn run_until(node: &mut Node, end: Instant, exited: &str) -> Result<(), BenchError> {
+    while Instant::now() < end {
+        if !node.proc.is_running() {
+            return Err(BenchError::Setup(format!(
+                "{exited}; see {}",
+                node.log().display()
+            )));
+        }
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    Ok(())
+}
+
 /// SIGKILLs `node`, starts it again on its data directory at once and measures one interval
 /// from the start (see [`Restart`]).
 fn restart_node(node: &mut Node, sink: &RrdSink, interval: f64) -> Result<Restart, BenchError> {
@@ -396,18 +406,11 @@ fn restart_node(node: &mut Node, sink: &RrdSink, interval: f64) -> Result<Restar
         || node.cli(&["status", "--json"]).ok(),
     )?;
     let up_s = started.elapsed().as_secs_f64();
-    let end = started + Duration::from_secs_f64(interval);
-    while Instant::now() < end {
-        if !node.proc.is_running() {
-            return Err(BenchError::Setup(format!(
-                "the restarted node exited; see {}",
-                node.log().display()
-            )));
-        }
-        std::thread::sleep(
-            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
-        );
-    }
+    run_until(
+        node,
+        started + Duration::from_secs_f64(interval),
+        "the restarted node exited",
+    )?;
     let usage = node.proc.usage()?;
     let (_, missed, max_gap_s) = sink.with(|c| poll_gaps(&c.polls, killed_at, unix_s(), interval));
     Ok(Restart {
