@@ -177,12 +177,24 @@ impl ClusterState {
                 hostname,
                 at,
                 discovery,
-            } => self.discovered(hostname, *at, discovery),
+            } => self.discovered(hostname, *at, &discovery.keyed()),
             Command::DiscoveredPorts {
                 hostname,
                 at,
                 discovery,
                 port_ids,
+            } => self.discovered_with_ids(hostname, *at, &discovery.keyed(), port_ids),
+            Command::DiscoveredKeys {
+                hostname,
+                at,
+                discovery,
+                port_ids: None,
+            } => self.discovered(hostname, *at, discovery),
+            Command::DiscoveredKeys {
+                hostname,
+                at,
+                discovery,
+                port_ids: Some(port_ids),
             } => self.discovered_with_ids(hostname, *at, discovery, port_ids),
         }
     }
@@ -215,7 +227,7 @@ impl ClusterState {
     /// Merges a discovery into the device's inventory. Ports keep their id when
     /// their ifIndex changes: they are matched by ifName, then by ifDescr, then
     /// by ifIndex; unmatched interfaces get fresh ids.
-    fn discovered(&mut self, hostname: &str, at: u64, discovery: &Discovery) -> CommandResult {
+    fn discovered(&mut self, hostname: &str, at: u64, discovery: &KeyedDiscovery) -> CommandResult {
         let Some(device) = device_mut(&mut self.devices, hostname) else {
             return CommandResult::Rejected(Rejection::UnknownDevice(hostname.to_string()));
         };
@@ -231,36 +243,28 @@ impl ClusterState {
                 .find(|slot| slot.as_ref().is_some_and(pred))
                 .and_then(Option::take)
         };
-        let mut matched: Vec<(usize, Option<Port>)> = Vec::with_capacity(discovery.ports.len());
         // Three passes so a strong match (name) is never stolen by a weak one (index).
-        for (i, found) in discovery.ports.iter().enumerate() {
-            let by_name = (!found.ifname.is_empty())
-                .then(|| {
-                    let key = PortKey::name(&found.ifname);
-                    take(&|p: &Port| p.key == key)
-                })
-                .flatten();
-            matched.push((i, by_name));
-        }
-        for (i, slot) in matched.iter_mut() {
-            let found = &discovery.ports[*i];
-            if slot.is_none() && !found.ifdescr.is_empty() {
-                let key = PortKey::descr(&found.ifdescr);
+        let mut matched: Vec<Option<Port>> = discovery
+            .ports
+            .iter()
+            .map(|found| {
+                let key = found.name_key()?;
+                take(&|p: &Port| p.key == key)
+            })
+            .collect();
+        for (found, slot) in discovery.ports.iter().zip(matched.iter_mut()) {
+            if let (None, Some(key)) = (&slot, found.descr_key()) {
                 *slot = take(&|p: &Port| p.key == key);
             }
         }
-        for (i, slot) in matched.iter_mut() {
-            let found = &discovery.ports[*i];
-            if slot.is_none() {
-                *slot = take(&|p: &Port| {
-                    p.ifindex == found.ifindex && !p.key.has_name() && found.ifname.is_empty()
-                });
+        for (found, slot) in discovery.ports.iter().zip(matched.iter_mut()) {
+            if slot.is_none() && found.name_key().is_none() {
+                *slot = take(&|p: &Port| p.ifindex == found.ifindex && !p.key.has_name());
             }
         }
         let mut ports = Vec::with_capacity(matched.len());
         let mut ids = BTreeMap::new();
-        for (i, slot) in matched {
-            let found = &discovery.ports[i];
+        for (found, slot) in discovery.ports.iter().zip(matched) {
             let port_id = match slot {
                 Some(p) => p.port_id,
                 None => {
@@ -272,7 +276,7 @@ impl ClusterState {
             ports.push(Port {
                 port_id,
                 ifindex: found.ifindex,
-                key: PortKey::of(&found.ifname, &found.ifdescr),
+                key: found.key(),
             });
         }
         ports.sort_by_key(|p| p.port_id);
@@ -293,7 +297,7 @@ impl ClusterState {
         &mut self,
         hostname: &str,
         at: u64,
-        discovery: &Discovery,
+        discovery: &KeyedDiscovery,
         port_ids: &BTreeMap<u32, PortId>,
     ) -> CommandResult {
         let Some(device) = device_mut(&mut self.devices, hostname) else {
@@ -306,7 +310,7 @@ impl ClusterState {
                 port_ids.get(&found.ifindex).map(|&port_id| Port {
                     port_id,
                     ifindex: found.ifindex,
-                    key: PortKey::of(&found.ifname, &found.ifdescr),
+                    key: found.key(),
                 })
             })
             .collect();
@@ -422,6 +426,73 @@ mod tests {
             port_ids: BTreeMap::new(),
         };
         assert!(matches!(s.apply(&unknown), CommandResult::Rejected(_)));
+    }
+
+    /// The keyed form the leader writes from level 4 on changes the state
+    /// exactly as the discovery with names: same ids, same keys, same
+    /// counter, through renames, renumbering, ports gaining an ifName and
+    /// ports without names, with and without LibreNMS's ids.
+    #[test]
+    fn a_keyed_discovery_applies_as_the_one_with_names() {
+        let runs: Vec<Vec<DiscoveredPort>> = vec![
+            vec![port(1, "eth0", "e0"), port(2, "", "e1"), port(3, "", "")],
+            // Renumbered, e1 gains an ifName (matched by its ifDescr), the
+            // nameless port moves index, a new port.
+            vec![
+                port(10, "eth0", "e0"),
+                port(11, "eth1", "e1"),
+                port(3, "", ""),
+                port(4, "", ""),
+                port(12, "eth2", "e2"),
+            ],
+            // A name and a description swapped between two ports.
+            vec![port(10, "e0", "eth0"), port(11, "eth1", "e1")],
+            // With LibreNMS's ids.
+            vec![port(10, "eth0", "e0"), port(13, "eth3", "")],
+            vec![],
+        ];
+        let mut with_names = ClusterState::default();
+        with_names.apply(&Command::AddDevice(new_device("sw1")));
+        let mut keyed = with_names.clone();
+        let mut results = Vec::new();
+        for (i, ports) in runs.into_iter().enumerate() {
+            let hostname = "sw1".to_string();
+            let at = 100 + i as u64;
+            let discovery = Discovery {
+                ports,
+                ..Default::default()
+            };
+            let cmd = if i == 3 {
+                Command::DiscoveredPorts {
+                    port_ids: discovery.ports.iter().map(|p| (p.ifindex, 900)).collect(),
+                    hostname,
+                    at,
+                    discovery,
+                }
+            } else {
+                Command::Discovered {
+                    hostname,
+                    at,
+                    discovery,
+                }
+            };
+            let compact = cmd.clone().for_level(4).expect("level 4");
+            assert_eq!(compact.kind(), "DiscoveredKeys");
+            assert_eq!(cmd.clone().for_level(3).expect("level 3"), cmd);
+            let result = with_names.apply(&cmd);
+            assert_eq!(keyed.apply(&compact), result, "run {i}");
+            assert_eq!(with_names, keyed, "run {i}");
+            results.push(result);
+        }
+        let ids = |run: usize| match &results[run] {
+            CommandResult::PortIds(ids) => ids.clone(),
+            other => panic!("run {run}: {other:?}"),
+        };
+        // e1 kept its id when it gained an ifName; the nameless port when it
+        // kept its index.
+        assert_eq!(ids(1)[&11], ids(0)[&2]);
+        assert_eq!(ids(1)[&3], ids(0)[&3]);
+        assert_eq!(ids(3)[&13], 900);
     }
 
     /// A copy of the state (a snapshot's) shares the devices, and applies
