@@ -58,12 +58,38 @@ fn max_term(nodes: &[Node]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The log's last index on the node that leads now.
-fn leader_log_index(nodes: &[Node]) -> Option<f64> {
-    nodes
+/// Which node leads now, its log's last index and the bytes it appended to
+/// its log since it started.
+fn leader_log(nodes: &[Node]) -> Option<(usize, f64, f64)> {
+    let (i, leader) = nodes
         .iter()
-        .find(|n| n.metric("raftpoll_raft_is_leader") == Some(1.0))
-        .and_then(|n| n.metric("raftpoll_raft_last_log_index"))
+        .enumerate()
+        .find(|(_, n)| n.metric("raftpoll_raft_is_leader") == Some(1.0))?;
+    Some((
+        i,
+        leader.metric("raftpoll_raft_last_log_index")?,
+        leader.metric("raftpoll_raft_log_appended_bytes_total")?,
+    ))
+}
+
+/// Entries and KB per second between two readings of [`leader_log`] on the
+/// same leader (bytes as it stored them; every node stores the same).
+fn log_rates(
+    from: Option<(usize, f64, f64)>,
+    to: Option<(usize, f64, f64)>,
+    secs: f64,
+) -> (String, String) {
+    match (from, to) {
+        (Some((l0, i0, b0)), Some((l1, i1, b1)))
+            if l0 == l1 && i1 >= i0 && b1 >= b0 && secs > 0.0 =>
+        {
+            (
+                format!("{:.1}", (i1 - i0) / secs),
+                format!("{:.1}", (b1 - b0) / secs / 1000.0),
+            )
+        }
+        _ => ("- (leader changed)".into(), "- (leader changed)".into()),
+    }
 }
 
 /// What [`measure`] found: the printed report and each goal's verdict.
@@ -130,6 +156,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         (status["nodes"].as_array()?.len() == args.nodes).then_some(())
     })?;
 
+    let log_before_import = leader_log(&nodes);
     let started = Instant::now();
     let import_start = unix_s();
     import_devices(&nodes[0], dir, n, sim.ports())?;
@@ -163,7 +190,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         .iter()
         .map(|node| node.proc.usage())
         .collect::<Result<Vec<_>, _>>()?;
-    let log0 = leader_log_index(&nodes);
+    let log0 = leader_log(&nodes);
     let measured = Duration::from_secs(u64::from(args.interval) * u64::from(intervals));
     let end = Instant::now() + measured;
     while Instant::now() < end {
@@ -182,7 +209,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         .iter()
         .map(|node| node.proc.usage())
         .collect::<Result<Vec<_>, _>>()?;
-    let log1 = leader_log_index(&nodes);
+    let log1 = leader_log(&nodes);
     let window_end = unix_s();
     let wall = window_end - window_start;
     let leader_changes = (max_term(&nodes) - term_after_import).max(0.0);
@@ -231,10 +258,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         "-".into(),
         "-".into(),
     ]);
-    let entries_per_s = match (log0, log1) {
-        (Some(a), Some(b)) if b >= a => format!("{:.1}", (b - a) / wall),
-        _ => "- (leader changed)".to_string(),
-    };
+    let (entries_per_s, kb_per_s) = log_rates(log0, log1, wall);
+    let (first_entries_per_s, first_kb_per_s) =
+        log_rates(log_before_import, log0, window_start - import_start);
     let kill_restart = if args.kill_restart {
         Some(kill_and_restart(
             &mut nodes,
@@ -278,6 +304,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         "CPU ms per device-poll",
         "highest peak RSS MiB",
         "log entries/s",
+        "log KB/s",
+        "log entries/s, KB/s until measured",
     ]);
     summary.row(vec![
         args.nodes.to_string(),
@@ -302,6 +330,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         },
         format!("{peak_max:.0}"),
         entries_per_s,
+        kb_per_s,
+        format!("{first_entries_per_s}, {first_kb_per_s}"),
     ]);
     let mut out = String::new();
     let _ = writeln!(
@@ -447,4 +477,23 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
         if pass { "PASS" } else { "FAIL" }
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rates_are_per_second_and_only_within_one_leader() {
+        let rates = log_rates(Some((0, 100.0, 1e6)), Some((0, 400.0, 4e6)), 30.0);
+        assert_eq!(rates, ("10.0".to_string(), "100.0".to_string()));
+        // Another node's byte counter is another count: no rate, and it says why.
+        let (entries, kb) = log_rates(Some((0, 400.0, 4e6)), Some((1, 500.0, 5e6)), 30.0);
+        assert!(entries.contains("leader changed") && kb.contains("leader changed"));
+        assert!(
+            log_rates(None, Some((0, 1.0, 1.0)), 30.0)
+                .0
+                .contains("leader changed")
+        );
+    }
 }

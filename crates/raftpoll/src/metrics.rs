@@ -83,6 +83,8 @@ struct Inner {
     poll: PollMetrics,
     snmp: SnmpCounters,
     snapshots: SnapshotMetrics,
+    /// Bytes this node appended to its Raft log (the log's own encoding).
+    log_appended_bytes: Counter,
     /// What the scrape-time gauges read, once the node has started it.
     sources: Arc<OnceLock<Sources>>,
 }
@@ -259,6 +261,12 @@ impl Inner {
             "Time to build and persist one Raft snapshot",
             snapshots.duration.clone(),
         );
+        let log_appended_bytes = Counter::default();
+        registry.register(
+            "raftpoll_raft_log_appended_bytes",
+            "Bytes of entries this node appended to its Raft log",
+            log_appended_bytes.clone(),
+        );
         let sources = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(StateCollector {
             sources: sources.clone(),
@@ -268,6 +276,7 @@ impl Inner {
             poll,
             snmp,
             snapshots,
+            log_appended_bytes,
             sources,
         }
     }
@@ -284,6 +293,10 @@ impl Metrics {
 
     pub fn snapshots(&self) -> &SnapshotMetrics {
         &self.inner.snapshots
+    }
+
+    pub fn log_appended_bytes(&self) -> &Counter {
+        &self.inner.log_appended_bytes
     }
 
     /// Hands the running node's parts to the scrape-time gauges. Only the

@@ -419,7 +419,9 @@ async fn start_raft(
     let (log_store, mut sm_store) = store.raft_stores().await?;
     sm_store.set_metrics(metrics.snapshots().clone());
     sm_store.stagger_snapshots(node_id);
-    let log_store = log_store.with_feature_level(features.local_level());
+    let log_store = log_store
+        .with_feature_level(features.local_level())
+        .with_appended_counter(metrics.log_appended_bytes().clone());
     // Entries not yet applied must all be readable here: say which one is
     // not (and exit with EXIT_TOO_NEW) rather than fail inside Raft.
     let applied = sm_store.shared().last_applied_index().map_or(0, |i| i + 1);

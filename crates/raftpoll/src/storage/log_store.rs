@@ -12,6 +12,7 @@ use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
+use prometheus_client::metrics::counter::Counter;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -35,6 +36,8 @@ pub struct LogStore {
     /// Bytes of entries appended since the process started (the state
     /// machine paces its snapshots by it).
     appended_bytes: Arc<AtomicU64>,
+    /// The same bytes, as the node's metric.
+    appended_counter: Counter,
 }
 
 /// Purged entries removed per sled batch (see [`LogStore::purge`]).
@@ -52,12 +55,19 @@ impl LogStore {
             meta: kv.tree(kv::META)?,
             feature_level: FEATURE_LEVEL,
             appended_bytes: Arc::default(),
+            appended_counter: Counter::default(),
         })
     }
 
     /// The running count of bytes appended to this log.
     pub(crate) fn appended_bytes(&self) -> Arc<AtomicU64> {
         self.appended_bytes.clone()
+    }
+
+    /// Counts appended bytes into `counter` too (the node's metric).
+    pub fn with_appended_counter(mut self, counter: Counter) -> LogStore {
+        self.appended_counter = counter;
+        self
     }
 
     /// Holds the store at an older feature level: reading an entry of a
@@ -220,6 +230,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let rows = entries.into_iter().map(|e| (index_key(e.log_id.index), e));
         let written = self.logs.insert_many(rows)?;
         self.appended_bytes.fetch_add(written, Ordering::Relaxed);
+        self.appended_counter.inc_by(written);
         // Acknowledge only once the entries are on disk.
         match self.kv.flush().await {
             Ok(()) => {
