@@ -199,6 +199,31 @@ pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError
     }
 }
 
+/// Decodes a value of the current format straight from `reader`, without
+/// reading its encoding whole: each string passes through a buffer of
+/// `scratch` bytes, so none may be longer. `Ok(None)`: `reader` holds another
+/// format version (read its bytes and [`decode`] them).
+pub fn decode_current_from<T: DeserializeOwned>(
+    mut reader: impl std::io::Read,
+    scratch: usize,
+) -> Result<Option<T>, CodecError> {
+    let fail = |detail: String| CodecError::Decode {
+        version: FORMAT_VERSION,
+        detail,
+    };
+    let mut head = [0u8; HEADER_LEN];
+    reader
+        .read_exact(&mut head)
+        .map_err(|e| fail(e.to_string()))?;
+    if version_of(&head) != FORMAT_VERSION {
+        return Ok(None);
+    }
+    let mut buffer = vec![0u8; scratch];
+    postcard::from_io((reader, &mut buffer[..]))
+        .map(|(value, _)| Some(value))
+        .map_err(|e| fail(e.to_string()))
+}
+
 /// Decodes bytes of any format version this node reads.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match version_of(bytes) {
@@ -219,6 +244,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_current_format_decodes_from_a_reader_through_a_small_buffer() {
+        let value = (7u64, vec!["a".repeat(100), "b".repeat(100)], Some(3u32));
+        let bytes = encode(&value).expect("encodes");
+        // Two strings of 100 bytes through a 100-byte buffer: one at a time.
+        let back: Option<(u64, Vec<String>, Option<u32>)> =
+            decode_current_from(&bytes[..], 100).expect("decodes");
+        assert_eq!(back, Some(value.clone()));
+        let err = decode_current_from::<(u64, Vec<String>, Option<u32>)>(&bytes[..], 99)
+            .expect_err("a string longer than the buffer");
+        assert!(err.to_string().contains("format version 3"), "{err}");
+        let older = encode_version(&value, 2).expect("encodes");
+        assert!(
+            decode_current_from::<(u64, Vec<String>, Option<u32>)>(&older[..], 100)
+                .expect("an older header is not an error")
+                .is_none()
+        );
+        let cut = decode_current_from::<(u64, Vec<String>, Option<u32>)>(&bytes[..50], 100);
+        assert!(cut.is_err(), "a cut encoding is an error");
+    }
 
     #[test]
     fn round_trip_in_every_version() {
