@@ -21,6 +21,7 @@ const CLAIM_ROUND_S: f64 = 2.0;
 
 /// What happened to one killed node.
 struct Victim {
+    index: usize,
     name: String,
     role: String,
     devices: usize,
@@ -32,6 +33,8 @@ struct Victim {
     caught_up_s: f64,
     share_back_s: f64,
     devices_after: usize,
+    /// The restarted process's peak RSS (MiB), read at the end.
+    restarted_peak_mib: f64,
 }
 
 /// The verdict and the printed table.
@@ -170,6 +173,7 @@ pub fn kill_and_restart(
         .map_or(f64::NAN, |()| restarted.elapsed().as_secs_f64());
         victims.push((
             Victim {
+                index,
                 name,
                 role,
                 devices: owned.len(),
@@ -179,6 +183,7 @@ pub fn kill_and_restart(
                 caught_up_s,
                 share_back_s,
                 devices_after,
+                restarted_peak_mib: f64::NAN,
             },
             owned,
             killed_at,
@@ -194,6 +199,12 @@ pub fn kill_and_restart(
         sink.with(|c| poll_gaps(&c.polls, window_start, window_end, interval));
     for (victim, owned, killed_at) in &mut victims {
         victim.takeover_s = sink.with(|c| takeover_delay(&c.polls, owned, *killed_at, interval));
+        // A start reads the snapshot and replays the log: its own peak,
+        // which the run's table (the first process's) does not show.
+        victim.restarted_peak_mib = nodes[victim.index]
+            .proc
+            .usage()
+            .map_or(f64::NAN, |u| u.peak_rss_kib as f64 / 1024.0);
     }
 
     let mut table = Table::new(&[
@@ -206,6 +217,7 @@ pub fn kill_and_restart(
         "caught up (s after restart)",
         "half its share back (s after restart)",
         "devices then",
+        "restarted: peak RSS MiB",
     ]);
     let mut takeover_in_time = true;
     let mut caught_up_through_snapshot = true;
@@ -224,6 +236,7 @@ pub fn kill_and_restart(
             format!("{:.0}", v.caught_up_s),
             format!("{:.0}", v.share_back_s),
             v.devices_after.to_string(),
+            format!("{:.0}", v.restarted_peak_mib),
         ]);
     }
     let pass = takeover_in_time && caught_up_through_snapshot && back_in_service && missed == 0;

@@ -272,27 +272,27 @@ impl StateMachineStore {
             stagger: AtomicU64::new(0),
         };
         let file = SnapshotFile::new(kv.path(), None);
-        let streamed = stream_snapshot(&file);
-        let stored = match &streamed {
-            Some(_) => None,
-            None => match file.read()? {
-                Some(bytes) => Some(bytes),
-                None => legacy_snapshot(&tree, &file)?,
-            },
-        };
-        let (applied, newest) = match (streamed, stored) {
-            (Some((applied, newest, size)), _) => {
+        let (applied, newest) = match stream_snapshot(&file) {
+            Some((applied, newest, size)) => {
                 pacing.snapshotted(size);
                 (applied, newest)
             }
-            (None, None) => (Applied::default(), None),
-            (None, Some(bytes)) => {
-                pacing.snapshotted(bytes.len() as u64);
-                let (meta, data) =
-                    decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?;
-                let applied =
-                    decode_applied(&data).map_err(|e| corrupt("state machine snapshot data", e))?;
-                (applied, meta.last_log_id)
+            None => {
+                let stored = match file.read()? {
+                    Some(bytes) => Some(bytes),
+                    None => legacy_snapshot(&tree, &file)?,
+                };
+                match stored {
+                    None => (Applied::default(), None),
+                    Some(bytes) => {
+                        pacing.snapshotted(bytes.len() as u64);
+                        let (meta, data) = decode_stored(&bytes)
+                            .map_err(|e| corrupt("state machine snapshot", e))?;
+                        let applied = decode_applied(&data)
+                            .map_err(|e| corrupt("state machine snapshot data", e))?;
+                        (applied, meta.last_log_id)
+                    }
+                }
             }
         };
         let (tx, _) = watch::channel(0);
@@ -798,7 +798,7 @@ mod tests {
         // sled keeps its lock a while after a close).
         let sm = StateMachineStore::load(&kv, Arc::default()).expect("load the file");
         assert_eq!(nodes(&sm), 2);
-        // It decoded the file as a stream, not read whole.
+        // The file streams (what a start tries first), not only reads whole.
         let (streamed, last, size) =
             stream_snapshot(&SnapshotFile::new(dir.path(), None)).expect("streams");
         assert_eq!(streamed.state.nodes.len(), 2);
