@@ -5,7 +5,7 @@
 //! device missed an interval meanwhile.
 
 use super::BenchError;
-use super::harness::{Node, Table, wait_for};
+use super::harness::{Node, Running, Table, wait_for};
 use super::rrd_sink::RrdSink;
 use super::scale::{poll_gaps, unix_s};
 use raftpoll::cluster::raft::KEEP_LOGS_AFTER_SNAPSHOT;
