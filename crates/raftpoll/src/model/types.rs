@@ -452,34 +452,9 @@ impl Command {
     /// discovery with port names in its keyed form once the level allows,
     /// else the command itself if its level allows, else its older
     /// equivalent.
-    pub fn for_level(self, level: u32) -> Result<Command, UnsupportedEntry> {
-        match self {
-            Command::Discovered {
-                hostname,
-                at,
-                discovery,
-            } if level >= KEYED_DISCOVERY_LEVEL => {
-                return Ok(Command::DiscoveredKeys {
-                    hostname,
-                    at,
-                    discovery: discovery.keyed(),
-                    port_ids: None,
-                });
-            }
-            Command::DiscoveredPorts {
-                hostname,
-                at,
-                discovery,
-                port_ids,
-            } if level >= KEYED_DISCOVERY_LEVEL => {
-                return Ok(Command::DiscoveredKeys {
-                    hostname,
-                    at,
-                    discovery: discovery.keyed(),
-                    port_ids: Some(port_ids),
-                });
-            }
-            _ => {}
+    pub fn for_level(mut self, level: u32) -> Result<Command, UnsupportedEntry> {
+        if level >= KEYED_DISCOVERY_LEVEL {
+            self = self.with_port_keys();
         }
         if self.feature_level() <= level {
             return Ok(self);
@@ -492,6 +467,31 @@ impl Command {
                 None => Ok(self),
             },
             other => other.check_level(level).map(|()| other),
+        }
+    }
+
+    /// A discovery with port names as [`Command::DiscoveredKeys`]; any other
+    /// command as it is.
+    fn with_port_keys(self) -> Command {
+        let (hostname, at, discovery, port_ids) = match self {
+            Command::Discovered {
+                hostname,
+                at,
+                discovery,
+            } => (hostname, at, discovery, None),
+            Command::DiscoveredPorts {
+                hostname,
+                at,
+                discovery,
+                port_ids,
+            } => (hostname, at, discovery, Some(port_ids)),
+            other => return other,
+        };
+        Command::DiscoveredKeys {
+            hostname,
+            at,
+            discovery: discovery.keyed(),
+            port_ids,
         }
     }
 
