@@ -3,7 +3,7 @@
 //! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
 
 use super::harness::{
-    NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, dir_size, machine, wait_for,
+    NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, Usage, dir_size, machine, wait_for,
     write_switch_recording,
 };
 use super::kill_restart::{KillRestartOutcome, kill_and_restart};
@@ -104,6 +104,8 @@ pub struct ClusterOutcome {
     /// The cluster's CPU in the window by [`NODE_PARTS`] (then the rest), summed
     /// over the nodes; % of one core.
     pub parts_pct: Vec<f64>,
+    /// The same with no devices, before the import (the fixed cost).
+    pub idle_parts_pct: Vec<f64>,
     /// The busiest node's Raft part, % of one core.
     pub max_node_raft_pct: f64,
     /// Polls in the window.
@@ -156,6 +158,12 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         (status["nodes"].as_array()?.len() == args.nodes).then_some(())
     })?;
 
+    // What the cluster costs with nothing to poll (heartbeats, ticks): the
+    // fixed part of the replicated CPU, measured before the import.
+    let idle0 = usages(&nodes)?;
+    std::thread::sleep(IDLE_WINDOW);
+    let idle_parts_pct = cluster_parts_pct(&idle0, &usages(&nodes)?, IDLE_WINDOW.as_secs_f64());
+
     let log_before_import = leader_log(&nodes);
     let started = Instant::now();
     let import_start = unix_s();
@@ -186,10 +194,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     );
 
     let window_start = unix_s();
-    let usage0 = nodes
-        .iter()
-        .map(|node| node.proc.usage())
-        .collect::<Result<Vec<_>, _>>()?;
+    let usage0 = usages(&nodes)?;
     let log0 = leader_log(&nodes);
     let measured = Duration::from_secs(u64::from(args.interval) * u64::from(intervals));
     let end = Instant::now() + measured;
@@ -205,10 +210,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
             Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
         );
     }
-    let usage1 = nodes
-        .iter()
-        .map(|node| node.proc.usage())
-        .collect::<Result<Vec<_>, _>>()?;
+    let usage1 = usages(&nodes)?;
     let log1 = leader_log(&nodes);
     let window_end = unix_s();
     let wall = window_end - window_start;
@@ -345,6 +347,12 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     out.push_str(&summary.markdown());
     out.push('\n');
     out.push_str(&per_node.markdown());
+    let _ = writeln!(
+        out,
+        "\nidle, before the import ({} s, no devices), CPU % of one core by part, cluster: {}",
+        IDLE_WINDOW.as_secs(),
+        split_cell(&idle_parts_pct)
+    );
     if let Some(k) = &kill_restart {
         out.push('\n');
         out.push_str(&k.report);
@@ -371,10 +379,32 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         highest_peak_rss_mib: peak_max,
         pass,
         parts_pct: parts_total,
+        idle_parts_pct,
         max_node_raft_pct,
         polls,
         kill_restart,
     })
+}
+
+/// How long the cluster is measured with no devices, before the import.
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
+
+fn usages(nodes: &[Node]) -> Result<Vec<Usage>, BenchError> {
+    nodes.iter().map(|node| node.proc.usage()).collect()
+}
+
+/// The cluster's CPU between two samples by [`NODE_PARTS`] (then the rest),
+/// summed over the nodes; % of one core.
+fn cluster_parts_pct(before: &[Usage], after: &[Usage], wall_s: f64) -> Vec<f64> {
+    let mut total: Vec<f64> = Vec::new();
+    for (u0, u1) in before.iter().zip(after) {
+        let parts = u0.parts_since(u1);
+        total.resize(parts.len(), 0.0);
+        for (t, cpu) in total.iter_mut().zip(parts) {
+            *t += 100.0 * cpu / wall_s;
+        }
+    }
+    total
 }
 
 /// Most replicated (Raft) CPU allowed, % of the polling CPU (issue 12, goal 3).
@@ -415,6 +445,8 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
         "cluster CPU % of one core",
         &split_header(),
         "Raft CPU % of polling CPU",
+        "idle Raft CPU % (no devices)",
+        "Raft CPU above idle, % of polling CPU",
         "busiest node's Raft CPU %",
         "CPU ms per device-poll",
         "missed intervals",
@@ -440,6 +472,13 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
             polling if polling > 0.0 => 100.0 * outcome.parts_pct[RAFT_PART] / polling,
             _ => f64::INFINITY,
         };
+        let idle_raft = outcome.idle_parts_pct[RAFT_PART];
+        let above_idle_share = match outcome.parts_pct[POLLING_PART] {
+            polling if polling > 0.0 => {
+                100.0 * (outcome.parts_pct[RAFT_PART] - idle_raft).max(0.0) / polling
+            }
+            _ => f64::INFINITY,
+        };
         pass &= raft_share <= TARGET_RAFT_PCT_OF_POLLING && outcome.pass;
         let wall = f64::from(args.interval) * f64::from(args.intervals);
         table.row(vec![
@@ -449,6 +488,8 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
             format!("{cpu:.1}"),
             split_cell(&outcome.parts_pct),
             format!("{raft_share:.1}"),
+            format!("{idle_raft:.1}"),
+            format!("{above_idle_share:.1}"),
             format!("{:.1}", outcome.max_node_raft_pct),
             if outcome.polls > 0 {
                 format!("{:.2}", 10.0 * cpu * wall / outcome.polls as f64)

@@ -133,7 +133,7 @@ impl Default for PollerConfig {
             per_device_in_flight: 4,
             max_concurrent_polls: 500,
             source_ip: None,
-            report_interval_ms: 2000,
+            report_interval_ms: 10_000,
             icmp: false,
             icmp_count: 3,
             icmp_timeout_ms: 500,

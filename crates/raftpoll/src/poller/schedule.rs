@@ -10,15 +10,33 @@ pub struct Timing {
     pub down_retry: u64,
 }
 
-/// A device's fixed phase within the interval, so that start times spread
-/// evenly over the interval instead of bunching (no thundering herd) and
-/// stay put across restarts and owner changes.
+/// The spacing of the start slots within an interval, seconds: the largest
+/// of 5, 4, 3, 2 that divides `frequency` and leaves at least 12 slots, else 1.
+///
+/// Devices due in one slot go into one claim, so a node writes one claim
+/// entry per slot instead of one per second; every entry costs each node of
+/// the cluster an append, a replication round and an apply whatever its
+/// size. A slot must divide the interval so that successive claims of a
+/// device stay exactly one interval apart.
+pub fn slot_seconds(frequency: u64) -> u64 {
+    [5, 4, 3, 2]
+        .into_iter()
+        .find(|&s| frequency % s == 0 && frequency / s >= 12)
+        .unwrap_or(1)
+}
+
+/// A device's fixed phase within the interval, on a start slot (see
+/// [`slot_seconds`]), so that start times spread evenly over the interval
+/// instead of bunching (no thundering herd) and stay put across restarts
+/// and owner changes.
 pub fn phase(hostname: &str, frequency: u64) -> u64 {
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     let hash = hostname.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    hash % frequency.max(1)
+    let frequency = frequency.max(1);
+    let slot = slot_seconds(frequency);
+    hash % (frequency / slot) * slot
 }
 
 /// The first moment at or after `from` that is on `hostname`'s phase.
@@ -105,6 +123,18 @@ mod tests {
             }
             assert_eq!(at % 300, phase(host, 300), "{host} back on its phase");
             assert_eq!(next_due(host, at, DeviceStatus::Up, T), at + 300);
+        }
+    }
+
+    #[test]
+    fn slots_divide_the_interval_into_at_least_twelve() {
+        for (frequency, slot) in [(300, 5), (60, 5), (30, 2), (10, 1), (7, 1), (36, 3), (1, 1)] {
+            assert_eq!(slot_seconds(frequency), slot, "frequency {frequency}");
+        }
+        for i in 0..1000 {
+            let p = phase(&format!("device-{i}"), 300);
+            assert_eq!(p % 5, 0);
+            assert!(p < 300);
         }
     }
 
