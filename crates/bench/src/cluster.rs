@@ -3,8 +3,8 @@
 //! no leader change, and what the cluster costs (CPU, memory per node, Raft log rate).
 
 use super::harness::{
-    NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, Usage, dir_size, machine, wait_for,
-    write_switch_recording,
+    NODE_PARTS, Node, POLLING_PART, RAFT_PART, Running as _, Table, Usage, dir_size, machine,
+    wait_for, write_switch_recording,
 };
 use super::kill_restart::{KillRestartOutcome, kill_and_restart};
 use super::rrd_sink::RrdSink;
