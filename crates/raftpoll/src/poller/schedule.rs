@@ -21,7 +21,7 @@ pub struct Timing {
 pub fn slot_seconds(frequency: u64) -> u64 {
     [5, 4, 3, 2]
         .into_iter()
-        .find(|&s| frequency % s == 0 && frequency / s >= 12)
+        .find(|&s| frequency.is_multiple_of(s) && frequency / s >= 12)
         .unwrap_or(1)
 }
 
