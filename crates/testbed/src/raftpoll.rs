@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub timeout_ms: u64,
     pub retries: u32,
     pub max_in_flight: usize,
+    /// Reports reach the log this often: tests poll every few seconds and
+    /// read a device's status soon after, so shorter than the default 10 s.
+    pub report_interval_ms: u64,
     pub source_ip: Option<String>,
     pub rrdcached: String,
     /// `[tls]` of the node; the CLI helpers then pass the same files as `--ca/--cert/--key`.
@@ -63,6 +66,7 @@ impl NodeConfig {
             timeout_ms: 1000,
             retries: 1,
             max_in_flight: 256,
+            report_interval_ms: 2000,
             source_ip: Some("127.0.0.1".into()),
             rrdcached: rrdcached.to_string(),
             tls: None,
@@ -85,6 +89,10 @@ impl NodeConfig {
         poller.insert(
             "max_in_flight".into(),
             Value::Integer(self.max_in_flight as i64),
+        );
+        poller.insert(
+            "report_interval_ms".into(),
+            Value::Integer(self.report_interval_ms as i64),
         );
         if let Some(ip) = &self.source_ip {
             poller.insert("source_ip".into(), Value::String(ip.clone()));
