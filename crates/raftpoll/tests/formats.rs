@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{append, apply};
+use common::{append, apply, open_when_unlocked};
 use openraft::raft::AppendEntriesRequest;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
@@ -363,7 +363,7 @@ async fn v1_data_dir_upgrades_in_place() {
         };
         append(&mut log, vec![extra]).await;
     }
-    let (_store, mut log, mut sm) = storage::open(tmp.path()).await.expect("reopen");
+    let (_store, mut log, mut sm) = open_when_unlocked(tmp.path()).await.expect("reopen");
     let snapshot = sm
         .get_current_snapshot()
         .await
@@ -454,7 +454,7 @@ async fn a_newer_entry_kind_stops_the_node_naming_it() {
             .expect("committed");
     }
     for _attempt in 0..2 {
-        let (_store, log, sm) = storage::open(tmp.path()).await.expect("reopen");
+        let (_store, log, sm) = open_when_unlocked(tmp.path()).await.expect("reopen");
         let shared = sm.shared();
         let mut held = log.clone().with_feature_level(1);
         // The log state (last log id) still reads ...
@@ -514,7 +514,7 @@ async fn a_newer_entry_kind_stops_the_node_naming_it() {
     );
 
     // The current level reads it and applies it.
-    let (_store, mut log, mut sm) = storage::open(tmp.path()).await.expect("reopen");
+    let (_store, mut log, mut sm) = open_when_unlocked(tmp.path()).await.expect("reopen");
     let rest = log.try_get_log_entries(13..=24).await.expect("entries");
     apply(&mut sm, rest).await;
     assert!(sm.shared().read(|s| s.devices.contains_key("new1")));

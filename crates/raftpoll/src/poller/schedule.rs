@@ -25,18 +25,19 @@ pub fn slot_seconds(frequency: u64) -> u64 {
         .unwrap_or(1)
 }
 
-/// A device's fixed phase within the interval, on a start slot (see
-/// [`slot_seconds`]), so that start times spread evenly over the interval
-/// instead of bunching (no thundering herd) and stay put across restarts
-/// and owner changes.
+/// A device's fixed phase within the interval, so that start times spread
+/// evenly over the interval instead of bunching (no thundering herd) and
+/// stay put across restarts and owner changes. It is the start of the slot
+/// (see [`slot_seconds`]) holding the device's second in the interval, so
+/// a device polled on whole seconds before keeps its place within a slot.
 pub fn phase(hostname: &str, frequency: u64) -> u64 {
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     let hash = hostname.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     let frequency = frequency.max(1);
-    let slot = slot_seconds(frequency);
-    hash % (frequency / slot) * slot
+    let second = hash % frequency;
+    second - second % slot_seconds(frequency)
 }
 
 /// The first moment at or after `from` that is on `hostname`'s phase.
