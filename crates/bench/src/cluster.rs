@@ -227,7 +227,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         "data dir MiB",
     ]);
     let mut cpu_total = 0.0;
-    let mut parts_total: Vec<f64> = Vec::new();
+    let parts_total = cluster_parts_pct(&usage0, &usage1, wall);
     let mut max_node_raft_pct: f64 = 0.0;
     let mut peak_max: f64 = 0.0;
     for (i, ((node, u0), u1)) in nodes.iter().zip(&usage0).zip(&usage1).enumerate() {
@@ -238,10 +238,6 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
             .map(|cpu| 100.0 * cpu / wall)
             .collect();
         max_node_raft_pct = max_node_raft_pct.max(parts_pct[RAFT_PART]);
-        parts_total.resize(parts_pct.len(), 0.0);
-        for (total, part) in parts_total.iter_mut().zip(&parts_pct) {
-            *total += part;
-        }
         let peak = u1.peak_rss_kib as f64 / 1024.0;
         cpu_total += cpu_pct;
         peak_max = peak_max.max(peak);
