@@ -464,17 +464,14 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
         })?;
         eprintln!("{}", outcome.report);
         let cpu: f64 = outcome.parts_pct.iter().sum();
-        let raft_share = match outcome.parts_pct[POLLING_PART] {
-            polling if polling > 0.0 => 100.0 * outcome.parts_pct[RAFT_PART] / polling,
+        let share_of_polling = |raft: f64| match outcome.parts_pct[POLLING_PART] {
+            polling if polling > 0.0 => 100.0 * raft / polling,
             _ => f64::INFINITY,
         };
+        let raft = outcome.parts_pct[RAFT_PART];
         let idle_raft = outcome.idle_parts_pct[RAFT_PART];
-        let above_idle_share = match outcome.parts_pct[POLLING_PART] {
-            polling if polling > 0.0 => {
-                100.0 * (outcome.parts_pct[RAFT_PART] - idle_raft).max(0.0) / polling
-            }
-            _ => f64::INFINITY,
-        };
+        let raft_share = share_of_polling(raft);
+        let above_idle_share = share_of_polling((raft - idle_raft).max(0.0));
         pass &= raft_share <= TARGET_RAFT_PCT_OF_POLLING && outcome.pass;
         let wall = f64::from(args.interval) * f64::from(args.intervals);
         table.row(vec![

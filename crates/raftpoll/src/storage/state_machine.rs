@@ -272,28 +272,28 @@ impl StateMachineStore {
             stagger: AtomicU64::new(0),
         };
         let file = SnapshotFile::new(kv.path(), None);
-        let (applied, newest) = match stream_snapshot(&file) {
+        // Streamed, else read whole (an older format, or damage to name).
+        let loaded = match stream_snapshot(&file) {
+            Some(streamed) => Some(streamed),
+            None => match file.read()? {
+                Some(bytes) => Some(bytes),
+                None => legacy_snapshot(&tree, &file)?,
+            }
+            .map(|bytes| {
+                let (meta, data) =
+                    decode_stored(&bytes).map_err(|e| corrupt("state machine snapshot", e))?;
+                let applied =
+                    decode_applied(&data).map_err(|e| corrupt("state machine snapshot data", e))?;
+                Ok::<_, StorageError>((applied, meta.last_log_id, bytes.len() as u64))
+            })
+            .transpose()?,
+        };
+        let (applied, newest) = match loaded {
             Some((applied, newest, size)) => {
                 pacing.snapshotted(size);
                 (applied, newest)
             }
-            None => {
-                let stored = match file.read()? {
-                    Some(bytes) => Some(bytes),
-                    None => legacy_snapshot(&tree, &file)?,
-                };
-                match stored {
-                    None => (Applied::default(), None),
-                    Some(bytes) => {
-                        pacing.snapshotted(bytes.len() as u64);
-                        let (meta, data) = decode_stored(&bytes)
-                            .map_err(|e| corrupt("state machine snapshot", e))?;
-                        let applied = decode_applied(&data)
-                            .map_err(|e| corrupt("state machine snapshot data", e))?;
-                        (applied, meta.last_log_id)
-                    }
-                }
-            }
+            None => (Applied::default(), None),
         };
         let (tx, _) = watch::channel(0);
         Ok(StateMachineStore {
