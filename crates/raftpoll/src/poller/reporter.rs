@@ -7,7 +7,7 @@ use crate::codec;
 use crate::model::types::{Command, PollReport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Where the scheduler drops reports; bounded by the number of devices.
@@ -53,21 +53,37 @@ fn merge(pending: &mut BTreeMap<String, PollReport>, report: PollReport) {
 }
 
 /// Proposes the buffered reports every `interval` until shutdown, then once more.
+///
+/// Flushes fall on the multiples of `interval` in unix time, as do the start
+/// slots' claims: every node's reports then reach the leader with the
+/// claims of that moment and replicate in the same round, instead of each
+/// report entry costing every follower a round of its own.
 pub async fn run(
     cluster: ClusterHandle,
     buffer: ReportBuffer,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => flush(&cluster, &buffer).await,
+            _ = tokio::time::sleep(until_aligned(interval, SystemTime::now())) => {
+                flush(&cluster, &buffer).await
+            }
             _ = shutdown.changed() => break,
         }
     }
     flush(&cluster, &buffer).await;
+}
+
+/// Time from `now` to the next multiple of `interval` since the unix epoch
+/// (a whole `interval` when `now` is one).
+fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
+    let every_ms = interval.as_millis().max(1);
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    Duration::from_millis((every_ms - now_ms % every_ms) as u64)
 }
 
 /// Reports per entry: small entries replicate and apply without holding up
@@ -118,5 +134,20 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].polled_at, 10);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn flushes_fall_on_multiples_of_the_interval() {
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        let every = Duration::from_secs(10);
+        assert_eq!(
+            until_aligned(every, at(1_000_003_000)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            until_aligned(every, at(1_000_009_999)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(until_aligned(every, at(1_000_000_000)), every);
     }
 }
