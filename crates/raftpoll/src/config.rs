@@ -109,7 +109,8 @@ pub struct PollerConfig {
     pub max_concurrent_polls: usize,
     /// Local address SNMP requests leave from. Default: chosen by the OS.
     pub source_ip: Option<IpAddr>,
-    /// How often poll reports are batched into the Raft log, in milliseconds.
+    /// How often poll reports are batched into the Raft log, in milliseconds;
+    /// flushed on multiples of it in unix time, with the claims of that moment.
     pub report_interval_ms: u64,
     /// Start every poll with an ICMP echo, as LibreNMS's availability check: a
     /// device answering no ping is down (reason `icmp`) and not walked.
