@@ -48,6 +48,56 @@ pub struct ClusterArgs {
     /// How long each killed node stays down, seconds.
     #[arg(long, default_value_t = 120)]
     pub restart_after_s: u64,
+    #[command(flatten)]
+    pub raft_timing: RaftTimingArgs,
+}
+
+/// Raft timing for every node of the benchmark's cluster; unset means the product's default.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RaftTimingArgs {
+    /// `[cluster] heartbeat_ms` of every node.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// `[cluster] election_timeout_min_ms` of every node.
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    /// `[cluster] election_timeout_max_ms` of every node.
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+}
+
+impl RaftTimingArgs {
+    /// `key = value` for each setting given.
+    fn settings(&self) -> Vec<String> {
+        [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("election_timeout_min_ms", self.election_timeout_min_ms),
+            ("election_timeout_max_ms", self.election_timeout_max_ms),
+        ]
+        .iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key} = {v}")))
+        .collect()
+    }
+
+    /// The `[cluster]` table that sets what was given (empty when nothing was).
+    fn config_table(&self) -> String {
+        let settings = self.settings();
+        if settings.is_empty() {
+            String::new()
+        } else {
+            format!("[cluster]\n{}\n", settings.join("\n"))
+        }
+    }
+
+    /// For a report's header line.
+    fn describe(&self) -> String {
+        let settings = self.settings();
+        if settings.is_empty() {
+            "default Raft timing".into()
+        } else {
+            format!("Raft timing {}", settings.join(", "))
+        }
+    }
 }
 
 /// Every node's current Raft term; the highest one.
@@ -146,11 +196,14 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
         "frequency = {}\ndiscovery_frequency = 86400\ntimeout_ms = 2000\nretries = 1",
         args.interval
     );
-    let mut nodes = vec![Node::start(dir, "node1", &rrd, &poller, "")?];
+    let cluster = args.raft_timing.config_table();
+    let mut nodes = vec![Node::start(dir, "node1", &rrd, &poller, &cluster)?];
     for i in 2..=args.nodes {
         let seed = Some(nodes[0].addr);
         let name = format!("node{i}");
-        nodes.push(Node::start_with_seed(dir, &name, &rrd, &poller, "", seed)?);
+        nodes.push(Node::start_with_seed(
+            dir, &name, &rrd, &poller, &cluster, seed,
+        )?);
     }
     wait_for(Duration::from_secs(120), "every node to join", || {
         let status: serde_json::Value =
@@ -334,10 +387,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterOutcome, BenchError> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "cluster: {} nodes on one machine, interval {} s, {} interval(s) measured once every device was polled (or the first-poll wait ran out); {}\n",
+        "cluster: {} nodes on one machine, interval {} s, {} interval(s) measured once every device was polled (or the first-poll wait ran out); {}; {}\n",
         args.nodes,
         args.interval,
         intervals,
+        args.raft_timing.describe(),
         machine()
     );
     out.push_str(&summary.markdown());
@@ -429,6 +483,8 @@ pub struct ScalingArgs {
     /// Peak RSS allowed per node, MiB.
     #[arg(long, default_value_t = 300.0)]
     pub max_rss_mib: f64,
+    #[command(flatten)]
+    pub raft_timing: RaftTimingArgs,
 }
 
 /// The same load per node on clusters of different sizes: how the replicated
@@ -461,6 +517,7 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
             workdir: None,
             kill_restart: false,
             restart_after_s: 0,
+            raft_timing: args.raft_timing.clone(),
         })?;
         eprintln!("{}", outcome.report);
         let cpu: f64 = outcome.parts_pct.iter().sum();
@@ -496,11 +553,12 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "scaling: {} devices per node, interval {} s, {} interval(s) measured; parts: {}; {}\n",
+        "scaling: {} devices per node, interval {} s, {} interval(s) measured; parts: {}; {}; {}\n",
         args.devices_per_node,
         args.interval,
         args.intervals,
         NODE_PARTS.join(", "),
+        args.raft_timing.describe(),
         machine()
     );
     out.push_str(&table.markdown());
@@ -516,6 +574,20 @@ pub fn run_scaling(args: &ScalingArgs) -> Result<String, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raft_timing_sets_only_what_was_given() {
+        assert_eq!(RaftTimingArgs::default().config_table(), "");
+        let timing = RaftTimingArgs {
+            heartbeat_ms: Some(150),
+            election_timeout_max_ms: Some(1200),
+            ..Default::default()
+        };
+        assert_eq!(
+            timing.config_table(),
+            "[cluster]\nheartbeat_ms = 150\nelection_timeout_max_ms = 1200\n"
+        );
+    }
 
     #[test]
     fn log_rates_are_per_second_and_only_within_one_leader() {

@@ -21,6 +21,7 @@ fn five_nodes_poll_every_device_every_interval_under_one_leader_and_through_kill
         workdir: None,
         kill_restart: true,
         restart_after_s: 20,
+        raft_timing: Default::default(),
     };
     let outcome = measure(&args).expect("the cluster runs");
     let report = &outcome.report;

@@ -215,17 +215,18 @@ impl Tree {
         }
     }
 
-    /// Raw key/value pairs of `range`, in key order.
-    pub(crate) fn raw_range<R: RangeBounds<Vec<u8>>>(
+    /// Calls `visit` with each raw key/value pair of `range`, in key order,
+    /// one at a time (a range can be the whole log: nothing is collected).
+    pub(crate) fn for_each_raw<R: RangeBounds<Vec<u8>>>(
         &self,
         range: R,
-    ) -> Result<Vec<RawPair>, StorageError> {
-        let mut out = Vec::new();
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         for item in self.tree.range(range) {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            out.push((k.to_vec(), v.to_vec()));
+            visit(&k, &v)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The last key/value pair, as stored.

@@ -96,12 +96,18 @@ impl LogStore {
     pub async fn check_readable(&self, from: u64) -> Result<(), StorageError> {
         let this = self.clone();
         let path = self.kv.path().to_path_buf();
-        tokio::task::spawn_blocking(move || this.entries(from..).map(|_| ()))
-            .await
-            .map_err(|e| StorageError::Task {
-                path,
-                message: e.to_string(),
-            })?
+        // One entry at a time: after a long time without a snapshot the log
+        // since the last one can be tens of megabytes, decoded even more.
+        tokio::task::spawn_blocking(move || {
+            this.logs.for_each_raw(key_range(&(from..)), |k, v| {
+                this.decode_entry(k, v).map(drop)
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Task {
+            path,
+            message: e.to_string(),
+        })?
     }
 
     /// Decodes the entry stored under `key`. An entry this node cannot read
@@ -135,22 +141,23 @@ impl LogStore {
     }
 
     fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        self.logs
-            .raw_range((start, end))?
-            .iter()
-            .map(|(k, v)| self.decode_entry(k, v))
-            .collect()
+        let mut entries = Vec::new();
+        self.logs.for_each_raw(key_range(&range), |k, v| {
+            entries.push(self.decode_entry(k, v)?);
+            Ok(())
+        })?;
+        Ok(entries)
     }
+}
+
+/// The sled key range of a range of log indexes.
+fn key_range(range: &impl RangeBounds<u64>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let key = |bound: Bound<&u64>| match bound {
+        Bound::Included(i) => Bound::Included(index_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (key(range.start_bound()), key(range.end_bound()))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
