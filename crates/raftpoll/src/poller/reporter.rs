@@ -1,13 +1,14 @@
 //! Batches poll reports into the Raft log: one entry per interval, not one
 //! per poll, keeping only the newest report of each device.
 
+use super::scheduler::unix_now_ms;
 use crate::api::split_by_size;
 use crate::cluster::handle::ClusterHandle;
 use crate::codec;
 use crate::model::types::{Command, PollReport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Where the scheduler drops reports; bounded by the number of devices.
@@ -66,7 +67,7 @@ pub async fn run(
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(until_aligned(interval, SystemTime::now())) => {
+            _ = tokio::time::sleep(until_aligned(interval, unix_now_ms())) => {
                 flush(&cluster, &buffer).await
             }
             _ = shutdown.changed() => break,
@@ -75,15 +76,11 @@ pub async fn run(
     flush(&cluster, &buffer).await;
 }
 
-/// Time from `now` to the next multiple of `interval` since the unix epoch
-/// (a whole `interval` when `now` is one).
-fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
-    let every_ms = interval.as_millis().max(1);
-    let now_ms = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    Duration::from_millis((every_ms - now_ms % every_ms) as u64)
+/// Time from `now_ms` (unix milliseconds) to the next multiple of `interval`
+/// since the unix epoch (a whole `interval` when `now_ms` is one).
+fn until_aligned(interval: Duration, now_ms: u64) -> Duration {
+    let every_ms = (interval.as_millis() as u64).max(1);
+    Duration::from_millis(every_ms - now_ms % every_ms)
 }
 
 /// Reports per entry: small entries replicate and apply without holding up
@@ -138,16 +135,12 @@ mod tests {
 
     #[test]
     fn flushes_fall_on_multiples_of_the_interval() {
-        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
         let every = Duration::from_secs(10);
+        assert_eq!(until_aligned(every, 1_000_003_000), Duration::from_secs(7));
         assert_eq!(
-            until_aligned(every, at(1_000_003_000)),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            until_aligned(every, at(1_000_009_999)),
+            until_aligned(every, 1_000_009_999),
             Duration::from_millis(1)
         );
-        assert_eq!(until_aligned(every, at(1_000_000_000)), every);
+        assert_eq!(until_aligned(every, 1_000_000_000), every);
     }
 }

@@ -557,7 +557,8 @@ async fn claim<C>(
     });
 }
 
-fn unix_now_ms() -> u64 {
+/// Milliseconds since the unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
