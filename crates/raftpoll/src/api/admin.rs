@@ -84,7 +84,9 @@ pub fn admin_service(
 
 fn cluster_status(e: ClusterError) -> Status {
     match e {
-        ClusterError::NoLeader(_) => Status::unavailable(e.to_string()),
+        ClusterError::NoLeader(_) | ClusterError::NoLeaderKnown => {
+            Status::unavailable(e.to_string())
+        }
         ClusterError::Unsupported(_) => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
     }

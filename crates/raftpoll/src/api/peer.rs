@@ -1,7 +1,7 @@
 //! The `Peer` gRPC service: node-to-node proposals and membership requests,
 //! executed on the leader (a follower forwards them).
 
-use crate::cluster::handle::{ClusterError, ClusterHandle};
+use crate::cluster::handle::{ClusterError, ClusterHandle, PROPOSE_TIMEOUT};
 use crate::cluster::network::BearerAuth;
 use crate::cluster::network::MAX_PEER_MESSAGE_BYTES;
 use crate::codec;
@@ -11,6 +11,7 @@ use crate::proto::{
     JoinReply, JoinRequest, ProposeReply, ProposeRequest, RemoveReply, RemoveRequest,
 };
 use crate::secret::Secret;
+use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -56,9 +57,16 @@ impl Peer for PeerRpc {
                 "this node is not a member of a cluster yet",
             ));
         }
+        // A claim is of use only early in its time budget, and its sender
+        // retries by itself, at the leader it knows by then: it is passed
+        // on once, not held here while a leader is elected.
+        let send_within = match cmd {
+            Command::ClaimPolls { .. } => Duration::ZERO,
+            _ => PROPOSE_TIMEOUT,
+        };
         let mut result = self
             .cluster
-            .propose(cmd.clone())
+            .propose_within(cmd.clone(), send_within)
             .await
             .map_err(unavailable)?;
         // The founding node registers itself (raising the id counter) only

@@ -37,12 +37,15 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const DRAIN_ALIVE_WITHIN: Duration = Duration::from_secs(3);
 
 /// How long a proposal may wait for a leader to exist and answer.
-const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("no leader elected within {0:?}; is a majority of nodes up?")]
     NoLeader(Duration),
+    /// Asked to pass a command on at once, and no leader is known here.
+    #[error("no leader known to this node (an election may be under way)")]
+    NoLeaderKnown,
     #[error("forwarding to leader {addr} failed: {message}")]
     Forward { addr: String, message: String },
     #[error("raft: {0}")]
@@ -258,6 +261,17 @@ impl ClusterHandle {
     /// Appends `cmd` to the log through the leader and returns its result once
     /// applied (on the leader).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        self.propose_within(cmd, PROPOSE_TIMEOUT).await
+    }
+
+    /// [`Self::propose`], but no attempt to reach a leader starts after
+    /// `send_within` (the first always does): for a command that is
+    /// worthless, or harmful, when it is appended late (a poll claim).
+    pub async fn propose_within(
+        &self,
+        cmd: Command,
+        send_within: Duration,
+    ) -> Result<CommandResult, ClusterError> {
         let bytes = codec::encoded_size(&cmd).map_err(|e| ClusterError::Codec(e.to_string()))?;
         if bytes > MAX_ENTRY_BYTES {
             return Err(ClusterError::TooLarge {
@@ -265,7 +279,7 @@ impl ClusterHandle {
                 bytes,
             });
         }
-        match self.on_leader(Op::Propose(cmd)).await? {
+        match self.on_leader(Op::Propose(cmd), send_within).await? {
             Done::Applied(r) => Ok(r),
             other => Err(ClusterError::Codec(format!("unexpected reply {other:?}"))),
         }
@@ -273,7 +287,7 @@ impl ClusterHandle {
 
     /// Adds `info` as a learner (blocking until it caught up) and records it.
     pub async fn join(&self, info: NodeInfo) -> Result<NodeId, ClusterError> {
-        match self.on_leader(Op::Join(info)).await? {
+        match self.on_leader(Op::Join(info), PROPOSE_TIMEOUT).await? {
             Done::Joined { leader_id } => Ok(leader_id),
             other => Err(ClusterError::Codec(format!("unexpected reply {other:?}"))),
         }
@@ -282,12 +296,16 @@ impl ClusterHandle {
     /// Moves a leaving node's devices to live nodes and unregisters it, in
     /// one log entry written by the leader.
     pub async fn drain(&self, id: NodeId) -> Result<(), ClusterError> {
-        self.on_leader(Op::Drain(id)).await.map(|_| ())
+        self.on_leader(Op::Drain(id), PROPOSE_TIMEOUT)
+            .await
+            .map(|_| ())
     }
 
     /// Removes a node from the Raft membership.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
-        self.on_leader(Op::Remove(id)).await.map(|_| ())
+        self.on_leader(Op::Remove(id), PROPOSE_TIMEOUT)
+            .await
+            .map(|_| ())
     }
 
     /// Appends `cmd` only if this node leads, without forwarding: for
@@ -302,11 +320,13 @@ impl ClusterHandle {
     }
 
     /// Runs `op` on the leader: here if this node leads, else over gRPC.
-    /// Retries across leader changes until [`PROPOSE_TIMEOUT`].
-    async fn on_leader(&self, op: Op) -> Result<Done, ClusterError> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+    /// Retries across leader changes; no attempt but the first starts after
+    /// `send_within`.
+    async fn on_leader(&self, op: Op, send_within: Duration) -> Result<Done, ClusterError> {
+        let deadline = tokio::time::Instant::now() + send_within;
         let mut last_error = None;
-        while tokio::time::Instant::now() < deadline {
+        let mut first = true;
+        while std::mem::take(&mut first) || tokio::time::Instant::now() < deadline {
             match self.leader() {
                 Some((id, _)) if id == self.inner.node_id => match self.local(&op).await {
                     Ok(done) => return Ok(done),
@@ -324,12 +344,17 @@ impl ClusterHandle {
                             }
                         }
                     };
+                    tracing::debug!(leader, "passing a request on to the leader");
                     tokio::select! {
                         result = self.forward(leader, &addr, &op) => match result {
                             Ok(done) => return Ok(done),
-                            Err(e) => last_error = Some(e),
+                            Err(e) => {
+                                tracing::debug!(leader, error = %e, "the leader did not take a request");
+                                last_error = Some(e);
+                            }
                         },
                         _ = replaced => {
+                            tracing::debug!(leader, "leader replaced while a request waited on it");
                             last_error = Some(ClusterError::Forward {
                                 addr,
                                 message: "leader replaced while waiting".into(),
@@ -346,7 +371,11 @@ impl ClusterHandle {
             let mut metrics = self.inner.raft.metrics();
             let _ = tokio::time::timeout(wait, metrics.changed()).await;
         }
-        Err(last_error.unwrap_or(ClusterError::NoLeader(PROPOSE_TIMEOUT)))
+        Err(last_error.unwrap_or(if send_within.is_zero() {
+            ClusterError::NoLeaderKnown
+        } else {
+            ClusterError::NoLeader(send_within)
+        }))
     }
 
     async fn local(&self, op: &Op) -> Result<Done, Retry> {

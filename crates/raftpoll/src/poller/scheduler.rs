@@ -130,6 +130,22 @@ impl ClaimTimes {
         })
     }
 
+    /// How long a claim of devices polled under `t` may take: the time
+    /// within which it may be sent to a leader, and the wait for its answer.
+    ///
+    /// A claim stuck on a hung or cut-off leader must not hold up polling
+    /// once a new leader exists: its answer is awaited at most for the
+    /// lease, and never past the shortest budget, after which a grant is of
+    /// no use. A claim first sent late in that budget (a leader elected
+    /// meanwhile) would likely be granted after it: polls nobody starts, and
+    /// the log then refuses the devices' next claim for a whole gap, which
+    /// can cost them their interval. So it is sent only within the first half
+    /// of the budget; after that a fresh claim is made instead.
+    fn waits(t: Timing, lease: Duration) -> (Duration, Duration) {
+        let budget = ClaimTimes::of(t.frequency.min(t.down_retry)).budget;
+        (budget / 2, lease.min(budget))
+    }
+
     /// The longest claim gap of either status: a claim sent this long after
     /// the last one is refused for no timing reason, whatever the device's
     /// status has become.
@@ -532,9 +548,8 @@ async fn claim<C>(
         down_gap_ms,
         hostnames: hostnames.clone(),
     };
-    // A claim stuck on a hung or cut-off leader must not hold up polling
-    // once a new leader exists: give up after the lease and claim again.
-    let proposed = tokio::time::timeout(ctx.config.lease, ctx.cluster.propose(cmd)).await;
+    let (send_within, wait) = ClaimTimes::waits(t, ctx.config.lease);
+    let proposed = tokio::time::timeout(wait, ctx.cluster.propose_within(cmd, send_within)).await;
     ctx.extras
         .metrics
         .poll()
@@ -544,10 +559,7 @@ async fn claim<C>(
         Ok(Ok(CommandResult::Claimed(granted))) => Ok(granted),
         Ok(Ok(other)) => Err(format!("unexpected claim result {other:?}")),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "no answer from the leader within {:?}",
-            ctx.config.lease
-        )),
+        Err(_) => Err(format!("no answer from the leader within {wait:?}")),
     };
     let _ = reply.send(Claim {
         at_ms,
@@ -1050,6 +1062,39 @@ mod tests {
         };
         assert_eq!(ClaimTimes::widest_gap_ms(t), 299_900);
         assert_eq!(ClaimTimes::for_status(t, DeviceStatus::Down).gap_ms, 59_900);
+    }
+
+    #[test]
+    fn a_claim_is_sent_early_in_its_budget_and_awaited_no_longer_than_it() {
+        let lease = Duration::from_millis(1500);
+        let t = |frequency, down_retry| Timing {
+            frequency,
+            down_retry,
+        };
+        // The chaos suite's 3 s interval: sent within 0.7 s, answered within 1.4 s.
+        assert_eq!(
+            ClaimTimes::waits(t(3, 3), lease),
+            (Duration::from_millis(700), Duration::from_millis(1400))
+        );
+        // Long intervals: the lease bounds the wait, not the budget.
+        assert_eq!(
+            ClaimTimes::waits(t(300, 60), lease),
+            (Duration::from_millis(14_950), lease)
+        );
+        for (frequency, down_retry) in [(1, 1), (3, 3), (10, 3), (60, 60), (300, 60)] {
+            let timing = t(frequency, down_retry);
+            let (send_within, wait) = ClaimTimes::waits(timing, lease);
+            let budget = [DeviceStatus::Up, DeviceStatus::Down]
+                .map(|status| ClaimTimes::for_status(timing, status).budget)
+                .into_iter()
+                .min()
+                .unwrap_or_default();
+            // An answer in time still leaves either status's poll its start.
+            assert!(wait <= budget);
+            // A claim sent at the last moment has as long again for a grant
+            // to come back while it can still be polled under.
+            assert!(send_within * 2 <= budget && !send_within.is_zero());
+        }
     }
 
     fn fenced(deadline_in: Duration) -> (Fenced<FakeSnmpClient>, SnmpTarget) {
