@@ -9,6 +9,7 @@
 
 use crate::cluster::handle::ClusterHandle;
 use crate::model::types::DeviceStatus;
+use crate::poller::scheduler::unix_now;
 use crate::rrd::writer::RrdWriterHandle;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -25,7 +26,7 @@ use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -437,13 +438,6 @@ fn status_index(s: DeviceStatus) -> usize {
         DeviceStatus::Down => 1,
         DeviceStatus::Pending => 2,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 impl Sources {

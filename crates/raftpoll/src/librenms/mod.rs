@@ -19,10 +19,10 @@ pub mod ports;
 pub mod writeback;
 
 use crate::config::LibrenmsConfig;
+use crate::poller::scheduler::unix_now;
 use db::Db;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors of the LibreNMS link. None carries a password.
 #[derive(Debug, thiserror::Error)]
@@ -188,11 +188,4 @@ impl Librenms {
     fn status_lock(&self) -> std::sync::MutexGuard<'_, LinkStatus> {
         self.inner.status.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
