@@ -61,7 +61,7 @@ impl Peer for PeerRpc {
         // retries by itself, at the leader it knows by then: it is passed
         // on once, not held here while a leader is elected.
         let send_within = match cmd {
-            Command::ClaimPolls { .. } => Duration::ZERO,
+            Command::ClaimPolls { .. } | Command::ClaimPollsAgain { .. } => Duration::ZERO,
             _ => PROPOSE_TIMEOUT,
         };
         let mut result = self

@@ -134,28 +134,21 @@ impl ClusterState {
                 up_gap_ms,
                 down_gap_ms,
                 hostnames,
-            } => {
-                let mut granted = Vec::with_capacity(hostnames.len());
-                for hostname in hostnames {
-                    let Some(device) = device_mut(&mut self.devices, hostname) else {
-                        continue;
-                    };
-                    let gap = if device.status == DeviceStatus::Down {
-                        down_gap_ms
-                    } else {
-                        up_gap_ms
-                    };
-                    let recent = device
-                        .last_claim_ms
-                        .is_some_and(|t| at_ms.saturating_sub(t) < *gap);
-                    if device.owner == Some(*node) && !recent {
-                        device.last_claim_ms = Some(*at_ms);
-                        device.last_polled = Some(at_ms / 1000);
-                        granted.push(hostname.clone());
-                    }
-                }
-                CommandResult::Claimed(granted)
-            }
+            } => self.claim_polls(*node, *at_ms, (*up_gap_ms, *down_gap_ms), hostnames, &[]),
+            Command::ClaimPollsAgain {
+                node,
+                at_ms,
+                up_gap_ms,
+                down_gap_ms,
+                hostnames,
+                abandoned,
+            } => self.claim_polls(
+                *node,
+                *at_ms,
+                (*up_gap_ms, *down_gap_ms),
+                hostnames,
+                abandoned,
+            ),
             Command::PollReports { reports, .. } => {
                 for report in reports {
                     let Some(device) = device_mut(&mut self.devices, &report.hostname) else {
@@ -197,6 +190,50 @@ impl ClusterState {
                 port_ids: Some(port_ids),
             } => self.discovered_with_ids(hostname, *at, discovery, port_ids),
         }
+    }
+
+    /// Grants `node` the devices it owns whose last claim is older than
+    /// the gap (`gaps`: up, down), or is the claim `abandoned` names for
+    /// the device (its index in `hostnames`), which `node` made and never
+    /// polled under.
+    fn claim_polls(
+        &mut self,
+        node: NodeId,
+        at_ms: u64,
+        (up_gap_ms, down_gap_ms): (u64, u64),
+        hostnames: &[String],
+        abandoned: &[(u32, u64)],
+    ) -> CommandResult {
+        let mut granted = Vec::with_capacity(hostnames.len());
+        for (index, hostname) in hostnames.iter().enumerate() {
+            let Some(device) = device_mut(&mut self.devices, hostname) else {
+                continue;
+            };
+            if device.owner != Some(node) {
+                continue;
+            }
+            let gap = if device.status == DeviceStatus::Down {
+                down_gap_ms
+            } else {
+                up_gap_ms
+            };
+            let recent = device
+                .last_claim_ms
+                .is_some_and(|t| at_ms.saturating_sub(t) < gap);
+            // The state does not record who made the last claim: the owner
+            // and the time stand for it. Another node's claim at that same
+            // millisecond would need the device to move away and back within
+            // the gap.
+            let replaces_abandoned = abandoned
+                .iter()
+                .any(|&(i, t)| i as usize == index && t < at_ms && device.last_claim_ms == Some(t));
+            if !recent || replaces_abandoned {
+                device.last_claim_ms = Some(at_ms);
+                device.last_polled = Some(at_ms / 1000);
+                granted.push(hostname.clone());
+            }
+        }
+        CommandResult::Claimed(granted)
     }
 
     fn add_device(&mut self, new: &NewDevice) -> CommandResult {
@@ -720,6 +757,67 @@ mod tests {
             s.apply(&claim(2, 1200)),
             CommandResult::Claimed(vec!["sw1".into()])
         );
+    }
+
+    #[test]
+    fn a_claim_replaces_an_abandoned_one_only_while_it_is_the_last() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        s.apply(&Command::AddDevice(new_device("sw2")));
+        s.apply(&Command::Assign {
+            moves: vec![("sw1".into(), Some(1)), ("sw2".into(), Some(1))],
+        });
+        let again = |node, at: u64, abandoned: Vec<(u32, u64)>| Command::ClaimPollsAgain {
+            node,
+            at_ms: at,
+            up_gap_ms: 150_000,
+            down_gap_ms: 30_000,
+            hostnames: vec!["sw1".into(), "sw2".into()],
+            abandoned,
+        };
+        let claimed =
+            |hosts: &[&str]| CommandResult::Claimed(hosts.iter().map(|h| h.to_string()).collect());
+        assert_eq!(
+            s.apply(&again(1, 1_000_000, vec![])),
+            claimed(&["sw1", "sw2"])
+        );
+        // Within the gap: only the device whose named claim is its last one,
+        // named at its own index and before the new claim's time.
+        assert_eq!(s.apply(&again(1, 1_002_000, vec![])), claimed(&[]));
+        assert_eq!(
+            s.apply(&again(1, 1_002_000, vec![(1, 999_999), (5, 1_000_000)])),
+            claimed(&[])
+        );
+        assert_eq!(
+            s.apply(&again(1, 1_000_000, vec![(0, 1_000_000)])),
+            claimed(&[])
+        );
+        assert_eq!(
+            s.apply(&again(1, 1_002_000, vec![(0, 1_000_000)])),
+            claimed(&["sw1"])
+        );
+        let d = &s.devices["sw1"];
+        assert_eq!(
+            (d.last_claim_ms, d.last_polled),
+            (Some(1_002_000), Some(1002))
+        );
+        // The replaced claim is no longer the last: naming it again is refused.
+        assert_eq!(
+            s.apply(&again(1, 1_003_000, vec![(0, 1_000_000)])),
+            claimed(&[])
+        );
+        // Never for a node that does not own the device.
+        assert_eq!(
+            s.apply(&again(2, 1_004_000, vec![(0, 1_002_000), (1, 1_000_000)])),
+            claimed(&[])
+        );
+        // The same entry as a plain claim (what a level-4 cluster writes) is
+        // refused within the gap.
+        let plain = again(1, 1_005_000, vec![(1, 1_000_000)])
+            .for_level(4)
+            .expect("level 4");
+        assert!(matches!(plain, Command::ClaimPolls { .. }), "{plain}");
+        assert_eq!(s.apply(&plain), claimed(&[]));
     }
 
     #[test]

@@ -373,6 +373,22 @@ pub enum Command {
         discovery: KeyedDiscovery,
         port_ids: Option<BTreeMap<u32, PortId>>,
     },
+    // Feature level 5 from here on.
+    /// [`Command::ClaimPolls`] that may also replace claims of this node's
+    /// that it never polled under: for the devices listed in `abandoned`
+    /// (an index into `hostnames`, and the abandoned claim's `at_ms`), a
+    /// device whose last claim is still that one, by this node, is granted
+    /// even within the gap. A claim answered after its claimer stopped
+    /// waiting would otherwise hold the device unpolled for a whole gap, and
+    /// only the claimer knows that no poll was begun under it.
+    ClaimPollsAgain {
+        node: NodeId,
+        at_ms: u64,
+        up_gap_ms: u64,
+        down_gap_ms: u64,
+        hostnames: Vec<String>,
+        abandoned: Vec<(u32, u64)>,
+    },
 }
 
 /// A device of [`Command::AddDevicesPacked`].
@@ -388,6 +404,8 @@ pub struct PackedDevice {
 
 /// The feature level of [`Command::DiscoveredKeys`].
 const KEYED_DISCOVERY_LEVEL: u32 = 4;
+/// The feature level of [`Command::ClaimPollsAgain`].
+pub const CLAIM_AGAIN_LEVEL: u32 = 5;
 
 /// Why an entry kind cannot be applied by this node.
 #[derive(Debug, thiserror::Error)]
@@ -421,6 +439,7 @@ impl Command {
             Command::DiscoveredPorts { .. } => "DiscoveredPorts",
             Command::AddDevicesPacked { .. } => "AddDevicesPacked",
             Command::DiscoveredKeys { .. } => "DiscoveredKeys",
+            Command::ClaimPollsAgain { .. } => "ClaimPollsAgain",
         }
     }
 
@@ -431,6 +450,7 @@ impl Command {
         match self {
             Command::AddDevicesPacked { .. } => 2,
             Command::DiscoveredKeys { .. } => KEYED_DISCOVERY_LEVEL,
+            Command::ClaimPollsAgain { .. } => CLAIM_AGAIN_LEVEL,
             _ => 1,
         }
     }
@@ -466,6 +486,22 @@ impl Command {
                 // would on any node.
                 None => Ok(self),
             },
+            // Below its level no claim is replaced: the plain claim, which
+            // the log refuses within the gap as before.
+            Command::ClaimPollsAgain {
+                node,
+                at_ms,
+                up_gap_ms,
+                down_gap_ms,
+                hostnames,
+                abandoned: _,
+            } => Ok(Command::ClaimPolls {
+                node,
+                at_ms,
+                up_gap_ms,
+                down_gap_ms,
+                hostnames,
+            }),
             other => other.check_level(level).map(|()| other),
         }
     }
@@ -564,6 +600,7 @@ impl Command {
             Command::AllocateNodeId
             | Command::UpsertNode(_)
             | Command::ClaimPolls { .. }
+            | Command::ClaimPollsAgain { .. }
             | Command::PollReports { .. }
             | Command::Discovered { .. }
             | Command::DiscoveredPorts { .. }
@@ -604,6 +641,17 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "ClaimPolls(node {node}, {} devices)", hostnames.len())
             }
+            Command::ClaimPollsAgain {
+                node,
+                hostnames,
+                abandoned,
+                ..
+            } => write!(
+                f,
+                "ClaimPollsAgain(node {node}, {} devices, {} abandoned claims)",
+                hostnames.len(),
+                abandoned.len()
+            ),
             Command::PollReports { node, reports } => {
                 write!(f, "PollReports(node {node}, {} reports)", reports.len())
             }
@@ -790,6 +838,48 @@ mod tests {
         assert_eq!(bytes, DISCOVERED_KEYS, "{bytes:?}");
         let decoded: Command = codec::decode(DISCOVERED_KEYS).expect("recorded bytes decode");
         assert_eq!(decoded, entry);
+    }
+
+    fn claim_again() -> Command {
+        Command::ClaimPollsAgain {
+            node: 3,
+            at_ms: 1_700_000_002_000,
+            up_gap_ms: 299_900,
+            down_gap_ms: 59_900,
+            hostnames: vec!["sw1".into(), "sw2".into()],
+            abandoned: vec![(1, 1_700_000_000_000)],
+        }
+    }
+
+    /// [`claim_again`] as feature level 5 first wrote it (format 3).
+    const CLAIM_POLLS_AGAIN: &[u8] = &[
+        255, 82, 80, 70, 3, 0, 0, 255, 17, 3, 208, 223, 149, 255, 188, 49, 252, 166, 18, 252, 211,
+        3, 2, 3, 115, 119, 49, 3, 115, 119, 50, 1, 1, 128, 208, 149, 255, 188, 49,
+    ];
+
+    #[test]
+    fn a_claim_again_encodes_as_recorded_and_is_a_plain_claim_below_level_5() {
+        let entry = claim_again();
+        let bytes = codec::encode_version(&entry, 3).expect("encodes");
+        assert_eq!(bytes, CLAIM_POLLS_AGAIN, "{bytes:?}");
+        let decoded: Command = codec::decode(CLAIM_POLLS_AGAIN).expect("recorded bytes decode");
+        assert_eq!(decoded, entry);
+        let err = entry.check_level(4).expect_err("level 4 refuses it");
+        assert_eq!(
+            err.to_string(),
+            "entry kind ClaimPollsAgain needs feature level 5, this node supports level 4: upgrade it"
+        );
+        assert_eq!(entry.clone().for_level(5).expect("level 5"), entry);
+        assert_eq!(
+            entry.for_level(4).expect("level 4"),
+            Command::ClaimPolls {
+                node: 3,
+                at_ms: 1_700_000_002_000,
+                up_gap_ms: 299_900,
+                down_gap_ms: 59_900,
+                hostnames: vec!["sw1".into(), "sw2".into()],
+            }
+        );
     }
 
     #[test]

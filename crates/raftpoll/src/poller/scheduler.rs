@@ -12,7 +12,8 @@ use crate::librenms::writeback::{DownCause, PolledDevice};
 use crate::librenms::{DeviceLink, Librenms};
 use crate::metrics::Metrics;
 use crate::model::types::{
-    Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, PollReport, Port, PortKey,
+    CLAIM_AGAIN_LEVEL, Command, CommandResult, Device, DeviceStatus, Discovery, Inventory,
+    PollReport, Port, PortKey,
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::rrd::writer::RrdWriterHandle;
@@ -48,8 +49,8 @@ struct Done {
     hostname: String,
     /// The claim's time, unix ms.
     claim_at_ms: u64,
-    /// `None`: the poll never started (the device moved away, or the claim's
-    /// start window passed first): nothing was sent or reported.
+    /// `None`: the poll never started (the device was removed, or the
+    /// claim's start window passed first): nothing was sent or reported.
     status: Option<DeviceStatus>,
 }
 
@@ -59,6 +60,9 @@ struct Entry {
     /// The last claim of it that got no answer (its `at_ms` and when it was
     /// made): it may have been granted all the same.
     unanswered: Option<(u64, Instant)>,
+    /// This node's last claim of it that was granted but under which no
+    /// poll began (its `at_ms`): the next claim asks the log to replace it.
+    abandoned: Option<u64>,
 }
 
 struct Context<C> {
@@ -273,9 +277,16 @@ impl<C: SnmpClient> Scheduler<C> {
         if !self.claim_in_flight && !self.to_claim.is_empty() && self.claim_wait().is_zero() {
             self.claim_in_flight = true;
             self.last_claim = Instant::now();
+            let hostnames = std::mem::take(&mut self.to_claim);
+            let abandoned = hostnames
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| Some((i as u32, self.entries.get(h)?.abandoned?)))
+                .collect();
             tokio::spawn(claim(
                 self.ctx.clone(),
-                std::mem::take(&mut self.to_claim),
+                hostnames,
+                abandoned,
                 self.claim_tx.clone(),
             ));
         }
@@ -318,10 +329,19 @@ impl<C: SnmpClient> Scheduler<C> {
                     let due = next_due(&done.hostname, done.claim_at_ms / 1000, status, t) * 1000;
                     due.max(done.claim_at_ms + ClaimTimes::for_status(t, status).gap_ms)
                 }
-                // Granted but not polled: the log refuses a claim until the
-                // gap has passed; claim again as soon as it allows.
-                None => (done.claim_at_ms + ClaimTimes::widest_gap_ms(t))
-                    .max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64),
+                // Granted but not polled (its start window passed first,
+                // often because the claim was answered late): the log can
+                // replace that claim at once; a cluster too old to do so
+                // refuses a claim until the gap has passed.
+                None => {
+                    let retry = unix_now_ms() + CLAIM_RETRY.as_millis() as u64;
+                    if self.ctx.cluster.cluster_level() >= CLAIM_AGAIN_LEVEL {
+                        entry.abandoned = Some(done.claim_at_ms);
+                        retry
+                    } else {
+                        (done.claim_at_ms + ClaimTimes::widest_gap_ms(t)).max(retry)
+                    }
+                }
             };
             self.heap.push(Reverse((entry.due, done.hostname)));
         }
@@ -340,6 +360,9 @@ impl<C: SnmpClient> Scheduler<C> {
         };
         for hostname in claimed.asked {
             if granted.contains(&hostname) {
+                if let Some(entry) = self.entries.get_mut(&hostname) {
+                    entry.abandoned = None;
+                }
                 self.ready.push_back(Granted {
                     hostname,
                     at_ms: claimed.at_ms,
@@ -494,6 +517,7 @@ impl<C: SnmpClient> Scheduler<C> {
                     due,
                     running: false,
                     unanswered: None,
+                    abandoned: None,
                 },
             );
         }
@@ -529,9 +553,12 @@ impl<C: SnmpClient> Scheduler<C> {
     }
 }
 
+/// Claims `hostnames`; `abandoned` (index into `hostnames`, claim time)
+/// names earlier claims of this node's that the log may replace.
 async fn claim<C>(
     ctx: Arc<Context<C>>,
     hostnames: Vec<String>,
+    abandoned: Vec<(u32, u64)>,
     reply: mpsc::UnboundedSender<Claim>,
 ) {
     let at_ms = unix_now_ms();
@@ -541,12 +568,28 @@ async fn claim<C>(
         ClaimTimes::of(t.frequency).gap_ms,
         ClaimTimes::of(t.down_retry).gap_ms,
     );
-    let cmd = Command::ClaimPolls {
-        node: ctx.cluster.node_id(),
-        at_ms,
-        up_gap_ms,
-        down_gap_ms,
-        hostnames: hostnames.clone(),
+    let node = ctx.cluster.node_id();
+    let cmd = if abandoned.is_empty() {
+        Command::ClaimPolls {
+            node,
+            at_ms,
+            up_gap_ms,
+            down_gap_ms,
+            hostnames: hostnames.clone(),
+        }
+    } else {
+        tracing::info!(
+            devices = abandoned.len(),
+            "claiming again devices whose last grant came too late to poll under"
+        );
+        Command::ClaimPollsAgain {
+            node,
+            at_ms,
+            up_gap_ms,
+            down_gap_ms,
+            hostnames: hostnames.clone(),
+            abandoned,
+        }
     };
     let (send_within, wait) = ClaimTimes::waits(t, ctx.config.lease);
     let proposed = tokio::time::timeout(wait, ctx.cluster.propose_within(cmd, send_within)).await;
@@ -585,21 +628,22 @@ async fn poll_device<C: SnmpClient>(
 ) -> Done {
     let clock = Instant::now();
     let started = claim_at_ms / 1000;
-    let me = ctx.cluster.node_id();
-    let device: Option<Arc<Device>> = ctx.cluster.read(|s| {
-        s.devices
-            .get(&hostname)
-            .filter(|d| d.owner == Some(me))
-            .cloned()
-    });
+    // A device moved to another node since its claim was granted is still
+    // polled under that grant: the log refuses its new owner a claim until
+    // the claim gap has passed, and this poll ends within its budget, before
+    // then. Not polling it would leave it unpolled for a whole interval.
+    let device: Option<Arc<Device>> = ctx.cluster.read(|s| s.devices.get(&hostname).cloned());
     let Some(device) = device else {
-        // Moved away or removed since it was scheduled.
+        // Removed since it was claimed.
         return Done {
             hostname,
             claim_at_ms,
             status: None,
         };
     };
+    if device.owner != Some(ctx.cluster.node_id()) {
+        tracing::debug!(device = %hostname, owner = ?device.owner, "polling under a grant made before the device moved");
+    }
     // Another node may claim the device once the claim gap has passed: this
     // poll must have begun soon after its claim and sent its last request
     // before then (a node paused mid-poll must not carry on when it resumes).
