@@ -14,7 +14,7 @@ use crate::cluster::features::{FEATURE_LEVEL, Features, LEVEL_MAX_ENV};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service_with};
-use crate::cluster::raft::{Raft, raft_config};
+use crate::cluster::raft::{Raft, raft_config, tick_only_as_voter};
 use crate::config::{Config, ConfigError};
 use crate::grpc::Dialer;
 use crate::librenms::pollers::{self, PollerInfo};
@@ -626,6 +626,7 @@ struct Tasks {
     scheduler: JoinHandle<()>,
     reporter: JoinHandle<()>,
     controller: JoinHandle<()>,
+    tick: JoinHandle<()>,
     register: JoinHandle<()>,
     join: JoinHandle<()>,
     trim: JoinHandle<()>,
@@ -644,6 +645,7 @@ impl Tasks {
         let _ = self.scheduler.await;
         let _ = self.reporter.await;
         let _ = self.controller.await;
+        let _ = self.tick.await;
         let _ = self.register.await;
         let _ = self.join.await;
         let _ = self.trim.await;
@@ -776,6 +778,7 @@ async fn spawn_tasks(
         controller_config(config),
         stop.clone(),
     ));
+    let tick = raft_runtime.spawn(tick_only_as_voter(cluster.raft().clone(), stop.clone()));
     let trim = tokio::spawn(runtime::trim_freed_memory(
         runtime::TRIM_EVERY,
         stop.clone(),
@@ -784,6 +787,7 @@ async fn spawn_tasks(
         scheduler,
         reporter,
         controller,
+        tick,
         register,
         join,
         trim,
