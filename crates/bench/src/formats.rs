@@ -44,11 +44,11 @@ pub fn build_state(devices: usize, ports: usize) -> ClusterState {
             address: format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256),
             port: 161,
             credentials: if i % 10 == 0 {
-                SnmpCredentials::V3(UsmCredentials {
+                SnmpCredentials::V3(Box::new(UsmCredentials {
                     user: "monitor".into(),
                     auth: Some((AuthProtocol::Sha256, Secret::new("authpassword123"))),
                     privacy: Some((PrivProtocol::Aes128, Secret::new("privpassword123"))),
-                })
+                }))
             } else {
                 SnmpCredentials::V2c {
                     community: Secret::new("c0mmunity"),
@@ -281,7 +281,7 @@ fn state_pb(s: &ClusterState) -> pb::State {
                     .ports
                     .iter()
                     .map(|p| pb::Port {
-                        port_id: p.port_id,
+                        port_id: p.port_id(),
                         ifindex: p.ifindex,
                         key: p.key.bits(),
                     })

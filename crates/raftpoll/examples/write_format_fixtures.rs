@@ -61,11 +61,11 @@ fn node(id: NodeId, groups: Vec<GroupId>) -> NodeInfo {
 
 /// Every kind of command, in an order whose outcome `tests/formats.rs` checks.
 fn commands() -> Vec<Command> {
-    let v3 = SnmpCredentials::V3(UsmCredentials {
+    let v3 = SnmpCredentials::V3(Box::new(UsmCredentials {
         user: "admin".into(),
         auth: Some((AuthProtocol::Sha256, Secret::new("authpass"))),
         privacy: Some((PrivProtocol::Aes128, Secret::new("privpass"))),
-    });
+    }));
     let v1 = SnmpCredentials::V1 {
         community: Secret::new("old"),
     };

@@ -67,7 +67,7 @@ fn check_final_state(s: &ClusterState) {
         .inventory
         .ports
         .iter()
-        .map(|p| (p.port_id, p.ifindex, p.key))
+        .map(|p| (p.port_id(), p.ifindex, p.key))
         .collect();
     let key = |name: &str| PortKey::of(name, &format!("descr {name}"));
     assert_eq!(
@@ -82,7 +82,7 @@ fn check_final_state(s: &ClusterState) {
         sw2.inventory
             .ports
             .iter()
-            .map(|p| p.port_id)
+            .map(|p| p.port_id())
             .collect::<Vec<_>>(),
         [500, 501]
     );

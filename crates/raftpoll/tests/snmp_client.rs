@@ -82,11 +82,11 @@ fn v3(user: &str) -> SnmpCredentials {
         };
         (proto, Secret::new(pass))
     });
-    SnmpCredentials::V3(UsmCredentials {
+    SnmpCredentials::V3(Box::new(UsmCredentials {
         user: user.into(),
         auth: Some((auth, Secret::new(configured.auth_pass))),
         privacy,
-    })
+    }))
 }
 
 async fn client(timeout_ms: u64, retries: u32) -> AsyncSnmpClient {
@@ -443,10 +443,8 @@ async fn modules_discover_and_poll_the_real_agent() {
             .ports
             .iter()
             .enumerate()
-            .map(|(i, p)| Port {
-                port_id: i as u64 + 1,
-                ifindex: p.ifindex,
-                key: PortKey::of(&p.ifname, &p.ifdescr),
+            .filter_map(|(i, p)| {
+                Port::new(i as u64 + 1, p.ifindex, PortKey::of(&p.ifname, &p.ifdescr))
             })
             .collect(),
         processors: discovery.processors.clone(),
@@ -470,7 +468,7 @@ async fn modules_discover_and_poll_the_real_agent() {
         .ports
         .iter()
         .find(|p| p.ifindex == lo.ifindex)
-        .map(|p| p.port_id);
+        .map(|p| p.port_id());
     let lo_rrd = format!("agent_1/port-id{}.rrd", lo_id.unwrap_or_default());
     let port = out
         .updates

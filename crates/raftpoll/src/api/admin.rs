@@ -222,11 +222,11 @@ pub fn device_detail(d: &Device) -> pb::DeviceDetail {
         .ports
         .iter()
         .map(|p| pb::PortInfo {
-            port_id: p.port_id,
+            port_id: p.port_id(),
             ifindex: p.ifindex,
             ifname: String::new(),
             ifdescr: String::new(),
-            rrd: rrd_path(&d.hostname, &format!("port-id{}", p.port_id)),
+            rrd: rrd_path(&d.hostname, &format!("port-id{}", p.port_id())),
         })
         .collect();
     rrd_files.extend(ports.iter().map(|p| p.rrd.clone()));
@@ -254,7 +254,7 @@ pub fn device_detail(d: &Device) -> pb::DeviceDetail {
 /// Names the ports of `shown` that have none yet from `names` (a discovery of
 /// the device), where the replicated port's key says they are still its names.
 pub fn name_ports(shown: &mut [pb::PortInfo], ports: &[Port], names: &[DiscoveredPort]) {
-    let keys: HashMap<PortId, PortKey> = ports.iter().map(|p| (p.port_id, p.key)).collect();
+    let keys: HashMap<PortId, PortKey> = ports.iter().map(|p| (p.port_id(), p.key)).collect();
     let named: HashMap<u32, &DiscoveredPort> = names.iter().map(|n| (n.ifindex, n)).collect();
     for port in shown {
         if !port.ifname.is_empty() || !port.ifdescr.is_empty() {
@@ -463,11 +463,11 @@ fn credentials(c: pb::Credentials) -> Result<SnmpCredentials, Status> {
                     Some((proto, Secret::new(c.priv_pass)))
                 }
             };
-            Ok(SnmpCredentials::V3(UsmCredentials {
+            Ok(SnmpCredentials::V3(Box::new(UsmCredentials {
                 user: c.v3_user,
                 auth,
                 privacy,
-            }))
+            })))
         }
         other => Err(Status::invalid_argument(format!(
             "unknown SNMP version '{other}': expected v1, v2c or v3"
@@ -892,11 +892,8 @@ mod tests {
         c.priv_pass = "privpass123".into();
         let d = new_device(req("127.0.0.1", c)).unwrap();
         assert!(matches!(
-            d.credentials,
-            SnmpCredentials::V3(UsmCredentials {
-                privacy: Some((PrivProtocol::Aes128, _)),
-                ..
-            })
+            &d.credentials,
+            SnmpCredentials::V3(usm) if matches!(usm.privacy, Some((PrivProtocol::Aes128, _)))
         ));
         let err = new_device(req(
             "127.0.0.1",
@@ -974,23 +971,12 @@ mod tests {
             rrd: String::new(),
         };
         let ports = [
-            Port {
-                port_id: 1,
-                ifindex: 1,
-                key: PortKey::name("eth0"),
-            },
+            Port::new(1, 1, PortKey::name("eth0")),
             // Renamed since this node's discovery.
-            Port {
-                port_id: 2,
-                ifindex: 2,
-                key: PortKey::name("eth9"),
-            },
-            Port {
-                port_id: 3,
-                ifindex: 3,
-                key: PortKey::name("eth2"),
-            },
-        ];
+            Port::new(2, 2, PortKey::name("eth9")),
+            Port::new(3, 3, PortKey::name("eth2")),
+        ]
+        .map(|p| p.expect("fits"));
         let mut detail = [shown(1, 1), shown(2, 2), shown(3, 3)];
         detail[2].ifname = "from the owner".into();
         name_ports(

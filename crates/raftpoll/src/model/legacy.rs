@@ -68,10 +68,9 @@ impl From<ClusterStateV2> for ClusterState {
                 let ports = inv
                     .ports
                     .into_iter()
-                    .map(|p| Port {
-                        port_id: p.port_id,
-                        ifindex: p.ifindex,
-                        key: PortKey::of(&p.ifname, &p.ifdescr),
+                    // Ids were handed out one by one: none is past 32 bits.
+                    .filter_map(|p| {
+                        Port::new(p.port_id, p.ifindex, PortKey::of(&p.ifname, &p.ifdescr))
                     })
                     .collect();
                 let device = Device {
@@ -165,22 +164,11 @@ mod tests {
             assert_eq!(
                 sw1.inventory.ports,
                 [
-                    Port {
-                        port_id: 7,
-                        ifindex: 1,
-                        key: PortKey::name("Gi0/1")
-                    },
-                    Port {
-                        port_id: 8,
-                        ifindex: 2,
-                        key: PortKey::descr("Null0")
-                    },
-                    Port {
-                        port_id: 9,
-                        ifindex: 3,
-                        key: PortKey::of("", "")
-                    },
+                    Port::new(7, 1, PortKey::name("Gi0/1")),
+                    Port::new(8, 2, PortKey::descr("Null0")),
+                    Port::new(9, 3, PortKey::of("", "")),
                 ]
+                .map(|p| p.expect("fits"))
             );
             assert_eq!(state.last_port_id, 9);
         }

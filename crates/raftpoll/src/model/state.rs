@@ -303,20 +303,19 @@ impl ClusterState {
         let mut ids = BTreeMap::new();
         for (found, slot) in discovery.ports.iter().zip(matched) {
             let port_id = match slot {
-                Some(p) => p.port_id,
-                None => {
-                    self.last_port_id += 1;
-                    self.last_port_id
-                }
+                Some(p) => p.port_id(),
+                None => self.last_port_id + 1,
             };
+            // Past the ids a port can hold, a new port gets none and is left
+            // out, like a port LibreNMS gave no id.
+            let Some(port) = Port::new(port_id, found.ifindex, found.key()) else {
+                continue;
+            };
+            self.last_port_id = self.last_port_id.max(port_id);
             ids.insert(found.ifindex, port_id);
-            ports.push(Port {
-                port_id,
-                ifindex: found.ifindex,
-                key: found.key(),
-            });
+            ports.push(port);
         }
-        ports.sort_by_key(|p| p.port_id);
+        ports.sort_by_key(Port::port_id);
         device.inventory = Arc::new(Inventory {
             system: discovery.system.clone(),
             ports,
@@ -344,15 +343,12 @@ impl ClusterState {
             .ports
             .iter()
             .filter_map(|found| {
-                port_ids.get(&found.ifindex).map(|&port_id| Port {
-                    port_id,
-                    ifindex: found.ifindex,
-                    key: found.key(),
-                })
+                let &port_id = port_ids.get(&found.ifindex)?;
+                Port::new(port_id, found.ifindex, found.key())
             })
             .collect();
-        ports.sort_by_key(|p| p.port_id);
-        let ids: BTreeMap<u32, PortId> = ports.iter().map(|p| (p.ifindex, p.port_id)).collect();
+        ports.sort_by_key(Port::port_id);
+        let ids: BTreeMap<u32, PortId> = ports.iter().map(|p| (p.ifindex, p.port_id())).collect();
         device.inventory = Arc::new(Inventory {
             system: discovery.system.clone(),
             ports,
@@ -449,7 +445,7 @@ mod tests {
             .inventory
             .ports
             .iter()
-            .map(|p| (p.port_id, p.ifindex))
+            .map(|p| (p.port_id(), p.ifindex))
             .collect();
         assert_eq!(got, [(7, 2), (40, 1)]);
         assert_eq!(s.last_port_id, 40);
@@ -562,8 +558,8 @@ mod tests {
         assert_eq!(copy.devices["sw1"].last_polled, None);
         assert_eq!(copy.devices["sw1"].inventory.ports.len(), 1);
         assert_eq!(
-            copy.devices["sw1"].inventory.ports[0].port_id,
-            s.devices["sw1"].inventory.ports[0].port_id,
+            copy.devices["sw1"].inventory.ports[0].port_id(),
+            s.devices["sw1"].inventory.ports[0].port_id(),
             "the port kept its id"
         );
         assert!(Arc::ptr_eq(&copy.devices["sw2"], &s.devices["sw2"]));
@@ -682,6 +678,20 @@ mod tests {
             vec![port(10, "Gi2", ""), port(11, "Gi1", "")],
         );
         assert_eq!(back[&11], 4);
+    }
+
+    #[test]
+    fn no_port_gets_an_id_past_32_bits() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        s.last_port_id = PortId::from(u32::MAX) - 1;
+        let ids = discover(&mut s, "sw1", vec![port(1, "a", ""), port(2, "b", "")]);
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), [(1, 4_294_967_295)]);
+        // The port that got an id keeps it; the new one is left out again.
+        let again = discover(&mut s, "sw1", vec![port(1, "a", ""), port(3, "c", "")]);
+        assert_eq!(again.into_iter().collect::<Vec<_>>(), [(1, 4_294_967_295)]);
+        assert_eq!(s.last_port_id, PortId::from(u32::MAX));
+        assert_eq!(s.devices["sw1"].inventory.ports.len(), 1);
     }
 
     #[test]

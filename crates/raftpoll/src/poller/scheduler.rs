@@ -881,7 +881,7 @@ fn port_samples(inventory: &Inventory, states: Vec<PortState>) -> Vec<PortSample
         .filter_map(|state| {
             let port = by_index.get(&state.ifindex)?;
             Some(PortSample {
-                port_id: port.port_id,
+                port_id: port.port_id(),
                 state,
             })
         })
@@ -976,11 +976,8 @@ fn inventory_with_ids(found: Discovery, ids: BTreeMap<u32, u64>) -> Arc<Inventor
             .ports
             .into_iter()
             .filter_map(|p| {
-                ids.get(&p.ifindex).map(|&port_id| Port {
-                    port_id,
-                    ifindex: p.ifindex,
-                    key: PortKey::of(&p.ifname, &p.ifdescr),
-                })
+                let &port_id = ids.get(&p.ifindex)?;
+                Port::new(port_id, p.ifindex, PortKey::of(&p.ifname, &p.ifdescr))
             })
             .collect(),
         processors: found.processors,

@@ -957,11 +957,11 @@ mod tests {
 
     #[test]
     fn short_v3_password_is_a_config_error_without_the_password() {
-        let creds = SnmpCredentials::V3(UsmCredentials {
+        let creds = SnmpCredentials::V3(Box::new(UsmCredentials {
             user: "bob".into(),
             auth: Some((AuthProtocol::Sha1, Secret::new("short"))),
             privacy: None,
-        });
+        }));
         let err = to_auth(&creds).err().unwrap();
         let text = err.to_string();
         assert!(text.contains("bob"), "{text}");
@@ -988,11 +988,11 @@ mod tests {
             err.to_string(),
             "no response after 3 tries (timeout 1000 ms)"
         );
-        let v3 = SnmpCredentials::V3(UsmCredentials {
+        let v3 = SnmpCredentials::V3(Box::new(UsmCredentials {
             user: "bob".into(),
             auth: Some((AuthProtocol::Sha1, Secret::new("authpass123"))),
             privacy: None,
-        });
+        }));
         let err = map_error(
             &config,
             &v3,

@@ -308,12 +308,13 @@ pub(super) async fn poll<C: SnmpClient>(
         if row.iter().all(Option::is_none) {
             notes.push(format!(
                 "port-id{} (ifIndex {}): no counters on the agent, skipped",
-                port.port_id, port.ifindex
+                port.port_id(),
+                port.ifindex
             ));
             continue;
         }
         updates.push(RrdUpdate {
-            path: rrd_file(hostname, &format!("port-id{}", port.port_id)),
+            path: rrd_file(hostname, &format!("port-id{}", port.port_id())),
             def: port_def(),
             timestamp: now,
             millis: 0,

@@ -109,10 +109,9 @@ fn inventory(discovery: &Discovery) -> Inventory {
         ports: discovery
             .ports
             .iter()
-            .map(|p| Port {
-                port_id: u64::from(p.ifindex) + 6,
-                ifindex: p.ifindex,
-                key: PortKey::of(&p.ifname, &p.ifdescr),
+            .filter_map(|p| {
+                let key = PortKey::of(&p.ifname, &p.ifdescr);
+                Port::new(u64::from(p.ifindex) + 6, p.ifindex, key)
             })
             .collect(),
         processors: discovery.processors.clone(),
@@ -348,10 +347,12 @@ async fn polling_walks_columns_not_ports() {
         );
     }
     let mut inv = inventory(&discover(&fake, &target()).await.unwrap());
-    inv.ports.extend((3..203u32).map(|index| Port {
-        port_id: u64::from(index) + 6,
-        ifindex: index,
-        key: PortKey::name(&format!("p{index}")),
+    inv.ports.extend((3..203u32).filter_map(|index| {
+        Port::new(
+            u64::from(index) + 6,
+            index,
+            PortKey::name(&format!("p{index}")),
+        )
     }));
     let (gets, walks) = (fake.get_calls(), fake.walk_calls());
     let out = poll(&fake, &target(), "sw1", &inv, 300, 1).await.unwrap();
