@@ -6,13 +6,14 @@ use super::icmp::Pinger;
 use super::modules::{self, Aliases, ModuleError, PortState, defs};
 use super::reporter::ReportBuffer;
 use super::schedule::{Timing, first_due, next_due};
-use crate::cluster::handle::ClusterHandle;
+use crate::cluster::handle::{ClusterError, ClusterHandle, PROPOSE_TIMEOUT};
 use crate::librenms::ports::{PortSample, port_ids};
 use crate::librenms::writeback::{DownCause, PolledDevice};
 use crate::librenms::{DeviceLink, Librenms};
 use crate::metrics::Metrics;
+use crate::model::state::ClusterState;
 use crate::model::types::{
-    CLAIM_AGAIN_LEVEL, Command, CommandResult, Device, DeviceStatus, Discovery, Inventory,
+    CLAIM_AGAIN_LEVEL, Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, NodeId,
     PollReport, Port, PortKey,
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};
@@ -25,8 +26,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, watch};
+// Tokio's, so that tests can pause and advance it; outside them it is std's.
+use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -65,13 +68,76 @@ struct Entry {
     abandoned: Option<u64>,
 }
 
-struct Context<C> {
-    cluster: ClusterHandle,
+struct Context<C, K> {
+    cluster: K,
     client: Arc<C>,
     writer: RrdWriterHandle,
     reports: ReportBuffer,
     config: SchedulerConfig,
     extras: PollExtras,
+}
+
+/// What the scheduler uses of the cluster: [`ClusterHandle`]'s methods of
+/// the same names. A trait so that tests can run the scheduler on the real
+/// state machine while choosing when a claim is answered and when other
+/// entries are applied.
+pub trait PollCluster: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    fn cluster_level(&self) -> u32;
+    fn may_poll(&self, lease: Duration) -> bool;
+    fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R;
+    fn scan_devices<T>(&self, f: impl FnMut(&Device) -> Option<T>) -> Vec<T>;
+    /// Bumped after every apply (see [`crate::storage::SharedState::subscribe`]).
+    fn subscribe(&self) -> watch::Receiver<u64>;
+    fn owner_changes(&self) -> u64;
+    fn propose_within(
+        &self,
+        cmd: Command,
+        send_within: Duration,
+    ) -> impl Future<Output = Result<CommandResult, ClusterError>> + Send;
+    /// The unix time (ms) claims carry and polls are scheduled by; tests
+    /// tie it to their paused clock.
+    fn unix_now_ms(&self) -> u64 {
+        unix_now_ms()
+    }
+}
+
+impl PollCluster for ClusterHandle {
+    fn node_id(&self) -> NodeId {
+        ClusterHandle::node_id(self)
+    }
+
+    fn cluster_level(&self) -> u32 {
+        ClusterHandle::cluster_level(self)
+    }
+
+    fn may_poll(&self, lease: Duration) -> bool {
+        ClusterHandle::may_poll(self, lease)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        ClusterHandle::read(self, f)
+    }
+
+    fn scan_devices<T>(&self, f: impl FnMut(&Device) -> Option<T>) -> Vec<T> {
+        self.shared().scan_devices(f)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared().subscribe()
+    }
+
+    fn owner_changes(&self) -> u64 {
+        self.shared().owner_changes()
+    }
+
+    fn propose_within(
+        &self,
+        cmd: Command,
+        send_within: Duration,
+    ) -> impl Future<Output = Result<CommandResult, ClusterError>> + Send {
+        ClusterHandle::propose_within(self, cmd, send_within)
+    }
 }
 
 /// What a poll does besides SNMP and RRDs, when configured.
@@ -185,8 +251,8 @@ struct Granted {
 /// Due devices are batched into one claim while the previous one is in
 /// flight, so a node costs about one log entry per commit latency, not one
 /// per poll.
-pub async fn run<C: SnmpClient>(
-    cluster: ClusterHandle,
+pub async fn run<C: SnmpClient, K: PollCluster>(
+    cluster: K,
     client: Arc<C>,
     writer: RrdWriterHandle,
     reports: ReportBuffer,
@@ -204,7 +270,7 @@ pub async fn run<C: SnmpClient>(
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (claim_tx, mut claim_rx) = mpsc::unbounded_channel::<Claim>();
-    let mut state_rx = ctx.cluster.shared().subscribe();
+    let mut state_rx = ctx.cluster.subscribe();
     let mut scheduler = Scheduler::new(ctx, done_tx, claim_tx);
     scheduler.resync();
     loop {
@@ -226,8 +292,8 @@ pub async fn run<C: SnmpClient>(
 
 /// The scheduling loop's state: the schedule of owned devices, the claim
 /// being gathered or in flight, and the polls granted or running.
-struct Scheduler<C> {
-    ctx: Arc<Context<C>>,
+struct Scheduler<C, K> {
+    ctx: Arc<Context<C, K>>,
     permits: Arc<Semaphore>,
     done_tx: mpsc::UnboundedSender<Done>,
     claim_tx: mpsc::UnboundedSender<Claim>,
@@ -244,15 +310,15 @@ struct Scheduler<C> {
     owner_changes: u64,
 }
 
-impl<C: SnmpClient> Scheduler<C> {
+impl<C: SnmpClient, K: PollCluster> Scheduler<C, K> {
     fn new(
-        ctx: Arc<Context<C>>,
+        ctx: Arc<Context<C, K>>,
         done_tx: mpsc::UnboundedSender<Done>,
         claim_tx: mpsc::UnboundedSender<Claim>,
     ) -> Self {
         Scheduler {
             permits: Arc::new(Semaphore::new(ctx.config.max_concurrent_polls.max(1))),
-            owner_changes: ctx.cluster.shared().owner_changes(),
+            owner_changes: ctx.cluster.owner_changes(),
             ctx,
             done_tx,
             claim_tx,
@@ -296,7 +362,9 @@ impl<C: SnmpClient> Scheduler<C> {
     fn sleep(&self) -> Duration {
         let next = self.heap.peek().map(|Reverse((due, _))| *due);
         let mut sleep = match next {
-            Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms()).max(1)),
+            Some(due) => {
+                Duration::from_millis(due.saturating_sub(self.ctx.cluster.unix_now_ms()).max(1))
+            }
             None => Duration::from_secs(3600),
         };
         if !self.to_claim.is_empty() && !self.claim_in_flight {
@@ -308,7 +376,7 @@ impl<C: SnmpClient> Scheduler<C> {
     /// The replicated state changed: resync if this node's devices may have.
     fn on_state_change(&mut self) {
         // Claims and reports (most entries) never change this node's devices.
-        let now_changes = self.ctx.cluster.shared().owner_changes();
+        let now_changes = self.ctx.cluster.owner_changes();
         if now_changes != self.owner_changes {
             self.owner_changes = now_changes;
             self.resync();
@@ -334,7 +402,7 @@ impl<C: SnmpClient> Scheduler<C> {
                 // replace that claim at once; a cluster too old to do so
                 // refuses a claim until the gap has passed.
                 None => {
-                    let retry = unix_now_ms() + CLAIM_RETRY.as_millis() as u64;
+                    let retry = self.ctx.cluster.unix_now_ms() + CLAIM_RETRY.as_millis() as u64;
                     if self.ctx.cluster.cluster_level() >= CLAIM_AGAIN_LEVEL {
                         entry.abandoned = Some(done.claim_at_ms);
                         retry
@@ -413,7 +481,7 @@ impl<C: SnmpClient> Scheduler<C> {
         }
         entry.unanswered = unanswered.or(earlier);
         entry.running = false;
-        let now = unix_now();
+        let now = self.ctx.cluster.unix_now_ms() / 1000;
         let due = match last {
             // Its slot came and no claim was granted (a granted one sets
             // `last_polled`): its next slot is an interval away, so it would
@@ -421,13 +489,14 @@ impl<C: SnmpClient> Scheduler<C> {
             None => now,
             Some(_) => first_due(&hostname, now, last, status, self.ctx.config.timing),
         };
-        entry.due = (due * 1000).max(unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
+        entry.due =
+            (due * 1000).max(self.ctx.cluster.unix_now_ms() + CLAIM_RETRY.as_millis() as u64);
         self.heap.push(Reverse((entry.due, hostname)));
     }
 
     /// Moves every due device into the claim being gathered.
     fn on_tick(&mut self) {
-        let now_ms = unix_now_ms();
+        let now_ms = self.ctx.cluster.unix_now_ms();
         let may_poll = self.ctx.cluster.may_poll(self.ctx.config.lease);
         while let Some(Reverse((due, _))) = self.heap.peek() {
             if *due > now_ms {
@@ -465,7 +534,7 @@ impl<C: SnmpClient> Scheduler<C> {
                 return;
             };
             if let Some(entry) = self.entries.get(&g.hostname) {
-                let late_ms = unix_now_ms().saturating_sub(entry.due);
+                let late_ms = self.ctx.cluster.unix_now_ms().saturating_sub(entry.due);
                 self.ctx
                     .extras
                     .metrics
@@ -489,13 +558,12 @@ impl<C: SnmpClient> Scheduler<C> {
     /// Brings the schedule in line with the devices this node owns now.
     fn resync(&mut self) {
         let me = self.ctx.cluster.node_id();
-        let now = unix_now();
+        let now = self.ctx.cluster.unix_now_ms() / 1000;
         // In chunks (see `scan_devices`): this thread runs below Raft's, and
         // applies wait for the lock it reads under.
-        let owned: Vec<(String, Option<u64>, DeviceStatus)> =
-            self.ctx.cluster.shared().scan_devices(|d| {
-                (d.owner == Some(me)).then(|| (d.hostname.clone(), d.last_polled, d.status))
-            });
+        let owned: Vec<(String, Option<u64>, DeviceStatus)> = self.ctx.cluster.scan_devices(|d| {
+            (d.owner == Some(me)).then(|| (d.hostname.clone(), d.last_polled, d.status))
+        });
         let mine: HashSet<&str> = owned.iter().map(|(h, _, _)| h.as_str()).collect();
         let gone: Vec<String> = self
             .entries
@@ -555,13 +623,13 @@ impl<C: SnmpClient> Scheduler<C> {
 
 /// Claims `hostnames`; `abandoned` (index into `hostnames`, claim time)
 /// names earlier claims of this node's that the log may replace.
-async fn claim<C>(
-    ctx: Arc<Context<C>>,
+async fn claim<C, K: PollCluster>(
+    ctx: Arc<Context<C, K>>,
     hostnames: Vec<String>,
     abandoned: Vec<(u32, u64)>,
     reply: mpsc::UnboundedSender<Claim>,
 ) {
-    let at_ms = unix_now_ms();
+    let at_ms = ctx.cluster.unix_now_ms();
     let claimed_at = Instant::now();
     let t = ctx.config.timing;
     let (up_gap_ms, down_gap_ms) = (
@@ -620,8 +688,8 @@ pub(crate) fn unix_now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-async fn poll_device<C: SnmpClient>(
-    ctx: &Context<C>,
+async fn poll_device<C: SnmpClient, K: PollCluster>(
+    ctx: &Context<C, K>,
     hostname: String,
     claim_at_ms: u64,
     claimed_at: Instant,
@@ -726,7 +794,7 @@ async fn poll_device<C: SnmpClient>(
     }
 }
 
-async fn submit<C>(ctx: &Context<C>, update: RrdUpdate) {
+async fn submit<C, K>(ctx: &Context<C, K>, update: RrdUpdate) {
     if let Err(e) = ctx.writer.submit(update).await {
         tracing::warn!(error = %e, "RRD update not queued");
     }
@@ -783,8 +851,8 @@ impl From<ModuleError> for Down {
 
 /// Pings first when ICMP checks are on (no answer: down, not walked), then
 /// discovers when due, then polls. What it learns goes into `polled`.
-async fn poll_owned<C: SnmpClient>(
-    ctx: &Context<C>,
+async fn poll_owned<C: SnmpClient, K: PollCluster>(
+    ctx: &Context<C, K>,
     client: &Fenced<C>,
     device: &Device,
     started: u64,
@@ -845,7 +913,7 @@ async fn poll_owned<C: SnmpClient>(
     // Stamp samples when the counters are read, not when the poll was
     // claimed: a discovery in between can take seconds, and a sample stamped
     // early reads as a wrong rate.
-    let sampled_ms = unix_now_ms().max(started * 1000);
+    let sampled_ms = ctx.cluster.unix_now_ms().max(started * 1000);
     let sampled = sampled_ms / 1000;
     let out = modules::poll_with(
         client,
@@ -892,8 +960,8 @@ fn port_samples(inventory: &Inventory, states: Vec<PortState>) -> Vec<PortSample
 /// discovery goes to the log with them. While the database fails the device
 /// keeps its previous inventory and nothing is proposed, so the next poll
 /// discovers again.
-async fn record_librenms_discovery<C>(
-    ctx: &Context<C>,
+async fn record_librenms_discovery<C, K: PollCluster>(
+    ctx: &Context<C, K>,
     device: &Device,
     at: u64,
     found: Discovery,
@@ -921,12 +989,12 @@ async fn record_librenms_discovery<C>(
 }
 
 /// Proposes a discovery; the port ids the state machine answered, by ifIndex.
-async fn propose_discovery<C>(
-    ctx: &Context<C>,
+async fn propose_discovery<C, K: PollCluster>(
+    ctx: &Context<C, K>,
     hostname: &str,
     cmd: Command,
 ) -> BTreeMap<u32, u64> {
-    match ctx.cluster.propose(cmd).await {
+    match ctx.cluster.propose_within(cmd, PROPOSE_TIMEOUT).await {
         Ok(CommandResult::PortIds(ids)) => ids,
         Ok(other) => {
             tracing::warn!(device = hostname, result = ?other, "discovery not recorded");
@@ -941,8 +1009,8 @@ async fn propose_discovery<C>(
 
 /// Writes a discovery to the log and returns the inventory with the port ids
 /// the state machine allocated.
-async fn record_discovery<C>(
-    ctx: &Context<C>,
+async fn record_discovery<C, K: PollCluster>(
+    ctx: &Context<C, K>,
     hostname: &str,
     at: u64,
     found: Discovery,
@@ -958,7 +1026,7 @@ async fn record_discovery<C>(
 
 /// Keeps the discovered ports' names on this node, for `device show`: the
 /// replicated state has only their keys.
-fn keep_port_names<C>(ctx: &Context<C>, hostname: &str, found: &Discovery) {
+fn keep_port_names<C, K>(ctx: &Context<C, K>, hostname: &str, found: &Discovery) {
     let Some(names) = &ctx.extras.port_names else {
         return;
     };
@@ -1037,7 +1105,7 @@ impl<C> Fenced<C> {
         request: impl Future<Output = Result<T, SnmpError>>,
     ) -> Result<T, SnmpError> {
         let mut request = std::pin::pin!(request);
-        let mut alarm = std::pin::pin!(tokio::time::sleep_until(self.deadline.into()));
+        let mut alarm = std::pin::pin!(tokio::time::sleep_until(self.deadline));
         std::future::poll_fn(|cx| {
             if let Err(e) = self.begin() {
                 return Poll::Ready(Err(e));
