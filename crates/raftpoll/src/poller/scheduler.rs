@@ -1140,6 +1140,9 @@ impl<C: SnmpClient> SnmpClient for Fenced<C> {
 }
 
 #[cfg(test)]
+mod races;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::secret::Secret;

@@ -231,6 +231,22 @@ impl RrdWriterHandle {
     }
 }
 
+#[cfg(test)]
+impl RrdWriterHandle {
+    /// A handle whose updates go to the returned receiver, for tests of the
+    /// code that submits them.
+    pub(crate) fn to_channel(capacity: usize) -> (RrdWriterHandle, mpsc::Receiver<RrdUpdate>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            RrdWriterHandle {
+                tx,
+                shared: Arc::default(),
+            },
+            rx,
+        )
+    }
+}
+
 /// The writer task. Start it with [`RrdWriter::spawn`].
 pub struct RrdWriter {
     config: RrdWriterConfig,
