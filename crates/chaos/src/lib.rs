@@ -75,6 +75,10 @@ pub struct ChaosArgs {
     /// directory, removed when the run passes).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// `[cluster] heartbeat_ms` of every node (default: the node's own default), to
+    /// measure failover at another heartbeat without a rebuild.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
 }
 
 fn parse_fault(s: &str) -> Result<FaultKind, String> {
@@ -398,7 +402,7 @@ impl Session {
              [rrd]\n\
              rrdcached = \"{HUB_SERVICE_IP}:{RRDCACHED_PORT}\"\n\
              [cluster]\n\
-             join_debounce_ms = 2000\n",
+             join_debounce_ms = 2000\n{heartbeat}",
             data = self.dir.join(format!("n{i}")).join("data").display(),
             adv = cluster_ip(i),
             seeds = seeds.join(", "),
@@ -406,6 +410,10 @@ impl Session {
             secret = self.secret,
             timeout = (u64::from(f) * 1000 / 4).min(1000),
             src = service_ip(i),
+            heartbeat = match self.args.heartbeat_ms {
+                Some(ms) => format!("heartbeat_ms = {ms}\n"),
+                None => String::new(),
+            },
         )
     }
 
