@@ -244,14 +244,20 @@ fn claimed(hosts: &[&str]) -> CommandResult {
     CommandResult::Claimed(hosts.iter().map(|h| h.to_string()).collect())
 }
 
-/// A poll that began proposes its discovery (the device was never
-/// discovered) before polling: this is its first sign of life.
-fn assert_discovery(proposal: &Proposal) {
+/// Waits for the poll to begin, commits what it proposes, stops the node
+/// and checks that the poll sent requests. A poll that began proposes its
+/// discovery (the device was never discovered) before polling: this is its
+/// first sign of life.
+async fn assert_polled(node: &mut Node, what: &str) {
+    let discovery = node.proposed(what).await;
     assert!(
-        matches!(&proposal.cmd, Command::Discovered { hostname, .. } if hostname == HOST),
+        matches!(&discovery.cmd, Command::Discovered { hostname, .. } if hostname == HOST),
         "expected the poll's discovery, got {}",
-        proposal.cmd
+        discovery.cmd
     );
+    node.commit(discovery);
+    node.stop().await;
+    assert!(node.requests() > 0, "the device was not polled");
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,13 +274,7 @@ async fn a_device_moved_away_after_its_grant_is_still_polled_under_it() {
     });
     let _ = claim.answer.send(Ok(granted));
 
-    let discovery = node
-        .proposed("discovery from the poll under the grant")
-        .await;
-    assert_discovery(&discovery);
-    node.commit(discovery);
-    node.stop().await;
-    assert!(node.requests() > 0, "the device was not polled");
+    assert_polled(&mut node, "discovery from the poll under the grant").await;
     assert_eq!(node.reports.len(), 1, "the poll was not reported");
 }
 
@@ -320,12 +320,8 @@ async fn a_grant_too_late_to_poll_under_is_claimed_again_at_once_and_polled() {
         "the log refused to replace the abandoned claim"
     );
 
-    let discovery = node.proposed("discovery from the poll").await;
-    assert_discovery(&discovery);
-    node.commit(discovery);
-    node.stop().await;
+    assert_polled(&mut node, "discovery from the poll").await;
     drop(unanswered);
-    assert!(node.requests() > 0, "the device was not polled");
     assert_eq!(node.reports.len(), 1, "the poll was not reported");
 }
 
@@ -346,10 +342,6 @@ async fn below_claim_again_level_a_grant_too_late_to_poll_under_waits_out_the_cl
     }
     assert_eq!(node.commit(again), claimed(&[HOST]));
 
-    let discovery = node.proposed("discovery from the poll").await;
-    assert_discovery(&discovery);
-    node.commit(discovery);
-    node.stop().await;
+    assert_polled(&mut node, "discovery from the poll").await;
     drop(unanswered);
-    assert!(node.requests() > 0, "the device was not polled");
 }
