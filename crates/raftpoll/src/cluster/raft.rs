@@ -1,4 +1,5 @@
-//! openraft wiring: the `Raft` node type and the Raft timing config.
+//! openraft wiring: the `Raft` node type, the Raft timing config, and the
+//! tick run only where it has work (on voters).
 
 use crate::model::types::NodeId;
 use crate::raft_types::{StoredMembership, TypeConfig};
