@@ -302,16 +302,18 @@ impl ClusterState {
         let mut ports = Vec::with_capacity(matched.len());
         let mut ids = BTreeMap::new();
         for (found, slot) in discovery.ports.iter().zip(matched) {
-            let port_id = match slot {
-                Some(p) => p.port_id(),
-                None => self.last_port_id + 1,
+            let (port_id, fresh) = match slot {
+                Some(p) => (p.port_id(), false),
+                None => (self.last_port_id + 1, true),
             };
             // Past the ids a port can hold, a new port gets none and is left
             // out, like a port LibreNMS gave no id.
             let Some(port) = Port::new(port_id, found.ifindex, found.key()) else {
                 continue;
             };
-            self.last_port_id = self.last_port_id.max(port_id);
+            if fresh {
+                self.last_port_id = port_id;
+            }
             ids.insert(found.ifindex, port_id);
             ports.push(port);
         }
