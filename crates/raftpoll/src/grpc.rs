@@ -20,9 +20,9 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// partition stays in the kernel's retransmission backoff after the partition
 /// heals (the backoff doubles with every lost retry: seconds after a short
 /// partition, minutes after a long one), and every request on it waits that
-/// long: claims sent to a new leader over one were committed 2.8 s late. A healthy peer's
-/// replies keep the connection read, so no ping is sent on a busy one, and an
-/// idle one (no request waiting) is never pinged.
+/// long: claims sent to a new leader over one were committed 2.8 s late. A
+/// healthy peer's replies keep the connection read, so no ping is sent on a
+/// busy one, and an idle one (no request waiting) is never pinged.
 pub const PEER_PING_AFTER: Duration = Duration::from_secs(1);
 /// See [`PEER_PING_AFTER`].
 pub const PEER_PING_TIMEOUT: Duration = Duration::from_secs(1);

@@ -98,17 +98,14 @@ pub fn tick_has_work(
 /// the leader or the membership, so this wakes rarely.
 pub async fn tick_only_as_voter(raft: Raft, mut shutdown: watch::Receiver<bool>) {
     let mut server = raft.server_metrics();
-    let mut ticking = None;
     loop {
         let wanted = {
             let m = server.borrow_watched();
             tick_has_work(m.id, &m.membership_config, &m.committed_membership_config)
         };
-        if ticking != Some(wanted) {
-            raft.runtime_config().tick(wanted);
-            tracing::debug!(ticking = wanted, "openraft's tick set by this node's role");
-            ticking = Some(wanted);
-        }
+        // openraft only acts when the setting changes.
+        raft.runtime_config().tick(wanted);
+        tracing::debug!(ticking = wanted, "openraft's tick set by this node's role");
         tokio::select! {
             _ = shutdown.changed() => return,
             changed = server.changed() => if changed.is_err() { return },
