@@ -14,7 +14,7 @@ use crate::cluster::features::{FEATURE_LEVEL, Features, LEVEL_MAX_ENV};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::membership;
 use crate::cluster::network::{GrpcNetworkFactory, raft_service_with};
-use crate::cluster::raft::{Raft, raft_config, tick_only_as_voter};
+use crate::cluster::raft::{Raft, TimerPeriods, drive_timers, raft_config};
 use crate::config::{Config, ConfigError};
 use crate::grpc::Dialer;
 use crate::librenms::pollers::{self, PollerInfo};
@@ -626,7 +626,7 @@ struct Tasks {
     scheduler: JoinHandle<()>,
     reporter: JoinHandle<()>,
     controller: JoinHandle<()>,
-    tick: JoinHandle<()>,
+    timers: JoinHandle<()>,
     register: JoinHandle<()>,
     join: JoinHandle<()>,
     trim: JoinHandle<()>,
@@ -645,7 +645,7 @@ impl Tasks {
         let _ = self.scheduler.await;
         let _ = self.reporter.await;
         let _ = self.controller.await;
-        let _ = self.tick.await;
+        let _ = self.timers.await;
         let _ = self.register.await;
         let _ = self.join.await;
         let _ = self.trim.await;
@@ -778,7 +778,15 @@ async fn spawn_tasks(
         controller_config(config),
         stop.clone(),
     ));
-    let tick = raft_runtime.spawn(tick_only_as_voter(cluster.raft().clone(), stop.clone()));
+    let timers = raft_runtime.spawn(drive_timers(
+        cluster.raft().clone(),
+        cluster.leader_contact().clone(),
+        TimerPeriods::new(
+            config.cluster.heartbeat_ms,
+            config.cluster.election_timeout_min_ms,
+        ),
+        stop.clone(),
+    ));
     let trim = tokio::spawn(runtime::trim_freed_memory(
         runtime::TRIM_EVERY,
         stop.clone(),
@@ -787,7 +795,7 @@ async fn spawn_tasks(
         scheduler,
         reporter,
         controller,
-        tick,
+        timers,
         register,
         join,
         trim,

@@ -1,11 +1,14 @@
 //! openraft wiring: the `Raft` node type, the Raft timing config, and the
-//! tick run only where it has work (on voters).
+//! timers (tick, heartbeats) run only where they have work.
 
+use crate::cluster::network::LeaderContact;
 use crate::model::types::NodeId;
 use crate::raft_types::{StoredMembership, TypeConfig};
 use crate::storage::StateMachineStore;
+use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// A running Raft node of raftpoll (the type config is in [`crate::raft_types`]).
@@ -15,9 +18,10 @@ pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 /// election timeout on loopback/LAN, so one lost heartbeat never triggers an
 /// election.
 ///
-/// Every node pays for its heartbeats, and every voter for openraft's tick
-/// (`heartbeat × 13/64`; learners park it), whether or not it polls: on a
-/// 2-core VM about 100 µs of CPU per thread wake-up. At 100,000 devices over
+/// Every node pays for its heartbeats, whether or not it polls: on a 2-core
+/// VM about 100 µs of CPU per thread wake-up (openraft's tick, every
+/// `heartbeat × 13/64`, runs only where an election may be due: see
+/// [`TimerDuty`]). At 100,000 devices over
 /// 10 nodes, 150 ms took the cluster's Raft CPU from 9.7 to 8.8 % of one core
 /// (idle: 5.2 to 3.8) against 100 ms, and a killed leader's devices were
 /// polled again as soon (p99 3.06 s against 3.00 s over 10 kills each). 250 ms
@@ -76,39 +80,138 @@ pub fn default_raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigEr
     )
 }
 
-/// Whether openraft's tick has work on node `id`: it only checks a voter's
-/// election timeout and sends the leader's heartbeats (the leader is a voter
-/// too). A voter of either half of a joint membership may be elected.
-pub fn tick_has_work(
-    id: NodeId,
-    effective: &StoredMembership,
-    committed: &StoredMembership,
-) -> bool {
-    [effective, committed]
-        .iter()
-        .any(|m| m.membership().voter_ids().any(|voter| voter == id))
+/// What drives openraft's timers on one node, by its role.
+///
+/// openraft's tick (every `heartbeat × 13/64`: 30 ms at 150 ms) only checks a
+/// voter's election timeout and sends the leader's heartbeats, and each
+/// wake-up of a Raft thread costs about 100 µs of CPU on a small virtual
+/// machine. So the tick runs only where an election may be due; the leader
+/// sends its heartbeats from a timer of the heartbeat's own period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerDuty {
+    /// Not a voter (a learner, or not yet a member): no election, no
+    /// heartbeat. openraft's tick is parked.
+    Idle,
+    /// The leader: a heartbeat every heartbeat interval; tick parked.
+    Heartbeats,
+    /// A voter following a known leader: an election can only become due
+    /// once that leader falls silent, so the tick runs only from then.
+    WatchLeader,
+    /// A voter without a leader it follows (a candidate, or just started):
+    /// openraft's tick, which times the election.
+    Elect,
 }
 
-/// Parks openraft's tick while this node is not a voter (a learner, or not
-/// yet a member), and runs it again as soon as it becomes one, until
-/// `shutdown`. A learner's tick woke its Raft threads every `heartbeat ×
-/// 13/64` (50 times a second at 100 ms) to do nothing, and each wake-up
-/// costs about 100 µs of CPU on a small virtual machine: half the Raft CPU
-/// of an idle learner. Server metrics change only with the vote, the role,
-/// the leader or the membership, so this wakes rarely.
-pub async fn tick_only_as_voter(raft: Raft, mut shutdown: watch::Receiver<bool>) {
+/// The duty of node `id` in the role `state`, following `leader`. A voter of
+/// either half of a joint membership (`effective`, `committed`) may be
+/// elected.
+pub fn timer_duty(
+    id: NodeId,
+    state: ServerState,
+    leader: Option<NodeId>,
+    effective: &StoredMembership,
+    committed: &StoredMembership,
+) -> TimerDuty {
+    let voter = [effective, committed]
+        .iter()
+        .any(|m| m.membership().voter_ids().any(|voter| voter == id));
+    match (state, leader) {
+        (ServerState::Leader, _) => TimerDuty::Heartbeats,
+        _ if !voter => TimerDuty::Idle,
+        (_, Some(leader)) if leader != id => TimerDuty::WatchLeader,
+        _ => TimerDuty::Elect,
+    }
+}
+
+/// The periods [`drive_timers`] works by.
+#[derive(Clone, Copy, Debug)]
+pub struct TimerPeriods {
+    pub heartbeat: Duration,
+    /// A followed leader silent this long starts openraft's tick: under the
+    /// shortest election timeout, so an election is timed as before, and
+    /// over a heartbeat, so one late heartbeat does not.
+    pub leader_silence: Duration,
+}
+
+impl TimerPeriods {
+    /// From the heartbeat interval and the shortest election timeout (the
+    /// config requires it above two heartbeats): half of it.
+    pub fn new(heartbeat_ms: u64, election_min_ms: u64) -> TimerPeriods {
+        TimerPeriods {
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            leader_silence: Duration::from_millis(election_min_ms / 2),
+        }
+    }
+}
+
+/// Runs openraft's timers as [`TimerDuty`] says for this node's role, until
+/// `shutdown`; `contact` is when a leader last reached this node. Server
+/// metrics change only with the vote, the role, the leader or the
+/// membership; in between, a leader wakes once per heartbeat and a follower
+/// about once per heartbeat (instead of six times), a learner never.
+pub async fn drive_timers(
+    raft: Raft,
+    contact: LeaderContact,
+    periods: TimerPeriods,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut server = raft.server_metrics();
     loop {
-        let wanted = {
+        let duty = {
             let m = server.borrow_watched();
-            tick_has_work(m.id, &m.membership_config, &m.committed_membership_config)
+            timer_duty(
+                m.id,
+                m.state,
+                m.current_leader,
+                &m.membership_config,
+                &m.committed_membership_config,
+            )
         };
-        // openraft only acts when the setting changes.
-        raft.runtime_config().tick(wanted);
-        tracing::debug!(ticking = wanted, "openraft's tick set by this node's role");
+        tracing::debug!(?duty, "openraft's timers set by this node's role");
+        let role_changed = async {
+            loop {
+                // openraft only acts when a setting changes.
+                let wait = match duty {
+                    TimerDuty::Idle => {
+                        raft.runtime_config().tick(false);
+                        None
+                    }
+                    TimerDuty::Elect => {
+                        raft.runtime_config().tick(true);
+                        None
+                    }
+                    TimerDuty::Heartbeats => {
+                        raft.runtime_config().tick(false);
+                        Some(periods.heartbeat)
+                    }
+                    TimerDuty::WatchLeader => {
+                        let silence = contact.silence();
+                        let silent = silence >= periods.leader_silence;
+                        raft.runtime_config().tick(silent);
+                        // While ticking, look for the leader's return every
+                        // heartbeat; else wake when the silence would begin.
+                        Some(if silent {
+                            periods.heartbeat
+                        } else {
+                            periods.leader_silence - silence
+                        })
+                    }
+                };
+                let Some(wait) = wait else {
+                    return server.changed().await.is_ok();
+                };
+                tokio::select! {
+                    changed = server.changed() => return changed.is_ok(),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if duty == TimerDuty::Heartbeats && raft.trigger().heartbeat().await.is_err() {
+                    return false;
+                }
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            changed = server.changed() => if changed.is_err() { return },
+            running = role_changed => if !running { return },
         }
     }
 }
@@ -131,30 +234,54 @@ mod tests {
     }
 
     #[test]
-    fn only_a_voter_needs_the_tick() {
+    fn the_tick_runs_only_where_an_election_may_be_due() {
+        use ServerState::{Candidate, Follower, Leader, Learner};
         let settled = membership(&[&[1, 2, 3]], &[4]);
-        assert!(tick_has_work(2, &settled, &settled), "a voter elects");
-        assert!(
-            !tick_has_work(4, &settled, &settled),
-            "a learner never does"
+        let duty = |id, state, leader| timer_duty(id, state, leader, &settled, &settled);
+        assert_eq!(duty(1, Leader, Some(1)), TimerDuty::Heartbeats);
+        assert_eq!(
+            duty(2, Follower, Some(1)),
+            TimerDuty::WatchLeader,
+            "a follower times an election once its leader is silent"
         );
-        assert!(!tick_has_work(9, &settled, &settled), "nor a node outside");
+        assert_eq!(duty(2, Follower, None), TimerDuty::Elect, "no leader yet");
+        assert_eq!(duty(2, Candidate, None), TimerDuty::Elect);
+        assert_eq!(
+            duty(4, Learner, Some(1)),
+            TimerDuty::Idle,
+            "a learner never elects"
+        );
+        assert_eq!(
+            duty(9, Learner, None),
+            TimerDuty::Idle,
+            "nor a node outside"
+        );
         // Learner 4 promoted: the change is effective before it is committed.
         let joint = membership(&[&[1, 2, 3], &[1, 2, 3, 4]], &[]);
-        assert!(
-            tick_has_work(4, &joint, &settled),
+        assert_eq!(
+            timer_duty(4, Follower, Some(1), &joint, &settled),
+            TimerDuty::WatchLeader,
             "a voter of the new half"
         );
         // Voter 3 removed: until that commits it may still have to elect.
         let without_3 = membership(&[&[1, 2]], &[3]);
-        assert!(
-            tick_has_work(3, &without_3, &settled),
+        assert_eq!(
+            timer_duty(3, Follower, None, &without_3, &settled),
+            TimerDuty::Elect,
             "a voter of the committed one"
         );
-        assert!(
-            !tick_has_work(3, &without_3, &without_3),
+        assert_eq!(
+            timer_duty(3, Learner, None, &without_3, &without_3),
+            TimerDuty::Idle,
             "a learner once committed"
         );
+    }
+
+    #[test]
+    fn a_silent_leader_is_noticed_between_one_heartbeat_and_the_election() {
+        let p = TimerPeriods::new(DEFAULT_HEARTBEAT_MS, DEFAULT_ELECTION_MIN_MS);
+        assert!(p.leader_silence > p.heartbeat);
+        assert!(p.leader_silence < Duration::from_millis(DEFAULT_ELECTION_MIN_MS));
     }
 
     #[test]
