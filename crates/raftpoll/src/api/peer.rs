@@ -60,9 +60,10 @@ impl Peer for PeerRpc {
         // A claim is of use only early in its time budget, and its sender
         // retries by itself, at the leader it knows by then: it is passed
         // on once, not held here while a leader is elected.
-        let send_within = match cmd {
-            Command::ClaimPolls { .. } | Command::ClaimPollsAgain { .. } => Duration::ZERO,
-            _ => PROPOSE_TIMEOUT,
+        let send_within = if cmd.is_claim() {
+            Duration::ZERO
+        } else {
+            PROPOSE_TIMEOUT
         };
         let mut result = self
             .cluster

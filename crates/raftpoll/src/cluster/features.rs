@@ -4,7 +4,8 @@
 //! A node's feature level says which log entry kinds it can apply and which
 //! format versions it reads (level 1: format 1 only; level 2: formats 1–2;
 //! level 3: formats 1–3; level 4: formats 1–3 and keyed discoveries; level 5:
-//! also claims that replace an abandoned claim).
+//! also claims that replace an abandoned claim; level 6: also batches of
+//! commands in one entry).
 //! Every Raft RPC carries the sender's level and version in gRPC metadata, and
 //! every reply the answering node's; a node that sends none is a level-1 node
 //! (raftpoll before feature levels). Nothing of this is replicated, so the
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
 
 /// The feature level of this version.
-pub const FEATURE_LEVEL: u32 = 5;
+pub const FEATURE_LEVEL: u32 = 6;
 /// This build's version, as shown in `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -189,6 +189,9 @@ impl ClusterState {
                 discovery,
                 port_ids: Some(port_ids),
             } => self.discovered_with_ids(hostname, *at, discovery, port_ids),
+            Command::Batch(cmds) => {
+                CommandResult::Batch(cmds.iter().map(|c| self.apply(c)).collect())
+            }
         }
     }
 
@@ -830,6 +833,38 @@ mod tests {
             .expect("level 4");
         assert!(matches!(plain, Command::ClaimPolls { .. }), "{plain}");
         assert_eq!(s.apply(&plain), claimed(&[]));
+    }
+
+    #[test]
+    fn a_batch_applies_its_commands_in_order_each_as_alone() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::AddDevice(new_device("sw1")));
+        let claim = Command::ClaimPolls {
+            node: 1,
+            at_ms: 100_000,
+            up_gap_ms: 150_000,
+            down_gap_ms: 30_000,
+            hostnames: vec!["sw1".into()],
+        };
+        let batch = Command::Batch(vec![
+            Command::Assign {
+                moves: vec![("sw1".into(), Some(1))],
+            },
+            claim.clone(),
+            Command::RemoveDevice {
+                hostname: "nope".into(),
+            },
+        ]);
+        assert_eq!(
+            s.apply(&batch),
+            CommandResult::Batch(vec![
+                CommandResult::Ok,
+                CommandResult::Claimed(vec!["sw1".into()]),
+                CommandResult::Rejected(Rejection::UnknownDevice("nope".into())),
+            ])
+        );
+        // The same claim alone, after: refused within the gap.
+        assert_eq!(s.apply(&claim), CommandResult::Claimed(vec![]));
     }
 
     #[test]

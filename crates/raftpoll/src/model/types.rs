@@ -410,6 +410,11 @@ pub enum Command {
         hostnames: Vec<String>,
         abandoned: Vec<(u32, u64)>,
     },
+    // Feature level 6 from here on.
+    /// Several commands in one entry, applied in order, each as if alone (a
+    /// node's poll reports riding with its claim): one append, replication
+    /// round and apply on every node instead of one per command.
+    Batch(Vec<Command>),
 }
 
 /// A device of [`Command::AddDevicesPacked`].
@@ -427,6 +432,8 @@ pub struct PackedDevice {
 const KEYED_DISCOVERY_LEVEL: u32 = 4;
 /// The feature level of [`Command::ClaimPollsAgain`].
 pub const CLAIM_AGAIN_LEVEL: u32 = 5;
+/// The feature level of [`Command::Batch`].
+pub const BATCH_LEVEL: u32 = 6;
 
 /// Why an entry kind cannot be applied by this node.
 #[derive(Debug, thiserror::Error)]
@@ -461,6 +468,17 @@ impl Command {
             Command::AddDevicesPacked { .. } => "AddDevicesPacked",
             Command::DiscoveredKeys { .. } => "DiscoveredKeys",
             Command::ClaimPollsAgain { .. } => "ClaimPollsAgain",
+            Command::Batch(_) => "Batch",
+        }
+    }
+
+    /// Whether it is (or carries) a poll claim, which is of use only early
+    /// in its time budget.
+    pub fn is_claim(&self) -> bool {
+        match self {
+            Command::ClaimPolls { .. } | Command::ClaimPollsAgain { .. } => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::is_claim),
+            _ => false,
         }
     }
 
@@ -472,6 +490,10 @@ impl Command {
             Command::AddDevicesPacked { .. } => 2,
             Command::DiscoveredKeys { .. } => KEYED_DISCOVERY_LEVEL,
             Command::ClaimPollsAgain { .. } => CLAIM_AGAIN_LEVEL,
+            Command::Batch(cmds) => cmds
+                .iter()
+                .map(Command::feature_level)
+                .fold(BATCH_LEVEL, u32::max),
             _ => 1,
         }
     }
@@ -494,6 +516,16 @@ impl Command {
     /// else the command itself if its level allows, else its older
     /// equivalent.
     pub fn for_level(mut self, level: u32) -> Result<Command, UnsupportedEntry> {
+        if let Command::Batch(cmds) = self {
+            // Below its level a batch has no older equivalent in one entry:
+            // refused, and its sender proposes its parts alone.
+            let cmds = cmds
+                .into_iter()
+                .map(|c| c.for_level(level))
+                .collect::<Result<_, _>>()?;
+            let batch = Command::Batch(cmds);
+            return batch.check_level(level).map(|()| batch);
+        }
         if level >= KEYED_DISCOVERY_LEVEL {
             self = self.with_port_keys();
         }
@@ -618,6 +650,7 @@ impl Command {
             | Command::RemoveDevice { .. }
             | Command::SetDeviceGroup { .. }
             | Command::Assign { .. } => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::changes_owners),
             Command::AllocateNodeId
             | Command::UpsertNode(_)
             | Command::ClaimPolls { .. }
@@ -689,6 +722,14 @@ impl fmt::Display for Command {
                 "DiscoveredKeys({hostname}, {} ports)",
                 discovery.ports.len()
             ),
+            Command::Batch(cmds) => {
+                write!(f, "Batch(")?;
+                for (i, cmd) in cmds.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{cmd}")?;
+                }
+                write!(f, ")")
+            }
         }
     }
 }
@@ -710,6 +751,8 @@ pub enum CommandResult {
         added: u32,
         existing: Vec<String>,
     },
+    /// Outcome of [`Command::Batch`]: each command's, in order.
+    Batch(Vec<CommandResult>),
 }
 
 /// Why the state machine refused a command; shown to the operator as is.
@@ -916,6 +959,60 @@ mod tests {
                 down_gap_ms: 59_900,
                 hostnames: vec!["sw1".into(), "sw2".into()],
             }
+        );
+    }
+
+    /// A claim with the reports riding along, as feature level 6 first
+    /// wrote it (format 3), and its result.
+    fn reports_and_claim() -> Command {
+        Command::Batch(vec![
+            Command::PollReports {
+                node: 3,
+                reports: vec![PollReport {
+                    hostname: "sw1".into(),
+                    polled_at: 1_700_000_000,
+                    duration_ms: 120,
+                    status: DeviceStatus::Up,
+                    reason: None,
+                }],
+            },
+            claim_again(),
+        ])
+    }
+    const REPORTS_AND_CLAIM: &[u8] = &[
+        255, 82, 80, 70, 3, 0, 0, 255, 18, 2, 9, 3, 1, 3, 115, 119, 49, 128, 226, 207, 170, 6, 120,
+        1, 0, 17, 3, 208, 223, 149, 255, 188, 49, 252, 166, 18, 252, 211, 3, 2, 3, 115, 119, 49, 3,
+        115, 119, 50, 1, 1, 128, 208, 149, 255, 188, 49,
+    ];
+    const REPORTS_AND_CLAIM_RESULT: &[u8] = &[
+        255, 82, 80, 70, 3, 0, 0, 255, 6, 2, 0, 3, 1, 3, 115, 119, 50,
+    ];
+
+    #[test]
+    fn a_batch_encodes_as_recorded_and_only_from_level_6() {
+        let entry = reports_and_claim();
+        let bytes = codec::encode_version(&entry, 3).expect("encodes");
+        assert_eq!(bytes, REPORTS_AND_CLAIM, "{bytes:?}");
+        let decoded: Command = codec::decode(REPORTS_AND_CLAIM).expect("recorded bytes decode");
+        assert_eq!(decoded, entry);
+        let result = CommandResult::Batch(vec![
+            CommandResult::Ok,
+            CommandResult::Claimed(vec!["sw2".into()]),
+        ]);
+        let bytes = codec::encode_version(&result, 3).expect("encodes");
+        assert_eq!(bytes, REPORTS_AND_CLAIM_RESULT, "{bytes:?}");
+
+        assert!(entry.is_claim());
+        assert!(!entry.changes_owners());
+        let err = entry.check_level(5).expect_err("level 5 refuses it");
+        assert_eq!(
+            err.to_string(),
+            "entry kind Batch needs feature level 6, this node supports level 5: upgrade it"
+        );
+        assert_eq!(entry.clone().for_level(6).expect("level 6"), entry);
+        assert!(
+            entry.for_level(5).is_err(),
+            "no older entry holds several commands"
         );
     }
 

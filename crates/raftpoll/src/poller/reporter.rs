@@ -1,42 +1,88 @@
-//! Batches poll reports into the Raft log: one entry per interval, not one
-//! per poll, keeping only the newest report of each device.
+//! Batches poll reports into the Raft log: they ride with the node's next
+//! claim, or go in an entry of their own once they have waited, keeping only
+//! the newest report of each device.
 
 use super::scheduler::unix_now_ms;
 use crate::api::split_by_size;
 use crate::cluster::handle::ClusterHandle;
 use crate::codec;
-use crate::model::types::{Command, PollReport};
+use crate::model::types::{BATCH_LEVEL, Command, PollReport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Where the scheduler drops reports; bounded by the number of devices.
 #[derive(Clone, Default)]
 pub struct ReportBuffer {
-    pending: Arc<Mutex<BTreeMap<String, PollReport>>>,
+    pending: Arc<Mutex<Pending>>,
 }
+
+#[derive(Default)]
+struct Pending {
+    reports: BTreeMap<String, PollReport>,
+    /// Since when some report has been waiting.
+    since: Option<Instant>,
+}
+
+/// Reports that ride with one claim: a claim entry stays small whatever
+/// the reasons say (the rest wait for the next claim).
+const REPORTS_PER_CLAIM: usize = 500;
+const REPORT_BYTES_PER_CLAIM: u64 = 128 * 1024;
 
 impl ReportBuffer {
     pub fn push(&self, report: PollReport) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        merge(&mut pending, report);
+        let mut pending = self.lock();
+        pending.since.get_or_insert_with(Instant::now);
+        merge(&mut pending.reports, report);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn take(&self) -> Vec<PollReport> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *pending).into_values().collect()
+        let mut pending = self.lock();
+        pending.since = None;
+        std::mem::take(&mut pending.reports).into_values().collect()
     }
 
-    fn put_back(&self, reports: Vec<PollReport>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+    /// The reports that ride with a claim (a bounded share of them).
+    pub fn take_for_claim(&self) -> Vec<PollReport> {
+        let mut pending = self.lock();
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while taken.len() < REPORTS_PER_CLAIM && bytes < REPORT_BYTES_PER_CLAIM {
+            let Some((_, report)) = pending.reports.pop_first() else {
+                break;
+            };
+            bytes += codec::encoded_size(&report).map_or(REPORT_BYTES_PER_CLAIM, |n| n as u64);
+            taken.push(report);
+        }
+        // Those left have waited as long as before.
+        if pending.reports.is_empty() {
+            pending.since = None;
+        }
+        taken
+    }
+
+    pub fn put_back(&self, reports: Vec<PollReport>) {
+        let mut pending = self.lock();
+        if !reports.is_empty() {
+            pending.since.get_or_insert_with(Instant::now);
+        }
         for r in reports {
-            merge(&mut pending, r);
+            merge(&mut pending.reports, r);
         }
     }
 
+    /// How long the oldest pending report has waited.
+    fn waited(&self) -> Option<Duration> {
+        self.lock().since.map(|t| t.elapsed())
+    }
+
     pub fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().reports.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -53,7 +99,14 @@ fn merge(pending: &mut BTreeMap<String, PollReport>, report: PollReport) {
     }
 }
 
-/// Proposes the buffered reports every `interval` until shutdown, then once more.
+/// Proposes the buffered reports every `interval` until shutdown, then once
+/// more.
+///
+/// In a cluster that applies batches ([`BATCH_LEVEL`]) reports ride with the
+/// node's claims ([`ReportBuffer::take_for_claim`]), which cost the log no
+/// entry of their own; only reports no claim took within half an interval
+/// (the node stopped polling, or claims failed) are flushed here. In an
+/// older cluster every flush writes the buffer.
 ///
 /// Flushes fall on the multiples of `interval` in unix time, as do the start
 /// slots' claims: every node's reports then reach the leader with the
@@ -68,7 +121,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(until_aligned(interval, unix_now_ms())) => {
-                flush(&cluster, &buffer).await
+                let left_behind = buffer.waited().is_some_and(|w| w >= interval / 2);
+                if left_behind || cluster.cluster_level() < BATCH_LEVEL {
+                    flush(&cluster, &buffer).await
+                }
             }
             _ = shutdown.changed() => break,
         }
@@ -131,6 +187,27 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].polled_at, 10);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_claim_takes_a_bounded_share_and_the_rest_keeps_its_age() {
+        let b = ReportBuffer::default();
+        assert!(b.waited().is_none());
+        for i in 0..REPORTS_PER_CLAIM + 10 {
+            b.push(PollReport {
+                hostname: format!("sw{i}"),
+                polled_at: 10,
+                duration_ms: 1,
+                status: DeviceStatus::Up,
+                reason: None,
+            });
+        }
+        let since = b.waited().expect("waiting");
+        assert_eq!(b.take_for_claim().len(), REPORTS_PER_CLAIM);
+        assert_eq!(b.len(), 10);
+        assert!(b.waited().expect("still waiting") >= since);
+        assert_eq!(b.take_for_claim().len(), 10);
+        assert!(b.waited().is_none(), "nothing left to wait");
     }
 
     #[test]

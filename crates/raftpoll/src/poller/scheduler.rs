@@ -13,8 +13,8 @@ use crate::librenms::{DeviceLink, Librenms};
 use crate::metrics::Metrics;
 use crate::model::state::ClusterState;
 use crate::model::types::{
-    CLAIM_AGAIN_LEVEL, Command, CommandResult, Device, DeviceStatus, Discovery, Inventory, NodeId,
-    PollReport, Port, PortKey,
+    BATCH_LEVEL, CLAIM_AGAIN_LEVEL, Command, CommandResult, Device, DeviceStatus, Discovery,
+    Inventory, NodeId, PollReport, Port, PortKey,
 };
 use crate::rrd::layout::{RrdUpdate, RrdValue};
 use crate::rrd::writer::RrdWriterHandle;
@@ -659,6 +659,21 @@ async fn claim<C, K: PollCluster>(
             abandoned,
         }
     };
+    // Finished polls' reports ride along: no entry of their own.
+    let reports = if ctx.cluster.cluster_level() >= BATCH_LEVEL {
+        ctx.reports.take_for_claim()
+    } else {
+        Vec::new()
+    };
+    let cmd = if reports.is_empty() {
+        cmd
+    } else {
+        let reports = Command::PollReports {
+            node,
+            reports: reports.clone(),
+        };
+        Command::Batch(vec![reports, cmd])
+    };
     let (send_within, wait) = ClaimTimes::waits(t, ctx.config.lease);
     let proposed = tokio::time::timeout(wait, ctx.cluster.propose_within(cmd, send_within)).await;
     ctx.extras
@@ -667,17 +682,35 @@ async fn claim<C, K: PollCluster>(
         .claim_duration
         .observe(claimed_at.elapsed().as_secs_f64());
     let granted = match proposed {
-        Ok(Ok(CommandResult::Claimed(granted))) => Ok(granted),
-        Ok(Ok(other)) => Err(format!("unexpected claim result {other:?}")),
+        Ok(Ok(result)) => claimed(result),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer from the leader within {wait:?}")),
     };
+    if granted.is_err() {
+        // Perhaps recorded all the same: a report applied twice changes nothing.
+        ctx.reports.put_back(reports);
+    }
     let _ = reply.send(Claim {
         at_ms,
         claimed_at,
         asked: hostnames,
         granted,
     });
+}
+
+/// The devices a claim's result grants, alone or in a batch.
+fn claimed(result: CommandResult) -> Result<Vec<String>, String> {
+    match result {
+        CommandResult::Claimed(granted) => Ok(granted),
+        CommandResult::Batch(results) => results
+            .into_iter()
+            .find_map(|r| match r {
+                CommandResult::Claimed(granted) => Some(granted),
+                _ => None,
+            })
+            .ok_or_else(|| "a batch without a claim result".to_string()),
+        other => Err(format!("unexpected claim result {other:?}")),
+    }
 }
 
 /// Milliseconds since the unix epoch (0 if the clock is before it).

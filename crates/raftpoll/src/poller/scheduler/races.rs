@@ -345,3 +345,35 @@ async fn below_claim_again_level_a_grant_too_late_to_poll_under_waits_out_the_cl
     assert_polled(&mut node, "discovery from the poll").await;
     drop(unanswered);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reports_ride_with_the_next_claim_and_wait_for_another_if_it_is_lost() {
+    let mut node = Node::start(BATCH_LEVEL);
+    let (_, first) = node.first_claim().await;
+    node.commit(first);
+    let discovery = node.proposed("the poll's discovery").await;
+    node.commit(discovery);
+
+    let carries_the_report = |cmd: &Command| {
+        matches!(
+            &cmd,
+            Command::Batch(parts) if matches!(
+                &parts[..],
+                [Command::PollReports { reports, .. }, Command::ClaimPolls { hostnames, .. }]
+                    if reports.len() == 1 && reports[0].hostname == HOST && hostnames == &[HOST]
+            )
+        )
+    };
+    let next = node.proposed("the next interval's claim").await;
+    assert!(carries_the_report(&next.cmd), "got {}", next.cmd);
+    assert!(node.reports.is_empty(), "the report is in the claim");
+    // No answer: the report may not be in the log, so it waits again.
+    drop(next);
+    let retry = node.proposed("the claim after the lost one").await;
+    assert!(carries_the_report(&retry.cmd), "got {}", retry.cmd);
+    assert_eq!(
+        node.commit(retry),
+        CommandResult::Batch(vec![CommandResult::Ok, claimed(&[HOST])])
+    );
+    node.stop().await;
+}
