@@ -10,27 +10,28 @@ pub struct Timing {
     pub down_retry: u64,
 }
 
-/// Seconds between two start slots, where the interval allows.
+/// Seconds between two start slots, longest first, where the interval
+/// allows.
 ///
 /// Devices due in one slot go into one claim, so a node writes one claim
 /// entry per slot instead of one per second; every entry costs each node of
 /// the cluster an append, a replication round and an apply whatever its
-/// size. A node starts a slot's polls together, though, and the memory they
-/// hold at once grows with the slot: with 5 s slots the peaks of 10 nodes
-/// at 10,000 devices each went from 263–283 to 278–309 MiB; with 2 s slots
-/// they stayed at 264–287.
-const SLOT_SECONDS: u64 = 2;
+/// size (at 10 nodes, 2,000 devices each and 60 s, about 0.5 % of one core
+/// for the cluster per entry a second). A node starts a slot's polls
+/// together, though, and the memory they hold at once grows with the slot:
+/// with 5 s slots the peaks of 10 nodes at 10,000 devices each went from
+/// 263–283 to 278–309 MiB; with 2 s slots they stayed at 264–287.
+const SLOT_CHOICES: [u64; 3] = [4, 2, 1];
 
-/// The spacing of the start slots within an interval, seconds:
-/// [`SLOT_SECONDS`] if it divides `frequency` and leaves at least 12 slots,
-/// else 1. A slot must divide the interval so that successive claims of a
-/// device stay exactly one interval apart.
+/// The spacing of the start slots within an interval, seconds: the longest
+/// of [`SLOT_CHOICES`] that divides `frequency` and leaves at least 12
+/// slots, else 1. A slot must divide the interval so that successive claims
+/// of a device stay exactly one interval apart.
 pub fn slot_seconds(frequency: u64) -> u64 {
-    if frequency.is_multiple_of(SLOT_SECONDS) && frequency / SLOT_SECONDS >= 12 {
-        SLOT_SECONDS
-    } else {
-        1
-    }
+    SLOT_CHOICES
+        .into_iter()
+        .find(|&slot| frequency.is_multiple_of(slot) && frequency / slot >= 12)
+        .unwrap_or(1)
 }
 
 /// A device's fixed phase within the interval, so that start times spread
@@ -137,12 +138,22 @@ mod tests {
 
     #[test]
     fn slots_divide_the_interval_into_at_least_twelve() {
-        for (frequency, slot) in [(300, 2), (60, 2), (24, 2), (22, 1), (10, 1), (7, 1), (1, 1)] {
+        for (frequency, slot) in [
+            (300, 4),
+            (60, 4),
+            (48, 4),
+            (44, 2),
+            (24, 2),
+            (22, 1),
+            (10, 1),
+            (7, 1),
+            (1, 1),
+        ] {
             assert_eq!(slot_seconds(frequency), slot, "frequency {frequency}");
         }
         for i in 0..1000 {
             let p = phase(&format!("device-{i}"), 300);
-            assert_eq!(p % 2, 0);
+            assert_eq!(p % 4, 0);
             assert!(p < 300);
         }
     }
