@@ -10,6 +10,7 @@ use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
 /// A running Raft node of raftpoll (the type config is in [`crate::raft_types`]).
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
@@ -156,6 +157,10 @@ pub async fn drive_timers(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut server = raft.server_metrics();
+    // Outside the loop: a role re-read (a membership change, say) does not
+    // put the next heartbeat off.
+    let mut heartbeats = tokio::time::interval(periods.heartbeat);
+    heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let duty = {
             let m = server.borrow_watched();
@@ -168,21 +173,21 @@ pub async fn drive_timers(
             )
         };
         tracing::debug!(?duty, "openraft's timers set by this node's role");
-        let role_changed = async {
+        // Runs until the role changes (or Raft stops: then it returns).
+        let duty_done = async {
             loop {
                 // openraft only acts when a setting changes.
-                let wait = match duty {
-                    TimerDuty::Idle => {
-                        raft.runtime_config().tick(false);
-                        None
-                    }
-                    TimerDuty::Elect => {
-                        raft.runtime_config().tick(true);
-                        None
+                match duty {
+                    TimerDuty::Idle | TimerDuty::Elect => {
+                        raft.runtime_config().tick(duty == TimerDuty::Elect);
+                        std::future::pending::<()>().await;
                     }
                     TimerDuty::Heartbeats => {
                         raft.runtime_config().tick(false);
-                        Some(periods.heartbeat)
+                        heartbeats.tick().await;
+                        if raft.trigger().heartbeat().await.is_err() {
+                            return;
+                        }
                     }
                     TimerDuty::WatchLeader => {
                         let silence = contact.silence();
@@ -190,28 +195,20 @@ pub async fn drive_timers(
                         raft.runtime_config().tick(silent);
                         // While ticking, look for the leader's return every
                         // heartbeat; else wake when the silence would begin.
-                        Some(if silent {
+                        let wait = if silent {
                             periods.heartbeat
                         } else {
                             periods.leader_silence - silence
-                        })
+                        };
+                        tokio::time::sleep(wait).await;
                     }
-                };
-                let Some(wait) = wait else {
-                    return server.changed().await.is_ok();
-                };
-                tokio::select! {
-                    changed = server.changed() => return changed.is_ok(),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                if duty == TimerDuty::Heartbeats && raft.trigger().heartbeat().await.is_err() {
-                    return false;
                 }
             }
         };
         tokio::select! {
             _ = shutdown.changed() => return,
-            running = role_changed => if !running { return },
+            changed = server.changed() => if changed.is_err() { return },
+            () = duty_done => return,
         }
     }
 }
