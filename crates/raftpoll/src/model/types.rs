@@ -776,6 +776,18 @@ mod tests {
     use crate::secret::Secret;
     use crate::snmp::credentials::{AuthProtocol, PrivProtocol, UsmCredentials};
 
+    /// `value` encodes (format 3) to the bytes a version first wrote, and
+    /// those decode to it: logs and peers holding them stay readable.
+    fn assert_encodes_as_recorded<T>(value: &T, recorded: &[u8])
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        let bytes = codec::encode_version(value, 3).expect("encodes");
+        assert_eq!(bytes, recorded, "{bytes:?}");
+        let decoded: T = codec::decode(recorded).expect("recorded bytes decode");
+        assert_eq!(&decoded, value);
+    }
+
     /// A port's id is held in 32 bits but encoded as the 64-bit id was:
     /// states written before read the same, and a larger id is refused.
     #[test]
@@ -914,10 +926,7 @@ mod tests {
     #[test]
     fn a_keyed_discovery_encodes_as_recorded() {
         let entry = keyed_discovery();
-        let bytes = codec::encode_version(&entry, 3).expect("encodes");
-        assert_eq!(bytes, DISCOVERED_KEYS, "{bytes:?}");
-        let decoded: Command = codec::decode(DISCOVERED_KEYS).expect("recorded bytes decode");
-        assert_eq!(decoded, entry);
+        assert_encodes_as_recorded(&entry, DISCOVERED_KEYS);
     }
 
     fn claim_again() -> Command {
@@ -940,10 +949,7 @@ mod tests {
     #[test]
     fn a_claim_again_encodes_as_recorded_and_is_a_plain_claim_below_level_5() {
         let entry = claim_again();
-        let bytes = codec::encode_version(&entry, 3).expect("encodes");
-        assert_eq!(bytes, CLAIM_POLLS_AGAIN, "{bytes:?}");
-        let decoded: Command = codec::decode(CLAIM_POLLS_AGAIN).expect("recorded bytes decode");
-        assert_eq!(decoded, entry);
+        assert_encodes_as_recorded(&entry, CLAIM_POLLS_AGAIN);
         let err = entry.check_level(4).expect_err("level 4 refuses it");
         assert_eq!(
             err.to_string(),
@@ -991,16 +997,12 @@ mod tests {
     #[test]
     fn a_batch_encodes_as_recorded_and_only_from_level_6() {
         let entry = reports_and_claim();
-        let bytes = codec::encode_version(&entry, 3).expect("encodes");
-        assert_eq!(bytes, REPORTS_AND_CLAIM, "{bytes:?}");
-        let decoded: Command = codec::decode(REPORTS_AND_CLAIM).expect("recorded bytes decode");
-        assert_eq!(decoded, entry);
+        assert_encodes_as_recorded(&entry, REPORTS_AND_CLAIM);
         let result = CommandResult::Batch(vec![
             CommandResult::Ok,
             CommandResult::Claimed(vec!["sw2".into()]),
         ]);
-        let bytes = codec::encode_version(&result, 3).expect("encodes");
-        assert_eq!(bytes, REPORTS_AND_CLAIM_RESULT, "{bytes:?}");
+        assert_encodes_as_recorded(&result, REPORTS_AND_CLAIM_RESULT);
 
         assert!(entry.is_claim());
         assert!(!entry.changes_owners());
