@@ -788,6 +788,22 @@ mod tests {
         assert_eq!(&decoded, value);
     }
 
+    /// `entry` (of `kind`) is written as it is from `level` on, and a node
+    /// one level below refuses it, naming the kind and both levels.
+    fn assert_first_at_level(entry: &Command, kind: &str, level: u32) {
+        let below = level - 1;
+        let err = entry
+            .check_level(below)
+            .expect_err("the level below refuses it");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "entry kind {kind} needs feature level {level}, this node supports level {below}: upgrade it"
+            )
+        );
+        assert_eq!(entry.clone().for_level(level).expect("its level"), *entry);
+    }
+
     /// A port's id is held in 32 bits but encoded as the 64-bit id was:
     /// states written before read the same, and a larger id is refused.
     #[test]
@@ -950,12 +966,7 @@ mod tests {
     fn a_claim_again_encodes_as_recorded_and_is_a_plain_claim_below_level_5() {
         let entry = claim_again();
         assert_encodes_as_recorded(&entry, CLAIM_POLLS_AGAIN);
-        let err = entry.check_level(4).expect_err("level 4 refuses it");
-        assert_eq!(
-            err.to_string(),
-            "entry kind ClaimPollsAgain needs feature level 5, this node supports level 4: upgrade it"
-        );
-        assert_eq!(entry.clone().for_level(5).expect("level 5"), entry);
+        assert_first_at_level(&entry, "ClaimPollsAgain", 5);
         assert_eq!(
             entry.for_level(4).expect("level 4"),
             Command::ClaimPolls {
@@ -1006,12 +1017,7 @@ mod tests {
 
         assert!(entry.is_claim());
         assert!(!entry.changes_owners());
-        let err = entry.check_level(5).expect_err("level 5 refuses it");
-        assert_eq!(
-            err.to_string(),
-            "entry kind Batch needs feature level 6, this node supports level 5: upgrade it"
-        );
-        assert_eq!(entry.clone().for_level(6).expect("level 6"), entry);
+        assert_first_at_level(&entry, "Batch", 6);
         assert!(
             entry.for_level(5).is_err(),
             "no older entry holds several commands"
