@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{append, apply, open_when_unlocked};
+use common::{append, apply, open_when_unlocked, sled_when_unlocked};
 use openraft::raft::AppendEntriesRequest;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
@@ -383,6 +383,71 @@ async fn v1_data_dir_upgrades_in_place() {
     assert_eq!(all.len(), 24);
     apply(&mut sm, all[23..].to_vec()).await;
     assert!(!sm.shared().read(|s| s.devices.contains_key("sw3")));
+}
+
+/// The log an older version kept in sled moves into segment files at the
+/// first start, once: sled's copy is gone afterwards, and a move cut short
+/// (its directory left half-written) is done again from the start.
+#[tokio::test]
+async fn an_older_log_in_sled_moves_into_segment_files_once() {
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&fixture(3).join("data"), tmp.path());
+    let in_sled = |path: &Path| -> Vec<(u64, Vec<u8>)> {
+        let db = sled_when_unlocked(path);
+        let tree = db.open_tree("raft_logs").expect("tree");
+        tree.iter()
+            .map(|kv| {
+                let (k, v) = kv.expect("entry");
+                let key: [u8; 8] = k.as_ref().try_into().expect("an index key");
+                (u64::from_be_bytes(key), v.to_vec())
+            })
+            .collect()
+    };
+    assert!(
+        !in_sled(tmp.path()).is_empty(),
+        "the fixture's log is in sled"
+    );
+    // A move cut short: its directory exists, the log is still in sled.
+    let moving = tmp.path().join("raft-log.moving");
+    std::fs::create_dir_all(&moving).expect("create");
+    std::fs::write(moving.join("00000000000000000001.seg"), b"half").expect("write");
+
+    let read_all = |log: &mut storage::LogStore| {
+        let mut log = log.clone();
+        async move {
+            let state = log.get_log_state().await.expect("log state");
+            let last = state.last_log_id.expect("a last entry").index;
+            let from = state.last_purged_log_id.map_or(0, |l| l.index + 1);
+            let entries = log.try_get_log_entries(from..=last).await.expect("entries");
+            (from, last, entries)
+        }
+    };
+    let (from, last, before) = {
+        let (_store, mut log, _sm) = open_when_unlocked(tmp.path()).await.expect("open");
+        read_all(&mut log).await
+    };
+    let indexes: Vec<u64> = before.iter().map(|e| e.log_id.index).collect();
+    let first = indexes.first().copied().expect("entries");
+    assert!(first <= from.max(1), "from the purge point on: {indexes:?}");
+    assert_eq!(
+        indexes,
+        (first..=last).collect::<Vec<_>>(),
+        "every entry, in order"
+    );
+    assert!(tmp.path().join("raft-log").is_dir());
+    assert!(!moving.exists(), "the cut-short move is replaced");
+    let (_store, mut log, _sm) = open_when_unlocked(tmp.path()).await.expect("reopen");
+    let (_, _, after) = read_all(&mut log).await;
+    assert_eq!(after, before, "the same entries after a restart");
+    drop((_store, log, _sm));
+    // What a version from before the move finds: one entry, of a format
+    // newer than any, so it refuses to start (a rollback) instead of
+    // starting on a log without its entries.
+    let left = in_sled(tmp.path());
+    assert_eq!(left.len(), 1, "sled's copy of the log is removed");
+    assert_eq!(left[0].0, u64::MAX);
+    let err = codec::decode::<Entry>(&left[0].1).expect_err("a marker");
+    assert!(err.to_string().contains("65535"), "{err}");
 }
 
 /// An entry written by a newer version is refused, naming the entry and its

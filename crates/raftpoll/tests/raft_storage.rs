@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{append, apply, open_when_unlocked};
+use common::{append, apply, open_when_unlocked, sled_when_unlocked};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
@@ -145,22 +145,6 @@ async fn rejected_commands_change_nothing() {
     assert_eq!(sm.shared().read(|s| s.devices.len()), 2);
 }
 
-/// Opens the sled database at `path` once the previous handle's background
-/// threads have let go of its file lock (they outlive the drop briefly).
-fn sled_when_unlocked(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("sled database {} still locked: {e}", path.display()),
-        }
-    }
-}
-
 #[tokio::test]
 async fn corrupt_data_is_an_error_not_a_panic() {
     let dir = TempDir::new().unwrap();
@@ -169,15 +153,11 @@ async fn corrupt_data_is_an_error_not_a_panic() {
         append(&mut log, entries()).await;
     }
     {
-        // Overwrite the snapshot and a log entry with garbage, through sled itself.
+        // Overwrite the snapshot with garbage, through sled itself.
         let db = sled_when_unlocked(dir.path());
         db.open_tree("raft_sm")
             .unwrap()
             .insert(b"snapshot", &b"\xff\xff garbage"[..])
-            .unwrap();
-        db.open_tree("raft_logs")
-            .unwrap()
-            .insert(2u64.to_be_bytes(), &b"\x01\x02"[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -196,9 +176,28 @@ async fn corrupt_data_is_an_error_not_a_panic() {
             .unwrap();
         db.flush().unwrap();
     }
-    let (_store, mut log, _sm) = open_when_unlocked(dir.path()).await.unwrap();
-    let err = log.try_get_log_entries(1..5).await.unwrap_err().to_string();
-    assert!(err.contains("corrupt"), "{err}");
+    // One byte of log entry 2 flipped in its segment file, entries after it
+    // sound: damage, not a torn write.
+    let segment = std::fs::read_dir(dir.path().join("raft-log"))
+        .unwrap()
+        .next()
+        .expect("a segment")
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first_len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    let second_payload = 8 + 16 + first_len + 16;
+    bytes[second_payload] ^= 0xFF;
+    std::fs::write(&segment, &bytes).unwrap();
+    let err = match open_when_unlocked(dir.path()).await {
+        Ok(_) => panic!("damaged log entry accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("corrupt") && err.contains("log entry 2"),
+        "{err}"
+    );
+    assert!(err.contains(&segment.display().to_string()), "{err}");
 }
 
 #[tokio::test]

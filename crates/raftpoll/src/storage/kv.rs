@@ -26,9 +26,6 @@ pub(crate) struct Kv {
     path: Arc<PathBuf>,
 }
 
-/// A key and its value, as stored.
-pub(crate) type RawPair = (Vec<u8>, Vec<u8>);
-
 /// One keyspace of a [`Kv`]. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Tree {
@@ -90,6 +87,11 @@ impl Kv {
             })?
             .map(|_| ())
             .map_err(|e| self.io(e))
+    }
+
+    /// [`Kv::flush`] on the calling thread.
+    pub(crate) fn flush_blocking(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
     }
 
     fn io(&self, source: sled::Error) -> StorageError {
@@ -164,35 +166,6 @@ impl Tree {
         self.set_raw(key, &bytes)
     }
 
-    /// Inserts many entries atomically; returns the bytes of the encoded values.
-    pub(crate) fn insert_many<T: Serialize>(
-        &self,
-        items: impl IntoIterator<Item = (Vec<u8>, T)>,
-    ) -> Result<u64, StorageError> {
-        let mut batch = sled::Batch::default();
-        let mut written = 0;
-        for (k, v) in items {
-            let bytes = encode(&v).map_err(|e| self.corrupt("value to write", e))?;
-            written += bytes.len() as u64;
-            batch.insert(k, bytes);
-        }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
-        Ok(written)
-    }
-
-    /// Removes every key in `range` atomically.
-    pub(crate) fn remove_range<R: RangeBounds<Vec<u8>>>(
-        &self,
-        range: R,
-    ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.tree.range(range) {
-            let (k, _) = item.map_err(|e| self.io(e))?;
-            batch.remove(k);
-        }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))
-    }
-
     /// Removes every key up to `last` (inclusive), `per_batch` keys per
     /// atomic batch, so that no single call holds sled for long.
     pub(crate) fn remove_up_to_in_batches(
@@ -227,15 +200,6 @@ impl Tree {
             visit(&k, &v)?;
         }
         Ok(())
-    }
-
-    /// The last key/value pair, as stored.
-    pub(crate) fn last_raw(&self) -> Result<Option<RawPair>, StorageError> {
-        Ok(self
-            .tree
-            .last()
-            .map_err(|e| self.io(e))?
-            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     pub(crate) fn corrupt_key(&self, what: &str, key: &[u8]) -> StorageError {

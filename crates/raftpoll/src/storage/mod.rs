@@ -1,14 +1,16 @@
-//! Persistent storage for Raft: log, vote and state machine in sled.
+//! Persistent storage for Raft: log, vote and state machine.
 //!
-//! One sled database per node (the `data_dir`) holds the Raft log (keyed by
-//! big-endian index), Raft metadata (vote, committed, last purged) and
-//! node-local facts (node id, cluster id, the names of the ports it
-//! discovered); the last state machine snapshot is
-//! a file beside it (older versions kept it in sled, which is still read).
+//! One sled database per node (the `data_dir`) holds Raft metadata (vote,
+//! committed, last purged) and node-local facts (node id, cluster id, the
+//! names of the ports it discovered); the Raft log is a directory of segment
+//! files beside it and the last state machine snapshot a file (older
+//! versions kept both in sled: the log is moved out at start, the snapshot
+//! still read).
 //! The state machine itself lives in memory; it is rebuilt at start from the
 //! snapshot plus the committed log entries openraft re-applies.
 
 mod kv;
+mod log_files;
 mod log_store;
 mod port_names;
 mod snapshot_file;
@@ -90,7 +92,13 @@ impl Store {
     /// The Raft log store and the state machine store (loaded from the last
     /// snapshot). Make them once per process.
     pub async fn raft_stores(&self) -> Result<(LogStore, StateMachineStore), StorageError> {
-        let log = LogStore::new(&self.kv)?;
+        let kv = self.kv.clone();
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&kv))
+            .await
+            .map_err(|e| StorageError::Task {
+                path: self.kv.path().to_path_buf(),
+                message: e.to_string(),
+            })??;
         let sm = StateMachineStore::load(&self.kv, log.appended_bytes())?;
         Ok((log, sm))
     }

@@ -42,3 +42,19 @@ pub async fn open_when_unlocked(
         }
     }
 }
+
+/// Opens the sled database at `path` once the previous handle's background
+/// threads have let go of its file lock (they outlive the drop briefly).
+pub fn sled_when_unlocked(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled database {} still locked: {e}", path.display()),
+        }
+    }
+}
