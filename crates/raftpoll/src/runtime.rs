@@ -9,9 +9,13 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::watch;
 
-/// Raft's worker threads: one for openraft's core and replication, one for
-/// applies and snapshots, so a long apply does not hold up a heartbeat.
-pub const RAFT_THREADS: usize = 2;
+/// Raft's worker threads. One: a second thread woke for most heartbeats
+/// to steal a task (each wake-up costs about 100 µs on a small VM, and an
+/// idle cluster's Raft CPU is mostly wake-ups). What can take long runs
+/// elsewhere so heartbeats never wait for it: applies, log file I/O and a
+/// snapshot's install on the blocking pool, a snapshot's encoding on a
+/// thread of its own.
+pub const RAFT_THREADS: usize = 1;
 /// Thread name of Raft's runtime (the gRPC server runs there too).
 pub const RAFT_THREAD_NAME: &str = "raft";
 /// Thread name of the LibreNMS link's runtime (database only, one thread).

@@ -330,6 +330,42 @@ impl StateMachineStore {
         }
     }
 
+    /// Applies `batch` in order and answers each entry's proposer. Blocking.
+    fn apply_now(&self, batch: Vec<EntryResponder<TypeConfig>>) {
+        let mut replies = Vec::new();
+        let applied_any = !batch.is_empty();
+        for (entry, responder) in batch {
+            let result = {
+                let mut a = write_lock(&self.applied);
+                a.last_applied = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => CommandResult::Ok,
+                    EntryPayload::Normal(cmd) => {
+                        if cmd.changes_owners() {
+                            self.owner_changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                        a.state.apply(cmd)
+                    }
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        CommandResult::Ok
+                    }
+                }
+            };
+            if let Some(r) = responder {
+                replies.push((r, result));
+            }
+        }
+        // Wake subscribers before answering, so a writer that reads after its
+        // write returns sees the change signalled.
+        if applied_any {
+            self.bump();
+        }
+        for (r, result) in replies {
+            r.send(result);
+        }
+    }
+
     fn bump(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -508,40 +544,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut replies = Vec::new();
-        let mut applied_any = false;
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let result = {
-                let mut a = write_lock(&self.applied);
-                a.last_applied = Some(entry.log_id);
-                match &entry.payload {
-                    EntryPayload::Blank => CommandResult::Ok,
-                    EntryPayload::Normal(cmd) => {
-                        if cmd.changes_owners() {
-                            self.owner_changes.fetch_add(1, Ordering::AcqRel);
-                        }
-                        a.state.apply(cmd)
-                    }
-                    EntryPayload::Membership(m) => {
-                        a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        CommandResult::Ok
-                    }
-                }
-            };
-            applied_any = true;
-            if let Some(r) = responder {
-                replies.push((r, result));
-            }
+        // On the blocking pool: Raft has one thread (see `RAFT_THREADS`),
+        // and a long apply (a bulk import) must not hold up heartbeats.
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
         }
-        // Wake subscribers before answering, so a writer that reads after its
-        // write returns sees the change signalled.
-        if applied_any {
-            self.bump();
-        }
-        for (r, result) in replies {
-            r.send(result);
-        }
-        Ok(())
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_now(batch))
+            .await
+            .map_err(io::Error::other)
     }
 
     async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
@@ -561,27 +573,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let snapshot = snapshot.into_bytes()?;
-        let mut applied = decode_applied(&snapshot).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot from leader: {e}"),
-            )
-        })?;
-        // The metadata is authoritative for where the snapshot stands.
-        applied.last_applied = meta.last_log_id;
-        applied.membership = meta.last_membership.clone();
-        // Persist first: after a crash we restart from the new snapshot or the old
-        // one, never from a mix.
+        // Read, decoded and persisted on the blocking pool: tens of MB at
+        // 100,000 devices, and Raft has one thread.
         let encoded_meta = codec::encode(meta).map_err(io::Error::other)?;
         let file = self.file.clone();
-        let last_log_id = meta.last_log_id;
-        let written = tokio::task::spawn_blocking(move || {
-            file.write(last_log_id, "install", |w| {
+        let meta = meta.clone();
+        let (applied, written) = tokio::task::spawn_blocking(move || {
+            let snapshot = snapshot.into_bytes()?;
+            let mut applied = decode_applied(&snapshot).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot from leader: {e}"),
+                )
+            })?;
+            // The metadata is authoritative for where the snapshot stands.
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            // Persist first: after a crash we restart from the new snapshot
+            // or the old one, never from a mix.
+            let written = file.write(meta.last_log_id, "install", |w| {
                 w.write_all(&encoded_meta)?;
                 w.write_all(&snapshot)?;
                 Ok(encoded_meta.len() as u64)
-            })
+            })?;
+            Ok::<_, io::Error>((applied, written))
         })
         .await
         .map_err(|e| StorageError::Task {
@@ -591,8 +606,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.mark_moved().await?;
         self.pacing.snapshotted(written.bytes);
         let replaced = std::mem::replace(&mut *write_lock(&self.applied), applied);
-        // Freed outside the lock: applies and readers need not wait for it.
-        drop(replaced);
+        // Freed outside the lock and off Raft's thread.
+        tokio::task::spawn_blocking(move || drop(replaced));
         self.metrics.installed.inc();
         self.owner_changes.fetch_add(1, Ordering::AcqRel);
         self.bump();
