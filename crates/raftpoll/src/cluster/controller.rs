@@ -5,8 +5,8 @@
 use super::assignment::{Balance, Candidate, assign, candidates, placement_of};
 use super::handle::ClusterHandle;
 use crate::model::types::{Command, NodeId};
-use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -101,6 +101,7 @@ pub async fn run(
     let mut settled_inputs: Option<(u64, Vec<Candidate>)> = None;
     // Leaders this node heard from since it started.
     let mut followed: BTreeSet<NodeId> = BTreeSet::new();
+    let mut server = cluster.raft().server_metrics();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -108,12 +109,27 @@ pub async fn run(
             changed = state_rx.changed() => if changed.is_err() { return },
         }
         if !cluster.is_leader() {
-            followed.extend(cluster.leader().map(|(id, _)| id));
             alive_since.clear();
             dead_since.clear();
             leading_since = None;
             last_tick = None;
             settled_inputs = None;
+            // Nothing to do until this node leads: wait for its role to
+            // change rather than wake on every tick and every apply.
+            loop {
+                let (leads, leader) = {
+                    let m = server.borrow_watched();
+                    (m.state == ServerState::Leader, m.current_leader)
+                };
+                followed.extend(leader.filter(|_| !leads));
+                if leads {
+                    break;
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    changed = server.changed() => if changed.is_err() { return },
+                }
+            }
             continue;
         }
         // Keeps the cluster's feature level current, so followers learn it
