@@ -90,8 +90,8 @@ pub fn default_raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigEr
 /// sends its heartbeats from a timer of the heartbeat's own period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerDuty {
-    /// Not a voter (a learner, or not yet a member): no election, no
-    /// heartbeat. openraft's tick is parked.
+    /// Not a voter (a learner, or not yet a member), or the leader of a
+    /// cluster of one: no election, no heartbeat. openraft's tick is parked.
     Idle,
     /// The leader: a heartbeat every heartbeat interval; tick parked.
     Heartbeats,
@@ -116,7 +116,12 @@ pub fn timer_duty(
     let voter = [effective, committed]
         .iter()
         .any(|m| m.membership().voter_ids().any(|voter| voter == id));
+    let alone = [effective, committed]
+        .iter()
+        .all(|m| m.membership().nodes().all(|(node, _)| *node == id));
     match (state, leader) {
+        // Heartbeats to nobody.
+        (ServerState::Leader, _) if alone => TimerDuty::Idle,
         (ServerState::Leader, _) => TimerDuty::Heartbeats,
         _ if !voter => TimerDuty::Idle,
         (_, Some(leader)) if leader != id => TimerDuty::WatchLeader,
@@ -271,6 +276,18 @@ mod tests {
             timer_duty(3, Learner, None, &without_3, &without_3),
             TimerDuty::Idle,
             "a learner once committed"
+        );
+        // A cluster of one: its leader has nobody to send heartbeats to.
+        let alone = membership(&[&[1]], &[]);
+        assert_eq!(
+            timer_duty(1, Leader, Some(1), &alone, &alone),
+            TimerDuty::Idle
+        );
+        let with_learner = membership(&[&[1]], &[2]);
+        assert_eq!(
+            timer_duty(1, Leader, Some(1), &with_learner, &alone),
+            TimerDuty::Heartbeats,
+            "a learner being added hears from it"
         );
     }
 
