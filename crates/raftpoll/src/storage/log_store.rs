@@ -204,7 +204,6 @@ fn move_sled_log(dir: &Path, sled_log: &Tree, meta: &Tree) -> Result<(), Storage
     let files = LogFiles::open_at(&moving)?;
     let mut batch = Vec::with_capacity(MOVE_BATCH);
     let mut moved = 0u64;
-    let mut failed = None;
     let range = purged.to_be_bytes().to_vec()..MOVED_KEY.to_be_bytes().to_vec();
     sled_log.for_each_raw(range, |k, v| {
         let index = <[u8; 8]>::try_from(k)
@@ -213,16 +212,11 @@ fn move_sled_log(dir: &Path, sled_log: &Tree, meta: &Tree) -> Result<(), Storage
         batch.push((index, v.to_vec()));
         if batch.len() == MOVE_BATCH {
             moved += batch.len() as u64;
-            if let Err(e) = files.append(&batch) {
-                failed = Some(e);
-            }
+            files.append(&batch)?;
             batch.clear();
         }
         Ok(())
     })?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
     moved += batch.len() as u64;
     files.append(&batch)?;
     drop(files);
