@@ -617,6 +617,24 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_of_a_newer_format_is_refused_by_name() {
+        let tmp = TempDir::new().expect("temp dir");
+        let log = LogFiles::open(tmp.path()).expect("open");
+        log.append(&records(1..3)).expect("append");
+        drop(log);
+        let file = segment_files(tmp.path()).remove(0);
+        let mut bytes = fs::read(&file).expect("read");
+        bytes[6..8].copy_from_slice(&(SEGMENT_FORMAT + 1).to_le_bytes());
+        fs::write(&file, &bytes).expect("write");
+        let err = LogFiles::open(tmp.path()).err().expect("newer").to_string();
+        assert!(
+            err.contains("format version 2") && err.contains("upgrade"),
+            "{err}"
+        );
+        assert!(!err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
     fn a_torn_last_write_is_cut_and_damage_is_an_error_naming_the_file() {
         let tmp = TempDir::new().expect("temp dir");
         let log = LogFiles::open(tmp.path()).expect("open");
