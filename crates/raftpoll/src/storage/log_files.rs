@@ -509,7 +509,7 @@ impl Read for FileAt<'_> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| file_error(dir, "sync", e))
@@ -551,6 +551,14 @@ mod tests {
         })
         .expect("read");
         seen
+    }
+
+    /// A log of `range` written and closed: its one segment file.
+    fn one_segment(dir: &Path, range: std::ops::Range<u64>) -> PathBuf {
+        let log = LogFiles::open(dir).expect("open");
+        log.append(&records(range)).expect("append");
+        drop(log);
+        segment_files(dir).remove(0)
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -619,10 +627,7 @@ mod tests {
     #[test]
     fn a_segment_of_a_newer_format_is_refused_by_name() {
         let tmp = TempDir::new().expect("temp dir");
-        let log = LogFiles::open(tmp.path()).expect("open");
-        log.append(&records(1..3)).expect("append");
-        drop(log);
-        let file = segment_files(tmp.path()).remove(0);
+        let file = one_segment(tmp.path(), 1..3);
         let mut bytes = fs::read(&file).expect("read");
         bytes[6..8].copy_from_slice(&(SEGMENT_FORMAT + 1).to_le_bytes());
         fs::write(&file, &bytes).expect("write");
@@ -637,10 +642,7 @@ mod tests {
     #[test]
     fn a_torn_last_write_is_cut_and_damage_is_an_error_naming_the_file() {
         let tmp = TempDir::new().expect("temp dir");
-        let log = LogFiles::open(tmp.path()).expect("open");
-        log.append(&records(1..6)).expect("append");
-        drop(log);
-        let file = segment_files(tmp.path()).remove(0);
+        let file = one_segment(tmp.path(), 1..6);
         let len = fs::metadata(&file).expect("size").len();
 
         // The last record half written.

@@ -6,7 +6,7 @@
 
 use super::StorageError;
 use super::kv::{self, Kv, Tree};
-use super::log_files::{LOG_DIR, LogFiles};
+use super::log_files::{LOG_DIR, LogFiles, sync_dir};
 use crate::cluster::features::FEATURE_LEVEL;
 use crate::codec::{self, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
@@ -123,18 +123,13 @@ impl LogStore {
     /// cannot read (a newer format or kind). For the start of a node.
     pub async fn check_readable(&self, from: u64) -> Result<(), StorageError> {
         let this = self.clone();
-        let path = self.kv.path().to_path_buf();
         // One entry at a time: after a long time without a snapshot the log
         // since the last one can be tens of megabytes, decoded even more.
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move || {
             this.files
                 .for_each(from, u64::MAX, |i, v| this.decode_entry(i, v).map(drop))
         })
         .await
-        .map_err(|e| StorageError::Task {
-            path,
-            message: e.to_string(),
-        })?
     }
 
     /// Decodes entry `index`. An entry this node cannot read (a newer
@@ -226,13 +221,7 @@ fn move_sled_log(dir: &Path, sled_log: &Tree, meta: &Tree) -> Result<(), Storage
         what: "rename into place",
         source,
     })?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StorageError::File {
-            path: dir.to_path_buf(),
-            what: "sync",
-            source,
-        })?;
+    sync_dir(dir)?;
     if moved > 0 {
         tracing::info!(
             entries = moved,
