@@ -292,6 +292,9 @@ pub async fn run(
             ?timeout,
             "stopping: handing leadership and devices over"
         );
+        // A registration still waiting for a leader must not land after the
+        // absence's own (no groups) and hand the devices back.
+        tasks.register.abort();
         let absence = absence::step_away(&cluster, timeout).await;
         tracing::info!(node_id, ?absence, "hand-over done");
     }
@@ -899,13 +902,14 @@ fn seeds_except_self(config: &Config) -> Vec<String> {
 }
 
 /// Records this node's name, address and groups in the replicated state,
-/// retrying until a leader accepts it.
+/// retrying until a leader accepts it. Always written, even when the local
+/// state already shows them: at start that state may lag the log. A node that
+/// stopped right after its planned absence registered it with no groups has
+/// that entry in its log, committed by the leader but not yet known here as
+/// committed; read before it is applied, the old groups look current, and
+/// the node would wait for devices with no groups on record.
 async fn register(cluster: ClusterHandle, info: NodeInfo, mut stop: watch::Receiver<bool>) {
     loop {
-        let current = cluster.read(|s| s.nodes.get(&info.id).cloned());
-        if current.as_ref() == Some(&info) {
-            return;
-        }
         match cluster.propose(Command::UpsertNode(info.clone())).await {
             Ok(_) => {
                 tracing::info!(node_id = info.id, groups = ?info.groups, "node registered");
