@@ -520,6 +520,7 @@ async fn start_server(
             config.secret.clone(),
             services.cluster.features().clone(),
             services.cluster.leader_contact().clone(),
+            stop.clone(),
         ))
         .add_service(peer_service(
             services.cluster.clone(),

@@ -7,11 +7,17 @@ mod common;
 use common::open_when_unlocked;
 use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
-use raftpoll::cluster::network::{GrpcNetworkFactory, bearer_value, raft_service};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use raftpoll::cluster::features::{APPEND_STREAM_LEVEL, FEATURE_LEVEL, Features};
+use raftpoll::cluster::network::{
+    GrpcNetworkFactory, LeaderContact, bearer_value, raft_service_with,
+};
 use raftpoll::cluster::raft::{Raft, raft_config};
+use raftpoll::codec::{FORMAT_VERSION, decode, encode_version};
 use raftpoll::model::types::{Command, CommandResult, NewDevice, NodeId};
 use raftpoll::proto::RaftRequest;
 use raftpoll::proto::raft_client::RaftClient;
+use raftpoll::raft_types::TypeConfig;
 use raftpoll::secret::Secret;
 use raftpoll::snmp::credentials::SnmpCredentials;
 use raftpoll::storage::SharedState;
@@ -19,9 +25,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(15));
 
@@ -30,7 +36,7 @@ struct TestNode {
     addr: String,
     raft: Raft,
     shared: SharedState,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
 }
 
@@ -43,6 +49,17 @@ impl TestNode {
         secret: &str,
         listener: Option<tokio::net::TcpListener>,
     ) -> TestNode {
+        TestNode::start_at_level(id, dir, secret, listener, FEATURE_LEVEL).await
+    }
+
+    /// [`TestNode::start`] held at feature `level`, as an older version.
+    async fn start_at_level(
+        id: NodeId,
+        dir: &Path,
+        secret: &str,
+        listener: Option<tokio::net::TcpListener>,
+        level: u32,
+    ) -> TestNode {
         let listener = match listener {
             Some(l) => l,
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -51,15 +68,23 @@ impl TestNode {
         let (_store, log, sm) = open_when_unlocked(dir).await.unwrap();
         let shared = sm.shared();
         let config = raft_config(100, 600, 900).unwrap();
-        let network = GrpcNetworkFactory::new(Secret::new(secret));
+        let network =
+            GrpcNetworkFactory::new(Secret::new(secret)).with_features(Features::new(level), id);
         let raft = Raft::new(id, config, network, log, sm).await.unwrap();
-        let service = raft_service(raft.clone(), Secret::new(secret));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = watch::channel(false);
+        let service = raft_service_with(
+            raft.clone(),
+            Secret::new(secret),
+            Features::new(level),
+            LeaderContact::default(),
+            stopped.clone(),
+        );
         let server = tokio::spawn(async move {
+            let mut stopped = stopped;
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await;
         });
@@ -81,7 +106,7 @@ impl TestNode {
     async fn stop(mut self) {
         self.raft.shutdown().await.unwrap();
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         if let Some(server) = self.server.take() {
             server.await.unwrap();
@@ -161,6 +186,7 @@ async fn three_voters_replicate_and_strangers_are_refused() {
     let mut req = tonic::Request::new(RaftRequest {
         target: leader_id,
         payload: vec![],
+        cluster_level: 0,
     });
     req.metadata_mut().insert(
         "authorization",
@@ -173,10 +199,59 @@ async fn three_voters_replicate_and_strangers_are_refused() {
         .append_entries(RaftRequest {
             target: leader_id,
             payload: vec![],
+            cluster_level: 0,
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .append_entries_stream(tokio_stream::iter(Vec::<RaftRequest>::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // On the AppendEntries stream, a follower answers the leader's heartbeat
+    // in order, then ends the stream on a request for another node id.
+    let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let vote = leader.raft.metrics().borrow_watched().vote;
+    let heartbeat = AppendEntriesRequest::<TypeConfig> {
+        vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let message = |target| RaftRequest {
+        target,
+        payload: encode_version(&heartbeat, FORMAT_VERSION).unwrap(),
+        cluster_level: 0,
+    };
+    let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+    let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+    request.metadata_mut().insert(
+        "authorization",
+        bearer_value(&Secret::new("s3cret")).unwrap(),
+    );
+    let mut follower_client = RaftClient::connect(format!("http://{}", follower.addr))
+        .await
+        .unwrap();
+    let mut replies = follower_client
+        .append_entries_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        requests.send(message(follower.id)).await.unwrap();
+        let reply = replies
+            .message()
+            .await
+            .unwrap()
+            .expect("a reply per request");
+        let response: AppendEntriesResponse<TypeConfig> = decode(&reply.payload).unwrap();
+        assert!(response.is_success(), "{response:?}");
+    }
+    requests.send(message(leader_id)).await.unwrap();
+    let status = replies.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 
     // A node holding another secret cannot be replicated to: the leader's
     // appends are refused, so it never applies anything.
@@ -356,6 +431,69 @@ async fn a_follower_behind_a_compacted_log_catches_up_through_a_snapshot() {
     assert!(follower.shared.read(|s| s.devices.contains_key("after")));
 
     follower.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A node at a level before the AppendEntries stream (an older version)
+/// refuses it as unimplemented, and a current leader replicates to it with
+/// calls: also when the node ran the current version before (a rollback),
+/// so the leader first tries the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_follower_is_replicated_to_with_calls() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader_id = writable_leader(&nodes).await.id;
+    let write_and_wait = |nodes: &[TestNode], hostname: String| {
+        let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+        let raft = leader.raft.clone();
+        let followers: Vec<Raft> = nodes.iter().map(|n| n.raft.clone()).collect();
+        async move {
+            let resp = raft.client_write(add_device(&hostname)).await.unwrap();
+            for r in followers {
+                r.wait(WAIT)
+                    .applied_index_at_least(Some(resp.log_id.index), "device applied everywhere")
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    for i in 0..5 {
+        write_and_wait(&nodes, format!("sw{i}")).await;
+    }
+
+    // A follower comes back on its address at the older level.
+    let older = APPEND_STREAM_LEVEL - 1;
+    let back = nodes.iter().position(|n| n.id != leader_id).unwrap();
+    let follower = nodes.remove(back);
+    let (id, addr) = (follower.id, follower.addr.clone());
+    follower.stop().await;
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    nodes.push(
+        TestNode::start_at_level(id, dirs[back].path(), "s3cret", Some(listener), older).await,
+    );
+    for i in 5..20 {
+        write_and_wait(&nodes, format!("sw{i}")).await;
+    }
+    for n in &nodes {
+        assert_eq!(n.shared.read(|s| s.devices.len()), 20, "node {}", n.id);
+    }
+
+    let mut request = tonic::Request::new(tokio_stream::iter(Vec::<RaftRequest>::new()));
+    request.metadata_mut().insert(
+        "authorization",
+        bearer_value(&Secret::new("s3cret")).unwrap(),
+    );
+    let mut client = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    let status = client.append_entries_stream(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+
     for n in nodes {
         n.stop().await;
     }

@@ -5,7 +5,8 @@
 //! format versions it reads (level 1: format 1 only; level 2: formats 1–2;
 //! level 3: formats 1–3; level 4: formats 1–3 and keyed discoveries; level 5:
 //! also claims that replace an abandoned claim; level 6: also batches of
-//! commands in one entry).
+//! commands in one entry; level 7: also the AppendEntries stream between
+//! peers, a transport feature that gates no entry kind).
 //! Every Raft RPC carries the sender's level and version in gRPC metadata, and
 //! every reply the answering node's; a node that sends none is a level-1 node
 //! (raftpoll before feature levels). Nothing of this is replicated, so the
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
 
 /// The feature level of this version.
-pub const FEATURE_LEVEL: u32 = 6;
+pub const FEATURE_LEVEL: u32 = 7;
+/// The level from which a node serves and uses the AppendEntries stream.
+pub const APPEND_STREAM_LEVEL: u32 = 7;
 /// This build's version, as shown in `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

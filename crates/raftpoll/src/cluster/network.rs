@@ -6,7 +6,7 @@
 //! more), and answered in the format it wrote. Every call carries the cluster secret as
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
 
-use crate::cluster::features::Features;
+use crate::cluster::features::{APPEND_STREAM_LEVEL, Features};
 use crate::cluster::raft::Raft;
 use crate::codec::{CodecError, decode, encode_version, version_of};
 use crate::grpc::{ChannelCache, Dialer};
@@ -17,6 +17,7 @@ use crate::proto::{RaftReply, RaftRequest, RaftSnapshotRequest};
 use crate::raft_types::{Snapshot, TypeConfig, Vote};
 use crate::secret::Secret;
 use crate::storage::{SnapshotData, snapshot_data_in_format};
+use futures::Stream;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -27,14 +28,17 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Largest Raft message accepted or sent (a whole snapshot travels in one).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -124,11 +128,13 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             auth: self.auth.clone(),
             features: self.features.clone(),
             me: self.me,
+            append_stream: None,
         }
     }
 }
 
-/// openraft's connection to one peer.
+/// openraft's connection to one peer. openraft gives its heartbeats and its
+/// replication each a connection of their own, so each has its own stream.
 pub struct GrpcNetwork {
     target: NodeId,
     addr: String,
@@ -136,6 +142,14 @@ pub struct GrpcNetwork {
     auth: Option<AsciiMetadataValue>,
     features: Features,
     me: NodeId,
+    /// The open AppendEntries stream to the peer, if any.
+    append_stream: Option<AppendStream>,
+}
+
+/// One AppendEntries stream: requests go in, replies come back in order.
+struct AppendStream {
+    requests: mpsc::Sender<RaftRequest>,
+    replies: Streaming<RaftReply>,
 }
 
 /// Why a call failed, before it becomes openraft's error type.
@@ -191,10 +205,33 @@ impl GrpcNetwork {
         Fut: Future<Output = Result<Response<RaftReply>, Status>>,
     {
         let result = self.try_call(message, timeout, send).await;
+        self.logged(kind, result)
+    }
+
+    /// `result`, its failure logged at debug.
+    fn logged<T>(&self, kind: &'static str, result: Result<T, Failure>) -> Result<T, Failure> {
         if let Err(Failure::Unreachable(m) | Failure::Network(m)) = &result {
             tracing::debug!(target_node = self.target, addr = %self.addr, rpc = kind, error = %m, "raft rpc failed");
         }
         result
+    }
+
+    /// `message` with the secret and what this node says of itself.
+    fn outgoing<M>(&self, message: M, told: Option<u32>) -> Result<Request<M>, Failure> {
+        let auth = self
+            .auth
+            .clone()
+            .ok_or_else(|| Failure::Unreachable("cluster secret is not valid ASCII".into()))?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", auth);
+        self.features
+            .annotate(request.metadata_mut(), self.me, told);
+        Ok(request)
+    }
+
+    /// The cluster's level to tell the peer (a node without an id tells none).
+    fn told(&self) -> Option<u32> {
+        Some(self.features.told_cluster_level()).filter(|_| self.me != 0)
     }
 
     async fn try_call<M, Resp, F, Fut>(
@@ -209,15 +246,7 @@ impl GrpcNetwork {
         Fut: Future<Output = Result<Response<RaftReply>, Status>>,
     {
         let client = self.client.clone().map_err(Failure::Unreachable)?;
-        let auth = self
-            .auth
-            .clone()
-            .ok_or_else(|| Failure::Unreachable("cluster secret is not valid ASCII".into()))?;
-        let mut request = Request::new(message);
-        request.metadata_mut().insert("authorization", auth);
-        let told = Some(self.features.told_cluster_level()).filter(|_| self.me != 0);
-        self.features
-            .annotate(request.metadata_mut(), self.me, told);
+        let mut request = self.outgoing(message, self.told())?;
         request.set_timeout(timeout);
         let reply = match tokio::time::timeout(timeout, send(client, request)).await {
             Err(_) => {
@@ -244,7 +273,78 @@ impl GrpcNetwork {
         Ok(RaftRequest {
             target: self.target,
             payload,
+            cluster_level: 0,
         })
+    }
+
+    /// Whether AppendEntries go on a stream: both ends must serve it (a
+    /// peer not heard from yet may be an older node, so a call comes first).
+    fn streams(&self) -> bool {
+        self.features.local_level() >= APPEND_STREAM_LEVEL
+            && self.features.level_of(self.target) >= APPEND_STREAM_LEVEL
+    }
+
+    /// `req` on the AppendEntries stream (opened first if none is open), and
+    /// its reply; `None` if the peer does not serve the stream (a node rolled
+    /// back to an older version): then a call goes instead, and its reply
+    /// tells the peer's level. Any failure or timeout drops the stream, so a
+    /// late reply can never be read as the answer to a later request.
+    async fn stream_call<Resp: DeserializeOwned>(
+        &mut self,
+        mut req: RaftRequest,
+        timeout: Duration,
+    ) -> Result<Option<Resp>, Failure> {
+        req.cluster_level = self.told().unwrap_or(0);
+        let exchanged = tokio::time::timeout(timeout, async {
+            let stream = match self.append_stream.take() {
+                Some(stream) => stream,
+                None => match self.open_append_stream().await? {
+                    Some(stream) => stream,
+                    None => return Ok(None),
+                },
+            };
+            let stream = self.append_stream.insert(stream);
+            if stream.requests.send(req).await.is_err() {
+                return Err(Failure::Network("AppendEntries stream closed".into()));
+            }
+            match stream.replies.message().await {
+                Ok(Some(reply)) => Ok(Some(reply)),
+                Ok(None) => Err(Failure::Network("AppendEntries stream ended".into())),
+                Err(status) => Err(Failure::from_status(&status)),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Network(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            )))
+        });
+        let Some(reply) = exchanged.inspect_err(|_| self.append_stream = None)? else {
+            return Ok(None);
+        };
+        decode(&reply.payload)
+            .map(Some)
+            .map_err(|e| Failure::Network(format!("undecodable reply from peer: {e}")))
+    }
+
+    /// A new AppendEntries stream, `None` if the peer does not serve it.
+    async fn open_append_stream(&self) -> Result<Option<AppendStream>, Failure> {
+        let mut client = self.client.clone().map_err(Failure::Unreachable)?;
+        // One request in flight at a time: openraft waits for each reply.
+        let (requests, outgoing) = mpsc::channel(1);
+        let request = self.outgoing(ReceiverStream::new(outgoing), None)?;
+        let response = match client.append_entries_stream(request).await {
+            Ok(response) => response,
+            Err(s) if s.code() == Code::Unimplemented => return Ok(None),
+            Err(s) => return Err(Failure::from_status(&s)),
+        };
+        self.features
+            .observe(response.metadata(), Some(self.target));
+        Ok(Some(AppendStream {
+            requests,
+            replies: response.into_inner(),
+        }))
     }
 }
 
@@ -265,6 +365,16 @@ impl RaftNetworkV2<TypeConfig> for GrpcNetwork {
         } else {
             option.hard_ttl().max(APPEND_WITH_ENTRIES_TIMEOUT)
         };
+        if self.streams() {
+            let req = self.request(&rpc).map_err(Failure::into_rpc)?;
+            let result = self.stream_call(req, timeout).await;
+            if let Some(response) = self
+                .logged("append_entries_stream", result)
+                .map_err(Failure::into_rpc)?
+            {
+                return Ok(response);
+            }
+        }
         let req = self.request(&rpc).map_err(Failure::into_rpc)?;
         self.call("append_entries", req, timeout, |mut c, r| async move {
             c.append_entries(r).await
@@ -427,21 +537,32 @@ impl LeaderContact {
 
 /// The peer-facing Raft service of `raft`, guarded by the cluster secret.
 pub fn raft_service(raft: Raft, secret: Secret) -> RaftService {
-    raft_service_with(raft, secret, Features::default(), LeaderContact::default())
+    let (_, stop) = watch::channel(false);
+    raft_service_with(
+        raft,
+        secret,
+        Features::default(),
+        LeaderContact::default(),
+        stop,
+    )
 }
 
 /// [`raft_service`] that records callers' feature levels in `features`,
 /// tells them this node's, and records leaders' contacts in `contact`.
+/// AppendEntries streams end once `stop` turns true: a server stopping
+/// gracefully waits for its streams, and a peer's stream never ends by itself.
 pub fn raft_service_with(
     raft: Raft,
     secret: Secret,
     features: Features,
     contact: LeaderContact,
+    stop: watch::Receiver<bool>,
 ) -> RaftService {
     let server = RaftServer::new(RaftRpc {
         raft,
         features,
         contact,
+        stop,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -449,10 +570,12 @@ pub fn raft_service_with(
 }
 
 /// Hands peer RPCs to the local Raft node.
+#[derive(Clone)]
 pub struct RaftRpc {
     raft: Raft,
     features: Features,
     contact: LeaderContact,
+    stop: watch::Receiver<bool>,
 }
 
 impl RaftRpc {
@@ -475,12 +598,30 @@ impl RaftRpc {
         &self,
         request: &Request<RaftRequest>,
     ) -> Result<(T, u16), Status> {
-        let req = request.get_ref();
-        self.check_target(req.target)?;
         self.features.observe(request.metadata(), None);
+        self.decode_message(request.get_ref())
+    }
+
+    fn decode_message<T: DeserializeOwned>(&self, req: &RaftRequest) -> Result<(T, u16), Status> {
+        self.check_target(req.target)?;
         let value = decode(&req.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
         Ok((value, version_of(&req.payload)))
+    }
+
+    /// One AppendEntries request, however it came: stored, recorded as the
+    /// leader's contact, answered in the format it was written in.
+    async fn append(&self, req: &RaftRequest) -> Result<RaftReply, Status> {
+        let (rpc, format): (AppendEntriesRequest<TypeConfig>, _) = self.decode_message(req)?;
+        self.check_entries(&rpc)?;
+        let response = self.raft.append_entries(rpc).await.map_err(unavailable)?;
+        // A deposed leader's request is answered with the higher vote.
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.contact.record();
+        }
+        let payload = encode_version(&response, format)
+            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+        Ok(RaftReply { payload })
     }
 
     /// Refuses entries of a kind above this node's level: the leader keeps
@@ -501,12 +642,20 @@ impl RaftRpc {
     fn reply<T: Serialize>(&self, value: &T, format: u16) -> Result<Response<RaftReply>, Status> {
         let payload = encode_version(value, format)
             .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-        let mut response = Response::new(RaftReply { payload });
+        Ok(self.annotated(RaftReply { payload }))
+    }
+
+    /// `message` with this node's level in the response metadata.
+    fn annotated<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
         self.features
             .annotate(response.metadata_mut(), *self.raft.node_id(), None);
-        Ok(response)
+        response
     }
 }
+
+/// The replies of one AppendEntries stream.
+type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send>>;
 
 /// Raft refuses only when it is stopping (fatal): the peer should back off.
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -529,14 +678,43 @@ impl raft_server::Raft for RaftRpc {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (rpc, format): (AppendEntriesRequest<TypeConfig>, _) = self.decode_request(&request)?;
-        self.check_entries(&rpc)?;
-        let response = self.raft.append_entries(rpc).await.map_err(unavailable)?;
-        // A deposed leader's request is answered with the higher vote.
-        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
-            self.contact.record();
+        self.features.observe(request.metadata(), None);
+        Ok(self.annotated(self.append(request.get_ref()).await?))
+    }
+
+    type AppendEntriesStreamStream = AppendReplies;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        // A node held at an older level answers as an older node would.
+        if self.features.local_level() < APPEND_STREAM_LEVEL {
+            return Err(Status::unimplemented("AppendEntriesStream"));
         }
-        self.reply(&response, format)
+        self.features.observe(request.metadata(), None);
+        // Each request is answered before the next is read; the first
+        // failure ends the stream with its status.
+        let replies = futures::stream::try_unfold(
+            (self.clone(), request.into_inner()),
+            |(rpc, mut requests)| async move {
+                let mut stop = rpc.stop.clone();
+                let next = tokio::select! {
+                    next = requests.message() => next?,
+                    // A closed sender never stops the stream.
+                    Ok(_) = stop.wait_for(|stop| *stop) => None,
+                };
+                let Some(req) = next else {
+                    return Ok(None);
+                };
+                if req.cluster_level > 0 {
+                    rpc.features.tell(req.cluster_level);
+                }
+                let reply = rpc.append(&req).await?;
+                Ok(Some((reply, (rpc, requests))))
+            },
+        );
+        Ok(self.annotated(Box::pin(replies) as AppendReplies))
     }
 
     async fn install_snapshot(
