@@ -3,8 +3,11 @@
 //! Messages are openraft's own types, in the versioned [`crate::codec`]
 //! encoding inside the `bytes` fields of `proto/raft.proto`: each peer is
 //! written the newest format it reads (version 1 until its replies say
-//! more), and answered in the format it wrote. Every call carries the cluster secret as
+//! more), and answered in the format it wrote. Every call (and every
+//! AppendEntries stream, once) carries the cluster secret as
 //! `authorization: Bearer <secret>`; the server checks it in constant time.
+//! Between nodes that serve it, AppendEntries go as messages on one
+//! long-lived stream per sender and peer instead of one call each.
 
 use crate::cluster::features::{APPEND_STREAM_LEVEL, Features};
 use crate::cluster::raft::Raft;
@@ -619,9 +622,7 @@ impl RaftRpc {
         if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
             self.contact.record();
         }
-        let payload = encode_version(&response, format)
-            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-        Ok(RaftReply { payload })
+        encoded_reply(&response, format)
     }
 
     /// Refuses entries of a kind above this node's level: the leader keeps
@@ -640,9 +641,7 @@ impl RaftRpc {
 
     /// A reply in `format`, with this node's level in its metadata.
     fn reply<T: Serialize>(&self, value: &T, format: u16) -> Result<Response<RaftReply>, Status> {
-        let payload = encode_version(value, format)
-            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-        Ok(self.annotated(RaftReply { payload }))
+        Ok(self.annotated(encoded_reply(value, format)?))
     }
 
     /// `message` with this node's level in the response metadata.
@@ -652,6 +651,13 @@ impl RaftRpc {
             .annotate(response.metadata_mut(), *self.raft.node_id(), None);
         response
     }
+}
+
+/// `value` encoded in `format`, as a reply.
+fn encoded_reply<T: Serialize>(value: &T, format: u16) -> Result<RaftReply, Status> {
+    let payload = encode_version(value, format)
+        .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    Ok(RaftReply { payload })
 }
 
 /// The replies of one AppendEntries stream.
