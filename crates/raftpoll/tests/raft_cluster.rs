@@ -150,18 +150,24 @@ async fn writable_leader(nodes: &[TestNode]) -> &TestNode {
     leader
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_voters_replicate_and_strangers_are_refused() {
-    let dirs: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
+/// Three voters on `dirs[0..3]` (ids 1–3), initialized; their leader's id
+/// once it can take writes.
+async fn three_voters(dirs: &[TempDir]) -> (Vec<TestNode>, NodeId) {
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().take(3).enumerate() {
         nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
     }
     let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
     nodes[0].raft.initialize(members).await.unwrap();
+    let leader_id = writable_leader(&nodes).await.id;
+    (nodes, leader_id)
+}
 
-    let leader = writable_leader(&nodes).await;
-    let leader_id = leader.id;
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_voters_replicate_and_strangers_are_refused() {
+    let dirs: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
+    let (nodes, leader_id) = three_voters(&dirs).await;
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
     let resp = leader.raft.client_write(add_device("sw1")).await.unwrap();
     assert_eq!(resp.data, CommandResult::Ok);
     let index = resp.log_id.index;
@@ -330,13 +336,7 @@ async fn single_node_state_survives_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_behind_a_compacted_log_catches_up_through_a_snapshot() {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
-    }
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader_id = writable_leader(&nodes).await.id;
+    let (mut nodes, leader_id) = three_voters(&dirs).await;
     let behind = nodes.iter().position(|n| n.id != leader_id).unwrap();
     let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
     let resp = leader
@@ -443,13 +443,7 @@ async fn a_follower_behind_a_compacted_log_catches_up_through_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_older_follower_is_replicated_to_with_calls() {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(TestNode::start(i as u64 + 1, dir.path(), "s3cret", None).await);
-    }
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader_id = writable_leader(&nodes).await.id;
+    let (mut nodes, leader_id) = three_voters(&dirs).await;
     let write_and_wait = |nodes: &[TestNode], hostname: String| {
         let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
         let raft = leader.raft.clone();

@@ -7,8 +7,8 @@
 //! also claims that replace an abandoned claim; level 6: also batches of
 //! commands in one entry; level 7: also the AppendEntries stream between
 //! peers, a transport feature that gates no entry kind).
-//! Every Raft RPC carries the sender's level and version in gRPC metadata, and
-//! every reply the answering node's; a node that sends none is a level-1 node
+//! Every Raft RPC (and AppendEntries stream) carries the sender's level and
+//! version in gRPC metadata, and every reply the answering node's; a node that sends none is a level-1 node
 //! (raftpoll before feature levels). Nothing of this is replicated, so the
 //! state machine stays pure: the leader learns its followers' levels from
 //! their replies within one heartbeat, and tells followers the cluster's level
