@@ -176,6 +176,10 @@ impl Failure {
         }
     }
 
+    fn no_answer(timeout: Duration) -> Failure {
+        Failure::Network(format!("no answer within {} ms", timeout.as_millis()))
+    }
+
     fn into_rpc(self) -> RPCError<TypeConfig> {
         match self {
             Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
@@ -189,6 +193,12 @@ impl Failure {
             Failure::Network(m) => StreamingError::Network(NetworkError::from_string(m)),
         }
     }
+}
+
+/// A peer's reply, decoded.
+fn decoded<Resp: DeserializeOwned>(reply: &RaftReply) -> Result<Resp, Failure> {
+    decode(&reply.payload)
+        .map_err(|e| Failure::Network(format!("undecodable reply from peer: {e}")))
 }
 
 impl GrpcNetwork {
@@ -252,20 +262,14 @@ impl GrpcNetwork {
         let mut request = self.outgoing(message, self.told())?;
         request.set_timeout(timeout);
         let reply = match tokio::time::timeout(timeout, send(client, request)).await {
-            Err(_) => {
-                return Err(Failure::Network(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )));
-            }
+            Err(_) => return Err(Failure::no_answer(timeout)),
             Ok(Err(status)) => return Err(Failure::from_status(&status)),
             Ok(Ok(reply)) => {
                 self.features.observe(reply.metadata(), Some(self.target));
                 reply.into_inner()
             }
         };
-        decode(&reply.payload)
-            .map_err(|e| Failure::Network(format!("undecodable reply from peer: {e}")))
+        decoded(&reply)
     }
 
     /// The request in the newest format the target reads (version 1 until
@@ -317,18 +321,11 @@ impl GrpcNetwork {
             }
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(Failure::Network(format!(
-                "no answer within {} ms",
-                timeout.as_millis()
-            )))
-        });
+        .unwrap_or_else(|_| Err(Failure::no_answer(timeout)));
         let Some(reply) = exchanged.inspect_err(|_| self.append_stream = None)? else {
             return Ok(None);
         };
-        decode(&reply.payload)
-            .map(Some)
-            .map_err(|e| Failure::Network(format!("undecodable reply from peer: {e}")))
+        decoded(&reply).map(Some)
     }
 
     /// A new AppendEntries stream, `None` if the peer does not serve it.
